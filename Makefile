@@ -1,0 +1,47 @@
+# lvsagent — see README.md.  Everything runs as root on Debian 12.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+PYTEST := $(PY) -m pytest
+SITE  = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+
+.PHONY: all deps venv test test-unit test-netns lint bench demo clean
+
+all: test
+
+deps:
+	@tools/host-deps.sh
+
+# A venv on Debian's own python3, so that Debian's python3-nftables (libnftables'
+# bindings, not on PyPI in a current form) can be linked in.
+$(VENV)/.stamp: pyproject.toml requirements-dev.txt tools/host-deps.sh
+	@tools/host-deps.sh
+	/usr/bin/python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q -e .
+	ln -sfn /usr/lib/python3/dist-packages/nftables "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nftables"
+	touch $@
+
+venv: $(VENV)/.stamp
+
+lint: venv
+	$(VENV)/bin/ruff check lvsagent tests
+	$(VENV)/bin/mypy
+
+test-unit: venv
+	$(PYTEST) tests/unit
+
+test-netns: venv
+	$(PYTEST) tests/netns
+
+test: lint test-unit test-netns
+
+bench: venv
+	$(PY) -m tests.bench.run
+
+demo: venv
+	$(PY) -m tests.demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,158 @@
+"""The whole product's configuration, as frozen value objects.
+
+Every default lives here, written out, so that no behaviour is inherited from a
+library's default (pyroute2 silently gives a service ``wlc`` and a destination
+DR with weight 1; we never rely on that).  The loader fills these from TOML;
+everything downstream reads only these types.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Literal
+
+VrrpVersion = Literal[2, 3]
+# "pseudo_header" is what keepalived sends by default for VRRPv3 over IPv4;
+# "message_only" is RFC 9568's reading.  Receive accepts both either way.
+V3Checksum = Literal["pseudo_header", "message_only"]
+LoopGuard = Literal["bypass", "fwmark", "backup_only"]
+Protocol = Literal["tcp", "udp"]
+Scheduler = Literal["rr", "wrr", "lc", "wlc", "sh", "mh"]
+Forwarding = Literal["dr", "nat", "tun"]
+CheckType = Literal["tcp", "http", "none"]
+OnFailure = Literal["drain", "remove"]
+
+DEFAULT_CONFIG_PATH = "/etc/lvsagent/lvsagent.toml"
+VRRP_MULTICAST_GROUP = "224.0.0.18"
+
+
+@dataclass(frozen=True)
+class TrackInterface:
+    """An interface whose loss lowers priority by ``weight``, or means FAULT when weight is 0."""
+
+    name: str
+    weight: int = 0
+
+
+@dataclass(frozen=True)
+class VrrpInstance:
+    name: str
+    interface: str
+    vrid: int
+    priority: int = 100
+    advert_int: float = 1.0  # seconds; v2 needs whole seconds, v3 takes centiseconds
+    version: VrrpVersion = 2
+    v3_checksum: V3Checksum = "pseudo_header"
+    preempt: bool = True
+    preempt_delay: float = 0.0  # seconds after startup / first lower master seen
+    unicast_src: ipaddress.IPv4Address | None = None
+    unicast_peers: tuple[ipaddress.IPv4Address, ...] = ()
+    unicast_ttl: int = 255
+    # RFC 5798 7.1 requires TTL 255 on receive; unicast across a router can relax it.
+    check_ttl: bool = True
+    auth_pass: str | None = None  # VRRPv2 simple password (auth type 1), at most 8 bytes
+    virtual_addresses: tuple[ipaddress.IPv4Interface, ...] = ()
+    track_interfaces: tuple[TrackInterface, ...] = ()
+    # keepalived defaults: 5 gratuitous ARPs at once, 5 more after 5 s.
+    garp_repeat: int = 5
+    garp_master_delay: float = 5.0
+    garp_master_repeat: int = 5
+
+    @property
+    def is_unicast(self) -> bool:
+        return bool(self.unicast_peers)
+
+
+@dataclass(frozen=True)
+class TcpCheck:
+    connect_timeout: float = 3.0
+    # The port to probe; None means the real server's own port.
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    path: str = "/"
+    status_codes: tuple[int, ...] = (200,)
+    body_contains: str | None = None
+    host: str | None = None
+    timeout: float = 3.0
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    type: CheckType = "tcp"
+    interval: float = 6.0  # keepalived's delay_loop default is 60 s; 6 s suits a two-box pair
+    retry: int = 1
+    delay_before_retry: float = 1.0
+    rise: int = 1
+    fall: int = 1
+    # "alpha": a real server gets no traffic until its first check passes.
+    alpha: bool = True
+    on_failure: OnFailure = "drain"
+    tcp: TcpCheck = field(default_factory=TcpCheck)
+    http: HttpCheck = field(default_factory=HttpCheck)
+
+
+@dataclass(frozen=True)
+class RealServer:
+    address: ipaddress.IPv4Address
+    port: int
+    weight: int = 1
+    u_threshold: int = 0
+    l_threshold: int = 0
+    forwarding: Forwarding | None = None  # None: the virtual server's method
+    health: HealthCheck | None = None  # None: the virtual server's check
+
+
+@dataclass(frozen=True)
+class VirtualServer:
+    """A virtual service: VIP:port + protocol, or a firewall mark."""
+
+    address: ipaddress.IPv4Address | None = None
+    port: int | None = None
+    protocol: Protocol = "tcp"
+    fwmark: int | None = None
+    scheduler: Scheduler = "wlc"
+    scheduler_flags: tuple[str, ...] = ()
+    persistence_timeout: int = 0  # seconds, 0 = no persistence
+    persistence_netmask: ipaddress.IPv4Address = ipaddress.IPv4Address("255.255.255.255")
+    forwarding: Forwarding = "dr"
+    # The VRRP instance whose state this service follows (loop guard, sync daemon).
+    instance: str | None = None
+    quorum: int = 0  # minimum live weight; 0 disables the quorum rule
+    sorry_server: tuple[ipaddress.IPv4Address, int] | None = None
+    health: HealthCheck = field(default_factory=HealthCheck)
+    real_servers: tuple[RealServer, ...] = ()
+
+    @property
+    def label(self) -> str:
+        if self.fwmark is not None:
+            return f"fwmark {self.fwmark}"
+        return f"{self.address}:{self.port}/{self.protocol}"
+
+
+@dataclass(frozen=True)
+class Global:
+    router_id: str = "lvsagent"
+    loop_guard: LoopGuard = "bypass"
+    metrics_listen: str = "127.0.0.1:9650"
+    control_socket: str = "/run/lvsagent/control.sock"
+    # Services in the kernel that the config does not name: report, or remove.
+    foreign_services: Literal["report", "remove"] = "report"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    global_: Global = field(default_factory=Global)
+    vrrp_instances: tuple[VrrpInstance, ...] = ()
+    virtual_servers: tuple[VirtualServer, ...] = ()
+
+    def instance(self, name: str) -> VrrpInstance:
+        for inst in self.vrrp_instances:
+            if inst.name == name:
+                return inst
+        raise KeyError(name)

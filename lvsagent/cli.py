@@ -1,0 +1,105 @@
+"""The ``lvsagent`` command: run, check.
+
+Exit codes follow sysexits(3) so that systemd's journal and scripts can tell
+a bad config (78) from a missing privilege (77) or an OS failure (71).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import sys
+
+from lvsagent.config.loader import ConfigError, format_problems, load_config
+from lvsagent.config.schema import DEFAULT_CONFIG_PATH, Config
+
+EX_OK = 0
+EX_USAGE = 64
+EX_OSERR = 71
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+log = logging.getLogger("lvsagent")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lvsagent", description=__doc__)
+    sub = p.add_subparsers(dest="verb", required=True)
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--config", default=DEFAULT_CONFIG_PATH)
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    check = sub.add_parser("check", help="validate a config file and report every error")
+    check.add_argument("config", nargs="?", default=DEFAULT_CONFIG_PATH)
+    return p
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(format_problems(exc.problems), file=sys.stderr)
+        print(
+            f"lvsagent: {len(exc.problems)} error(s) in {path}; nothing was changed",
+            file=sys.stderr,
+        )
+        return None
+    except OSError as exc:
+        print(f"lvsagent: cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return None
+
+
+def cmd_check(path: str) -> int:
+    config = _load(path)
+    if config is None:
+        return EX_CONFIG
+    print(
+        f"{path}: OK ({len(config.vrrp_instances)} VRRP instance(s), "
+        f"{len(config.virtual_servers)} virtual server(s))"
+    )
+    return EX_OK
+
+
+def cmd_run(path: str, level: str) -> int:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+    )
+    config = _load(path)
+    if config is None:
+        return EX_CONFIG
+    from lvsagent.daemon.app import serve
+    from lvsagent.vrrp.addresses import InterfaceError
+
+    try:
+        asyncio.run(serve(config))
+    except InterfaceError as exc:
+        log.error("%s; nothing was changed", exc)
+        return EX_CONFIG
+    except PermissionError as exc:
+        log.error("%s: lvsagent needs CAP_NET_ADMIN and CAP_NET_RAW (run as root)", exc)
+        return EX_NOPERM
+    except OSError as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES):
+            log.error("%s: lvsagent needs CAP_NET_ADMIN and CAP_NET_RAW (run as root)", exc)
+            return EX_NOPERM
+        log.error("stopped by an OS error: %s", exc)
+        return EX_OSERR
+    log.info("lvsagent stopped")
+    return EX_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.verb == "check":
+        return cmd_check(args.config)
+    if args.verb == "run":
+        return cmd_run(args.config, args.log_level)
+    return EX_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

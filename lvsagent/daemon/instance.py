@@ -1,0 +1,286 @@
+"""Runs one VRRP instance: wires the pure router to its sockets, addresses and clock.
+
+One asyncio task per instance processes events strictly one at a time, so the
+actions of one decision (advert, VIP, GARP) are carried out in order and never
+interleave with the next decision.  Received datagrams are validated in the
+reader callback; only accepted adverts enter the queue, so a flood of invalid
+packets costs a counter increment each and never delays our own adverts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from pyroute2 import AsyncIPRoute
+
+from lvsagent.config.schema import VrrpInstance
+from lvsagent.vrrp import addresses, track
+from lvsagent.vrrp.io import VRRP_GROUP, ArpSender, VrrpSocket
+from lvsagent.vrrp.machine import (
+    Action,
+    AddAddresses,
+    RemoveAddresses,
+    RouterParams,
+    SendAdvert,
+    SendGratuitousArp,
+    State,
+    Transition,
+    VirtualRouter,
+)
+from lvsagent.vrrp.packet import Advert, Discard, encode, pass_auth_data
+from lvsagent.vrrp.receive import RxPolicy, accept
+
+log = logging.getLogger("lvsagent.vrrp")
+
+# How often the VIP set is re-read and repaired (someone ran `ip addr del`).
+ADDRESS_RECONCILE_INTERVAL = 2.0
+# How many datagrams one reader callback takes before yielding to the loop.
+RX_BURST = 64
+
+
+@dataclass
+class Counters:
+    adverts_sent: int = 0
+    adverts_received: int = 0
+    priority_zero_sent: int = 0
+    priority_zero_received: int = 0
+    transitions: int = 0
+    discards: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class _Rx:
+    advert: Advert
+    src: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class _Links:
+    pass
+
+
+@dataclass(frozen=True)
+class _Reconcile:
+    pass
+
+
+@dataclass(frozen=True)
+class _Stop:
+    pass
+
+
+_Event = _Rx | _Links | _Reconcile | _Stop
+
+
+class InstanceRunner:
+    def __init__(self, inst: VrrpInstance, link: addresses.LinkInfo, ipr: AsyncIPRoute) -> None:
+        self.inst = inst
+        self.link = link
+        self.ipr = ipr
+        self.tag = f"{inst.name} (vrid {inst.vrid} on {inst.interface})"
+        self.source = inst.unicast_src or primary_address(inst, link)
+        self.router = VirtualRouter(
+            RouterParams(
+                version=inst.version,
+                vrid=inst.vrid,
+                priority=inst.priority,
+                advert_int=inst.advert_int,
+                primary_address=self.source,
+                preempt=inst.preempt,
+                preempt_delay=inst.preempt_delay,
+                garp_repeat=inst.garp_repeat,
+                garp_master_delay=inst.garp_master_delay,
+                garp_master_repeat=inst.garp_master_repeat,
+            )
+        )
+        auth_type, auth_data = pass_auth_data(inst.auth_pass if inst.version == 2 else None)
+        self.auth = (auth_type, auth_data)
+        self.policy = RxPolicy(
+            version=inst.version,
+            vrid=inst.vrid,
+            adver_int_cs=round(inst.advert_int * 100),
+            auth_type=auth_type,
+            auth_data=auth_data,
+            require_ttl_255=inst.check_ttl,
+            own_addresses=frozenset({self.source}),
+            unicast_peers=frozenset(inst.unicast_peers),
+        )
+        self.destinations = list(inst.unicast_peers) or [VRRP_GROUP]
+        self.vips = frozenset(inst.virtual_addresses)
+        self.counters = Counters()
+        self.queue: asyncio.Queue[_Event] = asyncio.Queue()
+        self.sock = VrrpSocket(
+            inst.interface, link.index, self.source, inst.is_unicast, inst.unicast_ttl
+        )
+        self.arp = ArpSender(inst.interface, link.mac)
+        self._warned: set[str] = set()
+        self._reconcile_handle: asyncio.TimerHandle | None = None
+
+    # ----- inputs -----------------------------------------------------------
+
+    def on_readable(self) -> None:
+        for _ in range(RX_BURST):
+            raw = self.sock.recv()
+            if raw is None:
+                return
+            try:
+                adv, ip = accept(raw, self.policy)
+            except Discard as exc:
+                self._count_discard(exc)
+                continue
+            self.counters.adverts_received += 1
+            if adv.priority == 0:
+                self.counters.priority_zero_received += 1
+            self.queue.put_nowait(_Rx(adv, ip.src))
+
+    def links_changed(self) -> None:
+        self.queue.put_nowait(_Links())
+
+    def stop(self) -> None:
+        self.queue.put_nowait(_Stop())
+
+    def _count_discard(self, exc: Discard) -> None:
+        reason = exc.reason.value
+        self.counters.discards[reason] += 1
+        # The first of each kind is worth an operator's attention; the rest are counted.
+        if reason not in self._warned:
+            self._warned.add(reason)
+            log.warning("%s: discarding VRRP packet: %s (further ones only counted)", self.tag, exc)
+
+    # ----- the loop -----------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.sock.fileno(), self.on_readable)
+        self._reconcile_handle = loop.call_later(ADDRESS_RECONCILE_INTERVAL, self._tick_reconcile)
+        try:
+            await self._apply_tracking(loop.time(), initial=True)
+            await self.execute(self.router.start(loop.time()))
+            while True:
+                event = await self._next_event(loop)
+                now = loop.time()
+                if isinstance(event, _Stop):
+                    await self.execute(self.router.shutdown(now))
+                    return
+                if isinstance(event, _Rx):
+                    await self.execute(self.router.on_advert(event.advert, event.src, now))
+                elif isinstance(event, _Links):
+                    await self._apply_tracking(now)
+                elif isinstance(event, _Reconcile):
+                    await self._reconcile_addresses()
+                # Timers are due regardless of how busy the queue is.
+                await self.execute(self.router.on_timer(loop.time()))
+        finally:
+            if self._reconcile_handle is not None:
+                self._reconcile_handle.cancel()
+            loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.arp.close()
+
+    async def _next_event(self, loop: asyncio.AbstractEventLoop) -> _Event | None:
+        deadline = self.router.next_deadline()
+        if not self.queue.empty() or deadline is None:
+            return await self.queue.get()
+        try:
+            return await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            return None
+
+    def _tick_reconcile(self) -> None:
+        self.queue.put_nowait(_Reconcile())
+        loop = asyncio.get_running_loop()
+        self._reconcile_handle = loop.call_later(ADDRESS_RECONCILE_INTERVAL, self._tick_reconcile)
+
+    async def _apply_tracking(self, now: float, initial: bool = False) -> None:
+        names = [self.inst.interface, *(t.name for t in self.inst.track_interfaces)]
+        up = {n: addresses.link_is_up(n) for n in names}
+        verdict = track.evaluate(self.inst.interface, self.inst.track_interfaces, up)
+        if initial:
+            self.router.faulted = verdict.fault
+            self.router.adjustment = verdict.adjustment
+            return
+        await self.execute(
+            self.router.set_tracking(verdict.fault, verdict.adjustment, verdict.why, now)
+        )
+
+    # ----- outputs ------------------------------------------------------------
+
+    async def execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Transition):
+                self.counters.transitions += 1
+                log.warning(
+                    "%s: %s -> %s (%s)",
+                    self.tag,
+                    action.old.value,
+                    action.new.value,
+                    action.reason,
+                )
+            elif isinstance(action, SendAdvert):
+                self._send_advert(action.priority)
+            elif isinstance(action, AddAddresses | RemoveAddresses):
+                await self._reconcile_addresses()
+            elif isinstance(action, SendGratuitousArp):
+                self._send_garp(action.repeat)
+
+    def _send_advert(self, priority: int) -> None:
+        adv = Advert(
+            version=self.inst.version,
+            vrid=self.inst.vrid,
+            priority=priority,
+            max_adver_int=round(self.inst.advert_int * 100),
+            addresses=tuple(a.ip for a in self.inst.virtual_addresses),
+            auth_type=self.auth[0],
+            auth_data=self.auth[1],
+            checksum_mode=self.inst.v3_checksum,
+        )
+        for dst in self.destinations:
+            try:
+                self.sock.send(encode(adv, self.source, dst), dst)
+            except OSError as exc:
+                log.error("%s: cannot send advert to %s: %s", self.tag, dst, exc)
+                continue
+            self.counters.adverts_sent += 1
+            if priority == 0:
+                self.counters.priority_zero_sent += 1
+
+    def _send_garp(self, repeat: int) -> None:
+        try:
+            self.arp.announce([a.ip for a in self.inst.virtual_addresses], repeat)
+        except OSError as exc:
+            log.error("%s: cannot send gratuitous ARP: %s", self.tag, exc)
+
+    async def _reconcile_addresses(self) -> None:
+        desired = self.vips if self.router.state == State.MASTER else frozenset()
+        try:
+            added, removed = await addresses.reconcile_addresses(
+                self.ipr, self.link.index, desired, self.vips
+            )
+        except OSError as exc:  # NetlinkError is an OSError
+            log.error(
+                "%s: cannot update virtual addresses on %s: %s; will retry",
+                self.tag,
+                self.inst.interface,
+                exc,
+            )
+            return
+        for a in added:
+            log.info("%s: added virtual address %s", self.tag, a)
+        for a in removed:
+            log.info("%s: removed virtual address %s", self.tag, a)
+
+
+def primary_address(inst: VrrpInstance, link: addresses.LinkInfo) -> ipaddress.IPv4Address:
+    """The interface's own first IPv4 address: the advert source and tie-break key."""
+    vips = {a.ip for a in inst.virtual_addresses}
+    for a in link.addresses:
+        if a.ip not in vips:
+            return a.ip
+    raise addresses.InterfaceError(
+        f"{inst.name}: interface {inst.interface} has no IPv4 address of its own; "
+        "VRRP sends from it. Add one, or set unicast_src"
+    )

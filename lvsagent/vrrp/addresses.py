@@ -1,0 +1,128 @@
+"""Virtual addresses on an interface, reconciled through pyroute2.
+
+Desired state in, kernel read, difference applied: adding twice or removing
+an absent address is a no-op, and a VIP someone deleted by hand comes back on
+the next reconcile.  EEXIST and EADDRNOTAVAIL mean "already converged".
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass
+from fcntl import ioctl
+
+from pyroute2 import AsyncIPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+SIOCGIFFLAGS = 0x8913
+IFF_UP = 0x1
+IFF_RUNNING = 0x40
+_CONVERGED = {errno.EEXIST, errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH}
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    ifname: str
+    index: int
+    mac: str
+    addresses: tuple[ipaddress.IPv4Interface, ...]
+
+
+class InterfaceError(Exception):
+    """An interface the config names is missing or unusable; the message says what to do."""
+
+
+async def read_link(ipr: AsyncIPRoute, ifname: str) -> LinkInfo:
+    found = await ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise InterfaceError(f"interface {ifname} does not exist: fix `interface` in the config")
+    index = found[0]
+    links = await ipr.link("get", index=index)
+    mac = links[0].get("IFLA_ADDRESS") or "00:00:00:00:00:00"
+    return LinkInfo(ifname, index, mac, await read_addresses(ipr, index))
+
+
+async def read_addresses(ipr: AsyncIPRoute, index: int) -> tuple[ipaddress.IPv4Interface, ...]:
+    found = []
+    async for msg in await ipr.addr("dump", index=index, family=socket.AF_INET):
+        found.append(ipaddress.IPv4Interface(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}"))
+    return tuple(found)
+
+
+async def reconcile_addresses(
+    ipr: AsyncIPRoute,
+    index: int,
+    desired: frozenset[ipaddress.IPv4Interface],
+    managed: frozenset[ipaddress.IPv4Interface],
+) -> tuple[list[ipaddress.IPv4Interface], list[ipaddress.IPv4Interface]]:
+    """Make the ``managed`` addresses on the link equal ``desired``; return (added, removed).
+
+    Addresses we do not manage (the box's own) are never touched.  A managed
+    address present with another prefix length counts as present: the IP is
+    what clients reach.
+    """
+    actual = {a.ip: a for a in await read_addresses(ipr, index)}
+    managed_ips = {a.ip for a in managed}
+    added, removed = [], []
+    for want in sorted(desired):
+        if want.ip not in actual:
+            await _call(ipr, "add", index, want)
+            added.append(want)
+    desired_ips = {a.ip for a in desired}
+    for ip, have in sorted(actual.items()):
+        if ip in managed_ips and ip not in desired_ips:
+            await _call(ipr, "del", index, have)
+            removed.append(have)
+    return added, removed
+
+
+async def _call(ipr: AsyncIPRoute, cmd: str, index: int, iface: ipaddress.IPv4Interface) -> None:
+    try:
+        await ipr.addr(cmd, index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+    except NetlinkError as exc:
+        if exc.code not in _CONVERGED:
+            raise
+
+
+def link_is_up(ifname: str) -> bool:
+    """Administratively up and with carrier, from SIOCGIFFLAGS (no sysfs needed in a netns)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            res = ioctl(s.fileno(), SIOCGIFFLAGS, struct.pack("16sH14x", ifname.encode()[:15], 0))
+        except OSError:
+            return False  # gone counts as down
+    (flags,) = struct.unpack("16sH14x", res)[1:]
+    return bool(flags & IFF_UP) and bool(flags & IFF_RUNNING)
+
+
+class LinkEvents:
+    """A socket that becomes readable whenever any link changes (RTMGRP_LINK).
+
+    We only need to know *that* something changed; the tracked interfaces are
+    then re-read with :func:`link_is_up`, which keeps this free of parsing.
+    """
+
+    RTMGRP_LINK = 1
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        self.sock.bind((0, self.RTMGRP_LINK))
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self) -> None:
+        while True:
+            try:
+                self.sock.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ENOBUFS: we lost some, which is fine: we re-read everything
+                continue
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,93 @@
+"""The VRRP wire: one raw IPv4 socket per instance, and a packet socket for ARP.
+
+An adapter only: it sends what it is given and hands back raw datagrams.  All
+decisions (which packets count, what to send) are made by the pure modules.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import struct
+
+from lvsagent.vrrp.arp import ETH_P_ARP, gratuitous_arp, parse_mac
+from lvsagent.vrrp.packet import IPPROTO_VRRP
+
+VRRP_GROUP = ipaddress.IPv4Address("224.0.0.18")
+SO_BINDTODEVICE = 25
+IP_MULTICAST_ALL = 49
+
+
+class VrrpSocket:
+    """Raw socket for protocol 112 on one interface.
+
+    The kernel writes the IP header on send (TTL from IP_TTL / IP_MULTICAST_TTL);
+    on receive the IPv4 header comes with the payload, which is how we read
+    the TTL that RFC 5798 requires to be 255.
+    """
+
+    def __init__(
+        self,
+        ifname: str,
+        ifindex: int,
+        source: ipaddress.IPv4Address,
+        unicast: bool,
+        ttl: int = 255,
+    ) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_VRRP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+            sock.bind((str(source), 0))
+            if unicast:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+            else:
+                mreqn = struct.pack("4s4si", VRRP_GROUP.packed, source.packed, ifindex)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+                # Only the groups joined on this socket, not every socket's groups.
+                sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, message: bytes, dst: ipaddress.IPv4Address) -> None:
+        self.sock.sendto(message, (str(dst), 0))
+
+    def recv(self) -> bytes | None:
+        """One whole datagram, or None when nothing is waiting."""
+        try:
+            return self.sock.recv(65535)
+        except BlockingIOError:
+            return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class ArpSender:
+    """Sends gratuitous ARP on one interface through an AF_PACKET socket."""
+
+    def __init__(self, ifname: str, mac: str) -> None:
+        self.mac = parse_mac(mac)
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        try:
+            self.sock.bind((ifname, ETH_P_ARP))
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def announce(self, addresses: list[ipaddress.IPv4Address], repeat: int) -> None:
+        frames = [gratuitous_arp(self.mac, a) for a in addresses]
+        for _ in range(repeat):
+            for frame in frames:
+                self.sock.send(frame)
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,320 @@
+"""The VRRP state machine of one virtual router: sans-IO, clock passed in.
+
+Every entry point takes ``now`` (seconds, any monotonic origin) and returns a
+list of actions for the daemon to carry out *in order*.  Nothing here sleeps,
+reads a clock or touches a socket, so a unit test drives two routers over a
+fake link with a hand-advanced clock.  The daemon asks :meth:`next_deadline`
+when to call :meth:`on_timer` again.
+
+States follow RFC 5798 section 6.4 (Initialize, Backup, Master) plus Fault,
+which keepalived users know: a tracked interface is down, so the router
+neither claims nor holds the addresses.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from enum import Enum
+
+from lvsagent.vrrp.packet import Advert
+from lvsagent.vrrp.timers import master_down_interval, skew_time
+
+
+class State(str, Enum):
+    INITIALIZE = "INIT"
+    BACKUP = "BACKUP"
+    MASTER = "MASTER"
+    FAULT = "FAULT"
+
+
+PRIORITY_OWNER = 255
+PRIORITY_STOP = 0
+
+
+@dataclass(frozen=True)
+class SendAdvert:
+    priority: int
+
+
+@dataclass(frozen=True)
+class AddAddresses:
+    pass
+
+
+@dataclass(frozen=True)
+class RemoveAddresses:
+    pass
+
+
+@dataclass(frozen=True)
+class SendGratuitousArp:
+    repeat: int
+
+
+@dataclass(frozen=True)
+class Transition:
+    old: State
+    new: State
+    reason: str
+
+
+Action = SendAdvert | AddAddresses | RemoveAddresses | SendGratuitousArp | Transition
+
+
+@dataclass(frozen=True)
+class RouterParams:
+    version: int
+    vrid: int
+    priority: int
+    advert_int: float  # seconds
+    primary_address: ipaddress.IPv4Address  # ours, for the equal-priority tie-break
+    preempt: bool = True
+    preempt_delay: float = 0.0
+    garp_repeat: int = 5
+    garp_master_delay: float = 5.0
+    garp_master_repeat: int = 5
+
+
+@dataclass(frozen=True)
+class PeerSeen:
+    """The last advert heard, for status and for explaining transitions."""
+
+    address: ipaddress.IPv4Address
+    priority: int
+    interval: float
+    at: float
+
+
+# Which transitions exist; anything else is a bug, not a network event.
+_ALLOWED: frozenset[tuple[State, State]] = frozenset(
+    {
+        (State.INITIALIZE, State.BACKUP),
+        (State.INITIALIZE, State.MASTER),
+        (State.INITIALIZE, State.FAULT),
+        (State.BACKUP, State.MASTER),
+        (State.BACKUP, State.FAULT),
+        (State.BACKUP, State.INITIALIZE),
+        (State.MASTER, State.BACKUP),
+        (State.MASTER, State.FAULT),
+        (State.MASTER, State.INITIALIZE),
+        (State.FAULT, State.BACKUP),
+        (State.FAULT, State.MASTER),
+        (State.FAULT, State.INITIALIZE),
+    }
+)
+
+
+class VirtualRouter:
+    def __init__(self, params: RouterParams) -> None:
+        self.params = params
+        self.state = State.INITIALIZE
+        self.adjustment = 0  # from tracked interfaces with a weight (keepalived semantics)
+        self.faulted = False
+        self.master_adver_interval = params.advert_int
+        self.adver_timer: float | None = None
+        self.master_down_timer: float | None = None
+        self.garp_timer: float | None = None
+        self.peer: PeerSeen | None = None
+        self.last_transition: Transition | None = None
+        self._down_reason = ""
+        self._lower_master_since: float | None = None  # for preempt_delay
+
+    # ----- derived values -------------------------------------------------
+
+    @property
+    def priority(self) -> int:
+        """Effective priority: configured plus tracking adjustments; only an untouched owner is 255."""
+        base = self.params.priority
+        if base == PRIORITY_OWNER and self.adjustment == 0:
+            return PRIORITY_OWNER
+        return max(1, min(254, base + self.adjustment))
+
+    def skew_time(self) -> float:
+        return skew_time(self.params.version, self.priority, self.master_adver_interval)
+
+    def master_down_interval(self) -> float:
+        return master_down_interval(self.params.version, self.priority, self.master_adver_interval)
+
+    def next_deadline(self) -> float | None:
+        timers = (self.adver_timer, self.master_down_timer, self.garp_timer)
+        pending = [t for t in timers if t is not None]
+        return min(pending) if pending else None
+
+    # ----- events ---------------------------------------------------------
+
+    def start(self, now: float) -> list[Action]:
+        """RFC 5798 6.4.1, the Startup event."""
+        if self.faulted:
+            return self._to_fault(now, "starting with a tracked interface down")
+        return self._leave_initialize(now, "startup")
+
+    def on_advert(self, adv: Advert, src: ipaddress.IPv4Address, now: float) -> list[Action]:
+        """An advert that already passed :func:`lvsagent.vrrp.receive.accept`."""
+        self.peer = PeerSeen(src, adv.priority, adv.interval, now)
+        if self.state == State.BACKUP:
+            return self._backup_rx(adv, src, now)
+        if self.state == State.MASTER:
+            return self._master_rx(adv, src, now)
+        return []
+
+    def on_timer(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        if (
+            self.state == State.BACKUP
+            and self.master_down_timer is not None
+            and now >= self.master_down_timer
+        ):
+            actions += self._to_master(now, self._down_reason)
+        if self.state == State.MASTER:
+            if self.adver_timer is not None and now >= self.adver_timer:
+                actions.append(SendAdvert(self.priority))
+                self.adver_timer = max(self.adver_timer + self.params.advert_int, now)
+            if self.garp_timer is not None and now >= self.garp_timer:
+                self.garp_timer = None
+                actions.append(SendGratuitousArp(self.params.garp_master_repeat))
+        return actions
+
+    def set_tracking(self, fault: bool, adjustment: int, why: str, now: float) -> list[Action]:
+        """Tracked interfaces changed: FAULT, or a priority adjustment (see vrrp.track)."""
+        self.adjustment = adjustment
+        if fault and not self.faulted:
+            self.faulted = True
+            if self.state != State.INITIALIZE:
+                return self._to_fault(now, why)
+        elif not fault and self.faulted:
+            self.faulted = False
+            if self.state == State.FAULT:
+                return self._leave_initialize(now, why)
+        return []
+
+    def shutdown(self, now: float) -> list[Action]:
+        """RFC 5798 6.4.3 Shutdown: a master says priority 0 so a backup takes over in Skew_Time.
+
+        The addresses go in every state: a stopped agent must not keep a VIP.
+        """
+        actions: list[Action] = []
+        if self.state == State.MASTER:
+            actions.append(SendAdvert(PRIORITY_STOP))
+        actions += self._change(State.INITIALIZE, "shutdown")
+        actions.append(RemoveAddresses())
+        self._stop_timers()
+        return actions
+
+    # ----- per-state receive (RFC 5798 6.4.2, 6.4.3) ----------------------
+
+    def _backup_rx(self, adv: Advert, src: ipaddress.IPv4Address, now: float) -> list[Action]:
+        if adv.priority == PRIORITY_STOP:
+            # "If the Priority in the ADVERTISEMENT is zero, then: Set the
+            # Master_Down_Timer to Skew_Time"
+            self.master_down_timer = now + self.skew_time()
+            self._down_reason = f"master {src} released (priority 0), skew_time elapsed"
+            return []
+        if self.params.preempt and adv.priority < self.priority and not self._holding_preempt(now):
+            # "Otherwise: Discard the ADVERTISEMENT" -- the down timer runs out and we preempt.
+            self._down_reason = (
+                f"preempting lower-priority master {src} ({adv.priority} < {self.priority})"
+            )
+            return []
+        if adv.priority >= self.priority:
+            self._lower_master_since = None
+        # "If Preempt_Mode is False, or if the Priority in the ADVERTISEMENT is
+        # greater than or equal to the local Priority, then: ... Set
+        # Master_Adver_Interval to Adver Interval contained in the ADVERTISEMENT"
+        if self.params.version == 3:
+            self.master_adver_interval = adv.interval
+        self.master_down_timer = now + self.master_down_interval()
+        self._down_reason = (
+            f"no advert from master {src} for master_down_interval "
+            f"{self.master_down_interval():.3f} s"
+        )
+        return []
+
+    def _holding_preempt(self, now: float) -> bool:
+        """preempt_delay (keepalived): tolerate a lower master this long after first seeing it."""
+        if self.params.preempt_delay <= 0:
+            return False
+        if self._lower_master_since is None:
+            self._lower_master_since = now
+        return now < self._lower_master_since + self.params.preempt_delay
+
+    def _master_rx(self, adv: Advert, src: ipaddress.IPv4Address, now: float) -> list[Action]:
+        if adv.priority == PRIORITY_STOP:
+            # "If the Priority in the ADVERTISEMENT is zero, then: Send an
+            # ADVERTISEMENT; Reset the Adver_Timer to Advertisement_Interval"
+            self.adver_timer = now + self.params.advert_int
+            return [SendAdvert(self.priority)]
+        higher = adv.priority > self.priority
+        tie_lost = adv.priority == self.priority and src > self.params.primary_address
+        if higher or tie_lost:
+            if self.params.version == 3:
+                self.master_adver_interval = adv.interval
+            why = (
+                f"higher priority {adv.priority} from {src} (ours {self.priority})"
+                if higher
+                else f"equal priority {adv.priority} from higher address {src}"
+            )
+            return self._to_backup(now, why)
+        if src == self.params.primary_address:
+            return []
+        # RFC 9568 6.4.3: a lower-priority advert is discarded and the master
+        # sends an ADVERTISEMENT at once, so the other side yields quickly.
+        self.adver_timer = now + self.params.advert_int
+        return [SendAdvert(self.priority)]
+
+    # ----- transitions ------------------------------------------------------
+
+    def _leave_initialize(self, now: float, why: str) -> list[Action]:
+        if self.priority == PRIORITY_OWNER:
+            return self._to_master(now, f"{why}: address owner (priority 255)")
+        return self._to_backup(now, f"{why}: priority {self.priority}, waiting for a master")
+
+    def _to_master(self, now: float, why: str) -> list[Action]:
+        # RFC 5798 6.4.1: "Send an ADVERTISEMENT; Broadcast a gratuitous ARP
+        # request ...; Set the Adver_Timer to Advertisement_Interval"
+        actions = self._change(State.MASTER, why)
+        self._stop_timers()
+        self._lower_master_since = None
+        self.adver_timer = now + self.params.advert_int
+        if self.params.garp_master_delay > 0 and self.params.garp_master_repeat > 0:
+            self.garp_timer = now + self.params.garp_master_delay
+        return [
+            *actions,
+            SendAdvert(self.priority),
+            AddAddresses(),
+            SendGratuitousArp(self.params.garp_repeat),
+        ]
+
+    def _to_backup(self, now: float, why: str) -> list[Action]:
+        # From Master the caller already adopted the new master's interval (v3);
+        # from Initialize or Fault, RFC 5798 6.4.1 starts from our own.
+        if self.state != State.MASTER:
+            self.master_adver_interval = self.params.advert_int
+        actions = self._change(State.BACKUP, why)
+        self._stop_timers()
+        self.master_down_timer = now + self.master_down_interval()
+        self._down_reason = (
+            f"no advert for master_down_interval {self.master_down_interval():.3f} s"
+        )
+        return [*actions, RemoveAddresses()]
+
+    def _to_fault(self, now: float, why: str) -> list[Action]:
+        actions: list[Action] = []
+        if self.state == State.MASTER:
+            actions.append(SendAdvert(PRIORITY_STOP))
+        actions += self._change(State.FAULT, why)
+        self._stop_timers()
+        return [*actions, RemoveAddresses()]
+
+    def _change(self, new: State, why: str) -> list[Action]:
+        old = self.state
+        if old == new:
+            return []
+        if (old, new) not in _ALLOWED:
+            raise AssertionError(f"VRRP transition {old.value} -> {new.value} is not defined")
+        self.state = new
+        self.last_transition = Transition(old, new, why)
+        return [self.last_transition]
+
+    def _stop_timers(self) -> None:
+        self.adver_timer = self.master_down_timer = self.garp_timer = None

@@ -68,6 +68,8 @@ def cmd_run(path: str, level: str) -> int:
         format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
     )
+    # pyroute2 logs every netlink message at debug; ours are the ones an operator needs.
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
     config = _load(path)
     if config is None:
         return EX_CONFIG

@@ -19,11 +19,14 @@ IP_MULTICAST_ALL = 49
 
 
 class VrrpSocket:
-    """Raw socket for protocol 112 on one interface.
+    """Raw sockets for protocol 112 on one interface: one to send, one to receive.
 
-    The kernel writes the IP header on send (TTL from IP_TTL / IP_MULTICAST_TTL);
-    on receive the IPv4 header comes with the payload, which is how we read
-    the TTL that RFC 5798 requires to be 255.
+    Two sockets because a raw socket bound to an address only receives
+    datagrams *addressed* to it, yet we must bind the source (it is in the v3
+    pseudo-header and is our tie-break identity) and still hear 224.0.0.18.
+    The kernel writes the IP header on send (TTL from IP_TTL or
+    IP_MULTICAST_TTL); on receive the IPv4 header comes with the payload,
+    which is how we read the TTL that RFC 5798 requires to be 255.
     """
 
     def __init__(
@@ -34,41 +37,43 @@ class VrrpSocket:
         unicast: bool,
         ttl: int = 255,
     ) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_VRRP)
+        self.tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_VRRP)
+        self.rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_VRRP)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
-            sock.bind((str(source), 0))
+            mreqn = struct.pack("4s4si", VRRP_GROUP.packed, source.packed, ifindex)
+            for sock in (self.tx, self.rx):
+                sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+                sock.setblocking(False)
+            self.tx.bind((str(source), 0))
             if unicast:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+                self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
             else:
-                mreqn = struct.pack("4s4si", VRRP_GROUP.packed, source.packed, ifindex)
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
-                # Only the groups joined on this socket, not every socket's groups.
-                sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
-            sock.setblocking(False)
+                self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+                self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+                self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+                self.rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+            # Only the groups joined on this socket, not every socket's groups.
+            self.rx.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
         except BaseException:
-            sock.close()
+            self.close()
             raise
-        self.sock = sock
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        return self.rx.fileno()
 
     def send(self, message: bytes, dst: ipaddress.IPv4Address) -> None:
-        self.sock.sendto(message, (str(dst), 0))
+        self.tx.sendto(message, (str(dst), 0))
 
     def recv(self) -> bytes | None:
         """One whole datagram, or None when nothing is waiting."""
         try:
-            return self.sock.recv(65535)
+            return self.rx.recv(65535)
         except BlockingIOError:
             return None
 
     def close(self) -> None:
-        self.sock.close()
+        self.tx.close()
+        self.rx.close()
 
 
 class ArpSender:

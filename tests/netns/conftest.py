@@ -1,0 +1,52 @@
+"""Fixtures for the namespace layer: a pair of hosts on one link, and their agents."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.netns.lab import Daemon, Netns, namespaces, veth
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.geteuid() != 0:
+        raise pytest.UsageError("the netns tests need root (network namespaces, raw sockets)")
+
+
+@dataclass
+class Pair:
+    """Two hosts, ``a`` (10.99.0.1) and ``b`` (10.99.0.2), on one veth link named eth0."""
+
+    a: Netns
+    b: Netns
+    tmp: Path
+    daemons: list[Daemon] = field(default_factory=list)
+
+    def track(self, d: Daemon) -> Daemon:
+        self.daemons.append(d)
+        return d
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    with namespaces("a", "b") as (a, b):
+        veth(a, "eth0", "10.99.0.1/24", b, "eth0", "10.99.0.2/24")
+        p = Pair(a, b, tmp_path)
+        try:
+            yield p
+        finally:
+            for d in p.daemons:
+                d.stop()
+
+
+@pytest.fixture
+def keepalived_bin() -> str:
+    path = shutil.which("keepalived") or "/usr/sbin/keepalived"
+    if not Path(path).exists():
+        raise pytest.UsageError("keepalived is not installed: run `make deps`")
+    return path

@@ -1,0 +1,289 @@
+"""Network-namespace lab on the host kernel: hosts, links and real daemon processes.
+
+Every namespace and process here is made by the test and removed by it: the
+namespaces by name (all carry this process's PID), the processes by the PID
+we started.  Traffic goes only to addresses inside these namespaces.
+Waiting is on events (a log line, an address appearing), never on sleeps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+_seq = itertools.count()
+
+
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, check=check, capture_output=True, text=True)
+
+
+class Netns:
+    def __init__(self, role: str) -> None:
+        self.name = f"lvst{os.getpid()}-{next(_seq)}-{role}"[:40]
+        sh("ip", "netns", "add", self.name)
+        self.run("ip", "link", "set", "lo", "up")
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh("ip", "netns", "exec", self.name, *args, check=check)
+
+    def popen(self, args: list[str], **kw: object) -> subprocess.Popen[str]:
+        return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+            ["ip", "netns", "exec", self.name, *args], text=True, **kw
+        )
+
+    def addresses(self, ifname: str) -> set[str]:
+        out = self.run("ip", "-4", "-o", "addr", "show", "dev", ifname).stdout
+        return set(re.findall(r"inet (\S+)", out))
+
+    def has_address(self, ifname: str, address: str) -> bool:
+        return any(a.split("/")[0] == address for a in self.addresses(ifname))
+
+    def wait_address(self, ifname: str, address: str, present: bool, timeout: float) -> None:
+        """Wait for ``address`` to appear on (or vanish from) ``ifname``, driven by `ip monitor`."""
+        mon = self.popen(["ip", "-4", "monitor", "address"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+        try:
+            events: queue.Queue[str] = queue.Queue()
+
+            def pump() -> None:
+                assert mon.stdout is not None
+                for line in mon.stdout:
+                    events.put(line)
+
+            reader = threading.Thread(target=pump, daemon=True)
+            reader.start()
+            deadline = time.monotonic() + timeout
+            while self.has_address(ifname, address) != present:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    state = "appear on" if present else "leave"
+                    raise AssertionError(f"{address} did not {state} {ifname} in {self.name} "
+                                         f"within {timeout} s: {self.addresses(ifname)}")
+                try:
+                    events.get(timeout=left)
+                except queue.Empty:
+                    pass
+        finally:
+            mon.kill()
+            mon.wait()
+            reader.join(5)
+            assert mon.stdout is not None
+            mon.stdout.close()
+
+    def delete(self) -> None:
+        sh("ip", "netns", "del", self.name, check=False)
+
+
+def veth(a: Netns, a_if: str, a_addr: str, b: Netns, b_if: str, b_addr: str) -> None:
+    """A veth pair between two namespaces, both ends up and addressed."""
+    tmp = f"v{os.getpid() % 100000}{next(_seq)}"
+    sh("ip", "link", "add", tmp + "a", "type", "veth", "peer", "name", tmp + "b")
+    sh("ip", "link", "set", tmp + "a", "netns", a.name, "name", a_if)
+    sh("ip", "link", "set", tmp + "b", "netns", b.name, "name", b_if)
+    for ns, ifname, addr in ((a, a_if, a_addr), (b, b_if, b_addr)):
+        ns.run("ip", "addr", "add", addr, "dev", ifname)
+        ns.run("ip", "link", "set", ifname, "up")
+
+
+@dataclass
+class Daemon:
+    """A process we started, with its stderr collected line by line."""
+
+    name: str
+    proc: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    _new: queue.Queue[str] = field(default_factory=queue.Queue)
+    _reader: threading.Thread | None = None
+
+    def start_reader(self) -> None:
+        def pump() -> None:
+            assert self.proc.stderr is not None
+            for line in self.proc.stderr:
+                self.lines.append(line.rstrip("\n"))
+                self._new.put(line)
+            self._new.put("")  # EOF marker
+
+        self._reader = threading.Thread(target=pump, daemon=True)
+        self._reader.start()
+
+    def wait_for(self, pattern: str, timeout: float, after: int = 0) -> str:
+        """The first log line at index >= ``after`` matching ``pattern``; fail after ``timeout``."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = after
+        while True:
+            while seen < len(self.lines):
+                if rx.search(self.lines[seen]):
+                    return self.lines[seen]
+                seen += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"{self.name}: no log line matching {pattern!r} within {timeout} s; "
+                    f"log:\n" + "\n".join(self.lines[-40:])
+                )
+            try:
+                self._new.get(timeout=left)
+            except queue.Empty:
+                continue
+
+    def assert_quiet(self, pattern: str, duration: float, after: int | None = None) -> None:
+        """Watch the log for ``duration`` seconds: ``pattern`` must not appear."""
+        start = self.mark() if after is None else after
+        try:
+            line = self.wait_for(pattern, duration, after=start)
+        except AssertionError:
+            return
+        raise AssertionError(f"{self.name}: unexpected log line: {line}")
+
+    def mark(self) -> int:
+        return len(self.lines)
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        """SIGTERM, then SIGKILL if it does not stop; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._close()
+        return self.proc.returncode
+
+    def _close(self) -> None:
+        if self._reader is not None:
+            self._reader.join(5)
+        for stream in (self.proc.stderr, self.proc.stdout):
+            if stream is not None and not stream.closed:
+                stream.close()
+
+    def exited(self, timeout: float) -> int:
+        status = self.proc.wait(timeout)
+        self._close()
+        return status
+
+
+def start_agent(ns: Netns, config: Path, name: str) -> Daemon:
+    proc = ns.popen(
+        [sys.executable, "-m", "lvsagent.cli", "run", "--config", str(config),
+         "--log-level", "debug"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=str(ROOT),
+    )
+    d = Daemon(name, proc)
+    d.start_reader()
+    return d
+
+
+def start_keepalived(ns: Netns, config: Path, workdir: Path, name: str) -> Daemon:
+    proc = ns.popen(
+        ["keepalived", "--vrrp", "--dont-fork", "--log-console", "--log-detail", "--no-syslog",
+         "--use-file", str(config), "--pid", str(workdir / f"{name}.pid"),
+         "--vrrp_pid", str(workdir / f"{name}-vrrp.pid")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    d = Daemon(name, proc)
+    # keepalived logs to stdout with --log-console; fold it into the same reader.
+    d.proc.stderr = d.proc.stdout
+    d.start_reader()
+    return d
+
+
+@contextmanager
+def namespaces(*roles: str) -> Iterator[list[Netns]]:
+    made: list[Netns] = []
+    try:
+        for r in roles:
+            made.append(Netns(r))
+        yield made
+    finally:
+        for ns in made:
+            ns.delete()
+
+
+def agent_config(
+    path: Path,
+    *,
+    interface: str,
+    priority: int,
+    vip: str = "10.99.0.100/24",
+    version: int = 2,
+    advert_int: float = 1.0,
+    extra: str = "",
+) -> Path:
+    auth = 'auth_pass = "1111"\n' if version == 2 else ""
+    path.write_text(
+        f"""[global]
+router_id = "{path.stem}"
+
+[[vrrp_instance]]
+name = "VI_1"
+interface = "{interface}"
+vrid = 51
+priority = {priority}
+advert_int = {advert_int}
+version = {version}
+virtual_addresses = ["{vip}"]
+garp_master_delay = 1
+{auth}{extra}
+"""
+    )
+    return path
+
+
+def keepalived_config(
+    path: Path,
+    *,
+    interface: str,
+    priority: int,
+    vip: str = "10.99.0.100/24",
+    version: int = 2,
+    advert_int: float = 1.0,
+    state: str = "BACKUP",
+    nopreempt: bool = False,
+) -> Path:
+    auth = (
+        "    authentication {\n        auth_type PASS\n        auth_pass 1111\n    }\n"
+        if version == 2
+        else ""
+    )
+    path.write_text(
+        f"""global_defs {{
+    router_id {path.stem}
+    vrrp_version {version}
+    enable_script_security
+}}
+vrrp_instance VI_1 {{
+    state {state}
+    interface {interface}
+    virtual_router_id 51
+    priority {priority}
+    advert_int {advert_int}
+{"    nopreempt" if nopreempt else ""}
+{auth}    virtual_ipaddress {{
+        {vip}
+    }}
+}}
+"""
+    )
+    return path

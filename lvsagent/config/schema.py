@@ -118,7 +118,10 @@ class VirtualServer:
     scheduler: Scheduler = "wlc"
     scheduler_flags: tuple[str, ...] = ()
     persistence_timeout: int = 0  # seconds, 0 = no persistence
-    persistence_netmask: ipaddress.IPv4Address = ipaddress.IPv4Address("255.255.255.255")
+    # IPv4Address is immutable: one shared default instance is safe.
+    persistence_netmask: ipaddress.IPv4Address = ipaddress.IPv4Address(  # noqa: RUF009
+        "255.255.255.255"
+    )
     forwarding: Forwarding = "dr"
     # The VRRP instance whose state this service follows (loop guard, sync daemon).
     instance: str | None = None

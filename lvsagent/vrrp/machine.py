@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from lvsagent.vrrp.packet import Advert
 from lvsagent.vrrp.timers import master_down_interval, skew_time
 
 
-class State(str, Enum):
+class State(StrEnum):
     INITIALIZE = "INIT"
     BACKUP = "BACKUP"
     MASTER = "MASTER"
@@ -124,7 +124,7 @@ class VirtualRouter:
 
     @property
     def priority(self) -> int:
-        """Effective priority: configured plus tracking adjustments; only an untouched owner is 255."""
+        """Configured priority plus tracking adjustments; only an untouched owner is 255."""
         base = self.params.priority
         if base == PRIORITY_OWNER and self.adjustment == 0:
             return PRIORITY_OWNER

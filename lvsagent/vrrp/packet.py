@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 IPPROTO_VRRP = 112
@@ -29,7 +29,7 @@ HEADER_LEN = 8
 ChecksumMode = Literal["message_only", "pseudo_header"]
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """Why a received packet was discarded."""
 
     IP_HEADER = "ip_header_err"  # not an IPv4 header, or not protocol 112
@@ -47,7 +47,7 @@ class Reason(str, Enum):
     PEER = "unknown_peer"  # unicast from an address that is not a configured peer
 
 
-class Discard(Exception):  # noqa: N818 - a protocol outcome, not a program error
+class Discard(Exception):
     def __init__(self, reason: Reason, detail: str = "") -> None:
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
         self.reason = reason
@@ -86,7 +86,7 @@ def internet_checksum(data: bytes) -> int:
     """RFC 1071 one's-complement sum; the same routine serves VRRP v2 and v3."""
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
@@ -134,7 +134,13 @@ def encode(
     else:
         rsvd_int = (adv.reserved << 12) | adv.max_adver_int
         head = struct.pack(
-            "!BBBBHH", (3 << 4) | VRRP_TYPE_ADVERTISEMENT, adv.vrid, adv.priority, count, rsvd_int, 0
+            "!BBBBHH",
+            (3 << 4) | VRRP_TYPE_ADVERTISEMENT,
+            adv.vrid,
+            adv.priority,
+            count,
+            rsvd_int,
+            0,
         )
         body = head + addrs
         if adv.checksum_mode == "pseudo_header" and (src is None or dst is None):
@@ -170,9 +176,7 @@ def decode(
     auth_len = V2_AUTH_DATA_LEN if version == 2 else 0
     expected = HEADER_LEN + 4 * count + auth_len
     if len(message) != expected:
-        raise Discard(
-            Reason.PACKET_LEN, f"{len(message)} bytes, {count} addresses need {expected}"
-        )
+        raise Discard(Reason.PACKET_LEN, f"{len(message)} bytes, {count} addresses need {expected}")
     addresses = tuple(
         ipaddress.IPv4Address(message[HEADER_LEN + 4 * i : HEADER_LEN + 4 * i + 4])
         for i in range(count)

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,8 +53,9 @@ class Netns:
 
     def wait_address(self, ifname: str, address: str, present: bool, timeout: float) -> None:
         """Wait for ``address`` to appear on (or vanish from) ``ifname``, driven by `ip monitor`."""
-        mon = self.popen(["ip", "-4", "monitor", "address"], stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL)
+        mon = self.popen(
+            ["ip", "-4", "monitor", "address"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
         try:
             events: queue.Queue[str] = queue.Queue()
 
@@ -70,12 +71,12 @@ class Netns:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     state = "appear on" if present else "leave"
-                    raise AssertionError(f"{address} did not {state} {ifname} in {self.name} "
-                                         f"within {timeout} s: {self.addresses(ifname)}")
-                try:
+                    raise AssertionError(
+                        f"{address} did not {state} {ifname} in {self.name} "
+                        f"within {timeout} s: {self.addresses(ifname)}"
+                    )
+                with suppress(queue.Empty):
                     events.get(timeout=left)
-                except queue.Empty:
-                    pass
         finally:
             mon.kill()
             mon.wait()
@@ -104,6 +105,9 @@ class Daemon:
 
     name: str
     proc: subprocess.Popen[str]
+    # keepalived's VRRP child, which outlives a parent killed with SIGKILL and
+    # then stops cleanly (priority 0): a hard kill must reach it directly.
+    child_pidfile: Path | None = None
     lines: list[str] = field(default_factory=list)
     _new: queue.Queue[str] = field(default_factory=queue.Queue)
     _reader: threading.Thread | None = None
@@ -156,6 +160,16 @@ class Daemon:
         if self.proc.poll() is None:
             os.kill(self.proc.pid, sig)
 
+    def hard_kill(self) -> None:
+        """kill -9 of the whole daemon, so that nothing of it can say goodbye."""
+        if self.child_pidfile is None:
+            self.signal(signal.SIGKILL)
+            return
+        child = int(self.child_pidfile.read_text().split()[0])
+        self.signal(signal.SIGSTOP)  # the parent must not restart the child
+        os.kill(child, signal.SIGKILL)
+        self.signal(signal.SIGKILL)
+
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, then SIGKILL if it does not stop; returns the exit status."""
         if self.proc.poll() is None:
@@ -183,8 +197,16 @@ class Daemon:
 
 def start_agent(ns: Netns, config: Path, name: str) -> Daemon:
     proc = ns.popen(
-        [sys.executable, "-m", "lvsagent.cli", "run", "--config", str(config),
-         "--log-level", "debug"],
+        [
+            sys.executable,
+            "-m",
+            "lvsagent.cli",
+            "run",
+            "--config",
+            str(config),
+            "--log-level",
+            "debug",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=str(ROOT),
@@ -196,13 +218,24 @@ def start_agent(ns: Netns, config: Path, name: str) -> Daemon:
 
 def start_keepalived(ns: Netns, config: Path, workdir: Path, name: str) -> Daemon:
     proc = ns.popen(
-        ["keepalived", "--vrrp", "--dont-fork", "--log-console", "--log-detail", "--no-syslog",
-         "--use-file", str(config), "--pid", str(workdir / f"{name}.pid"),
-         "--vrrp_pid", str(workdir / f"{name}-vrrp.pid")],
+        [
+            "keepalived",
+            "--vrrp",
+            "--dont-fork",
+            "--log-console",
+            "--log-detail",
+            "--no-syslog",
+            "--use-file",
+            str(config),
+            "--pid",
+            str(workdir / f"{name}.pid"),
+            "--vrrp_pid",
+            str(workdir / f"{name}-vrrp.pid"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    d = Daemon(name, proc)
+    d = Daemon(name, proc, child_pidfile=workdir / f"{name}-vrrp.pid")
     # keepalived logs to stdout with --log-console; fold it into the same reader.
     d.proc.stderr = d.proc.stdout
     d.start_reader()

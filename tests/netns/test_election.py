@@ -87,10 +87,22 @@ def test_nopreempt_higher_priority_returns_as_backup(pair: Pair) -> None:
 
 
 def test_unicast_peers_elect_and_fail_over(pair: Pair) -> None:
-    ca = agent_config(pair.tmp / "a.toml", interface="eth0", priority=100, version=3,
-                      advert_int=0.1, extra='unicast_src = "10.99.0.1"\nunicast_peers = ["10.99.0.2"]')
-    cb = agent_config(pair.tmp / "b.toml", interface="eth0", priority=50, version=3,
-                      advert_int=0.1, extra='unicast_src = "10.99.0.2"\nunicast_peers = ["10.99.0.1"]')
+    ca = agent_config(
+        pair.tmp / "a.toml",
+        interface="eth0",
+        priority=100,
+        version=3,
+        advert_int=0.1,
+        extra='unicast_src = "10.99.0.1"\nunicast_peers = ["10.99.0.2"]',
+    )
+    cb = agent_config(
+        pair.tmp / "b.toml",
+        interface="eth0",
+        priority=50,
+        version=3,
+        advert_int=0.1,
+        extra='unicast_src = "10.99.0.2"\nunicast_peers = ["10.99.0.1"]',
+    )
     da = pair.track(start_agent(pair.a, ca, "agent-a"))
     db = pair.track(start_agent(pair.b, cb, "agent-b"))
     da.wait_for(MASTER, 5)

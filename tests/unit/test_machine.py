@@ -26,7 +26,9 @@ A = ipaddress.IPv4Address
 LOW, HIGH = A("10.0.0.1"), A("10.0.0.2")
 
 
-def router(priority: int = 100, version: int = 2, advert_int: float = 1.0, **kw: object) -> VirtualRouter:
+def router(
+    priority: int = 100, version: int = 2, advert_int: float = 1.0, **kw: object
+) -> VirtualRouter:
     params = RouterParams(
         version=version,
         vrid=51,

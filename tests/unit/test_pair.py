@@ -35,16 +35,16 @@ class FakeLink:
             if not isinstance(a, SendAdvert):
                 continue
             r = self.routers[sender]
-            adv = Advert(r.params.version, r.params.vrid, a.priority,
-                         round(r.params.advert_int * 100), ())
+            adv = Advert(
+                r.params.version, r.params.vrid, a.priority, round(r.params.advert_int * 100), ()
+            )
             for dest in range(len(self.routers)):
                 if dest == sender:
                     continue
                 if self.loss and self.loss.pop():
                     continue
                 delay = self.delays.pop() if self.delays else 0.001
-                heapq.heappush(self.queue, (self.now + delay, next(self.seq), dest,
-                                            (adv, sender)))  # type: ignore[arg-type]
+                heapq.heappush(self.queue, (self.now + delay, next(self.seq), dest, (adv, sender)))  # type: ignore[arg-type]
 
     def start(self) -> None:
         for i, r in enumerate(self.routers):
@@ -71,8 +71,9 @@ class FakeLink:
         return [i for i, r in enumerate(self.routers) if r.state == State.MASTER]
 
 
-def make(priorities: list[int], version: int = 2, interval: float = 1.0,
-         preempt: bool = True) -> FakeLink:
+def make(
+    priorities: list[int], version: int = 2, interval: float = 1.0, preempt: bool = True
+) -> FakeLink:
     routers = [
         VirtualRouter(RouterParams(version, 51, p, interval, A(f"10.0.0.{i + 1}"), preempt=preempt))
         for i, p in enumerate(priorities)

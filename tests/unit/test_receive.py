@@ -19,7 +19,11 @@ AUTH = pass_auth_data("1111")
 
 def policy(**kw: object) -> RxPolicy:
     fields: dict[str, object] = dict(
-        version=2, vrid=51, adver_int_cs=100, auth_type=AUTH[0], auth_data=AUTH[1],
+        version=2,
+        vrid=51,
+        adver_int_cs=100,
+        auth_type=AUTH[0],
+        auth_data=AUTH[1],
         own_addresses=frozenset({ME}),
     )
     fields.update(kw)
@@ -28,15 +32,21 @@ def policy(**kw: object) -> RxPolicy:
 
 def datagram(adv: Advert, src: A = PEER, ttl: int = 255, dst: A = GROUP) -> bytes:
     msg = encode(adv, src, dst)
-    head = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(msg), 0, 0, ttl, 112, 0,
-                       src.packed, dst.packed)
+    head = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(msg), 0, 0, ttl, 112, 0, src.packed, dst.packed
+    )
     return head + msg
 
 
 def v2(**kw: object) -> Advert:
     fields: dict[str, object] = dict(
-        version=2, vrid=51, priority=50, max_adver_int=100, addresses=(A("172.16.0.30"),),
-        auth_type=AUTH[0], auth_data=AUTH[1],
+        version=2,
+        vrid=51,
+        priority=50,
+        max_adver_int=100,
+        addresses=(A("172.16.0.30"),),
+        auth_type=AUTH[0],
+        auth_data=AUTH[1],
     )
     fields.update(kw)
     return Advert(**fields)  # type: ignore[arg-type]
@@ -59,7 +69,11 @@ def test_accepts_v3_either_checksum() -> None:
     [
         (datagram(v2(), ttl=254), policy(), Reason.IP_TTL),
         (datagram(v2(), src=ME), policy(), Reason.OWN),
-        (datagram(v2(), src=A("172.16.0.99")), policy(unicast_peers=frozenset({PEER})), Reason.PEER),
+        (
+            datagram(v2(), src=A("172.16.0.99")),
+            policy(unicast_peers=frozenset({PEER})),
+            Reason.PEER,
+        ),
         (datagram(v2(vrid=52)), policy(), Reason.VRID),
         (datagram(v2()), policy(version=3), Reason.VERSION),
         (datagram(v2(auth_type=2)), policy(), Reason.AUTH_TYPE),
@@ -68,8 +82,18 @@ def test_accepts_v3_either_checksum() -> None:
         (datagram(v2(max_adver_int=200)), policy(), Reason.INTERVAL),
         (datagram(v2())[:-3], policy(), Reason.PACKET_LEN),
     ],
-    ids=["ttl", "own", "peer", "vrid", "version", "authtype", "authmismatch", "password",
-         "interval", "truncated"],
+    ids=[
+        "ttl",
+        "own",
+        "peer",
+        "vrid",
+        "version",
+        "authtype",
+        "authmismatch",
+        "password",
+        "interval",
+        "truncated",
+    ],
 )
 def test_discards_with_reason(raw: bytes, pol: RxPolicy, reason: Reason) -> None:
     with pytest.raises(Discard) as exc:

@@ -208,3 +208,27 @@ def test_arbitrary_bytes_with_a_valid_checksum_roundtrip(
 def test_parse_ipv4_arbitrary(data: bytes, ttl: int) -> None:
     with contextlib.suppress(Discard):
         parse_ipv4(data)
+
+
+# Captured from Debian's keepalived 2.2.7 configured as the seed's box A
+# (172.16.0.31 -> 224.0.0.18, VRID 51, priority 100, advert_int 1, VIP 172.16.0.30).
+KEEPALIVED_V2_PASS = bytes.fromhex("2133640101016b39ac10001e3131313100000000")
+KEEPALIVED_V3 = bytes.fromhex("313364010064317aac10001e")
+BOX_A, BOX_VIP = A("172.16.0.31"), A("172.16.0.30")
+
+
+def test_golden_keepalived_v2_pass_capture() -> None:
+    adv = decode(KEEPALIVED_V2_PASS, BOX_A, GROUP)
+    assert (adv.version, adv.vrid, adv.priority, adv.interval) == (2, 51, 100, 1.0)
+    assert adv.addresses == (BOX_VIP,)
+    assert (adv.auth_type, adv.auth_data) == pass_auth_data("1111")
+    ours = Advert(2, 51, 100, 100, (BOX_VIP,), *pass_auth_data("1111"))
+    assert encode(ours) == KEEPALIVED_V2_PASS
+
+
+def test_golden_keepalived_v3_capture_uses_the_pseudo_header() -> None:
+    adv = decode(KEEPALIVED_V3, BOX_A, GROUP)
+    assert adv.checksum_mode == "pseudo_header"
+    assert (adv.version, adv.vrid, adv.priority, adv.max_adver_int) == (3, 51, 100, 100)
+    # Our default send mode reproduces keepalived's bytes exactly.
+    assert encode(Advert(3, 51, 100, 100, (BOX_VIP,)), BOX_A, GROUP) == KEEPALIVED_V3

@@ -28,8 +28,6 @@ async def serve(config: Config) -> None:
     """Run until SIGTERM or SIGINT; raise InterfaceError/OSError on a startup failure."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
     async with AsyncIPRoute() as ipr:
         runners = []
         try:
@@ -38,9 +36,20 @@ async def serve(config: Config) -> None:
                 runners.append(InstanceRunner(inst, link, ipr))
         except BaseException:
             for r in runners:
-                r.sock.close()
-                r.arp.close()
+                r.close()
             raise
+
+        # The handler only posts events; the shutdown itself runs in each instance's task.
+        # Posting to the instances straight away saves a master's priority-0
+        # advert a few loop turns.
+        def on_signal() -> None:
+            if not stopping.is_set():
+                stopping.set()
+                for r in runners:
+                    r.stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
         links = addresses.LinkEvents()
         loop.add_reader(links.fileno(), _on_link_event, links, runners)
         tasks = [asyncio.create_task(r.run(), name=r.inst.name) for r in runners]
@@ -56,8 +65,7 @@ async def serve(config: Config) -> None:
                 if task is not stopper and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
             log.info("stopping: releasing virtual addresses")
-            for r in runners:
-                r.stop()
+            on_signal()
             _, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_TIMEOUT)
             for task in pending:
                 log.error("%s did not stop within %.0f s", task.get_name(), SHUTDOWN_TIMEOUT)

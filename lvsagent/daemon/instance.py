@@ -3,7 +3,7 @@
 One asyncio task per instance processes events strictly one at a time, so the
 actions of one decision (advert, VIP, GARP) are carried out in order and never
 interleave with the next decision.  Received datagrams are validated in the
-reader callback; only accepted adverts enter the queue, so a flood of invalid
+reader callback; only accepted adverts enter the event queue, so a flood of invalid
 packets costs a counter increment each and never delays our own adverts.
 """
 
@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from pyroute2 import AsyncIPRoute
 
 from lvsagent.config.schema import VrrpInstance
+from lvsagent.daemon.clock import DeadlineTimer
 from lvsagent.vrrp import addresses, track
+from lvsagent.vrrp.fastaddr import AddressFastPath
 from lvsagent.vrrp.io import VRRP_GROUP, ArpSender, VrrpSocket
 from lvsagent.vrrp.machine import (
     Action,
@@ -112,7 +114,10 @@ class InstanceRunner:
         self.destinations = list(inst.unicast_peers) or [VRRP_GROUP]
         self.vips = frozenset(inst.virtual_addresses)
         self.counters = Counters()
-        self.queue: asyncio.Queue[_Event] = asyncio.Queue()
+        self._events: deque[_Event] = deque()
+        self._wake: asyncio.Future[None] | None = None
+        self.timer = DeadlineTimer()
+        self.fast = AddressFastPath(link.index, self.vips)
         self.sock = VrrpSocket(
             inst.interface, link.index, self.source, inst.is_unicast, inst.unicast_ttl
         )
@@ -135,13 +140,13 @@ class InstanceRunner:
             self.counters.adverts_received += 1
             if adv.priority == 0:
                 self.counters.priority_zero_received += 1
-            self.queue.put_nowait(_Rx(adv, ip.src))
+            self._post(_Rx(adv, ip.src))
 
     def links_changed(self) -> None:
-        self.queue.put_nowait(_Links())
+        self._post(_Links())
 
     def stop(self) -> None:
-        self.queue.put_nowait(_Stop())
+        self._post(_Stop())
 
     def _count_discard(self, exc: Discard) -> None:
         reason = exc.reason.value
@@ -156,6 +161,7 @@ class InstanceRunner:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_reader(self.sock.fileno(), self.on_readable)
+        loop.add_reader(self.timer.fileno(), self._on_timer_fd)
         self._reconcile_handle = loop.call_later(ADDRESS_RECONCILE_INTERVAL, self._tick_reconcile)
         try:
             await self._apply_tracking(loop.time(), initial=True)
@@ -178,20 +184,45 @@ class InstanceRunner:
             if self._reconcile_handle is not None:
                 self._reconcile_handle.cancel()
             loop.remove_reader(self.sock.fileno())
-            self.sock.close()
-            self.arp.close()
+            loop.remove_reader(self.timer.fileno())
+            self.close()
+
+    def close(self) -> None:
+        for resource in (self.sock, self.arp, self.timer, self.fast):
+            resource.close()
 
     async def _next_event(self, loop: asyncio.AbstractEventLoop) -> _Event | None:
-        deadline = self.router.next_deadline()
-        if not self.queue.empty() or deadline is None:
-            return await self.queue.get()
-        try:
-            return await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
-        except TimeoutError:
-            return None
+        """The next queued event, or None once the router's next deadline has come.
+
+        One future, woken by a producer or by the timerfd armed on the deadline
+        (see :mod:`lvsagent.daemon.clock` for why not ``call_at``).
+        """
+        while not self._events:
+            deadline = self.router.next_deadline()
+            if deadline is not None and loop.time() >= deadline:
+                return None
+            self._wake = loop.create_future()
+            self.timer.arm(deadline)
+            try:
+                await self._wake
+            finally:
+                self._wake = None
+        return self._events.popleft()
+
+    def _on_timer_fd(self) -> None:
+        self.timer.consume()
+        self._wake_up()
+
+    def _post(self, event: _Event) -> None:
+        self._events.append(event)
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
     def _tick_reconcile(self) -> None:
-        self.queue.put_nowait(_Reconcile())
+        self._post(_Reconcile())
         loop = asyncio.get_running_loop()
         self._reconcile_handle = loop.call_later(ADDRESS_RECONCILE_INTERVAL, self._tick_reconcile)
 
@@ -210,22 +241,24 @@ class InstanceRunner:
     # ----- outputs ------------------------------------------------------------
 
     async def execute(self, actions: list[Action]) -> None:
+        """Carry out one decision's actions in order.
+
+        The transition is logged after the packets and addresses of its
+        decision: those are what a takeover waits for, and the log line is not.
+        """
+        transitions = []
         for action in actions:
             if isinstance(action, Transition):
-                self.counters.transitions += 1
-                log.warning(
-                    "%s: %s -> %s (%s)",
-                    self.tag,
-                    action.old.value,
-                    action.new.value,
-                    action.reason,
-                )
+                transitions.append(action)
             elif isinstance(action, SendAdvert):
                 self._send_advert(action.priority)
             elif isinstance(action, AddAddresses | RemoveAddresses):
-                await self._reconcile_addresses()
+                await self._transition_addresses(isinstance(action, AddAddresses))
             elif isinstance(action, SendGratuitousArp):
                 self._send_garp(action.repeat)
+        for t in transitions:
+            self.counters.transitions += 1
+            log.warning("%s: %s -> %s (%s)", self.tag, t.old.value, t.new.value, t.reason)
 
     def _send_advert(self, priority: int) -> None:
         adv = Advert(
@@ -253,6 +286,23 @@ class InstanceRunner:
             self.arp.announce([a.ip for a in self.inst.virtual_addresses], repeat)
         except OSError as exc:
             log.error("%s: cannot send gratuitous ARP: %s", self.tag, exc)
+
+    async def _transition_addresses(self, add: bool) -> None:
+        try:
+            changed = await self.fast.apply(add)
+        except OSError as exc:
+            log.error(
+                "%s: cannot %s virtual addresses on %s: %s; will retry",
+                self.tag,
+                "add" if add else "remove",
+                self.inst.interface,
+                exc,
+            )
+        else:
+            for vip in changed:
+                log.info("%s: %s virtual address %s", self.tag, "added" if add else "removed", vip)
+        # Read back and repair (a VIP present with another prefix, say) right after.
+        self._post(_Reconcile())
 
     async def _reconcile_addresses(self) -> None:
         desired = self.vips if self.router.state == State.MASTER else frozenset()

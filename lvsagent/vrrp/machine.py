@@ -278,10 +278,13 @@ class VirtualRouter:
         self.adver_timer = now + self.params.advert_int
         if self.params.garp_master_delay > 0 and self.params.garp_master_repeat > 0:
             self.garp_timer = now + self.params.garp_master_delay
+        # The address first: it is what clients reach, and a takeover counts
+        # until it is there.  Then the advert, then the ARP that announces an
+        # address we now hold.
         return [
             *actions,
-            SendAdvert(self.priority),
             AddAddresses(),
+            SendAdvert(self.priority),
             SendGratuitousArp(self.params.garp_repeat),
         ]
 

@@ -217,6 +217,10 @@ def start_agent(ns: Netns, config: Path, name: str) -> Daemon:
 
 
 def start_keepalived(ns: Netns, config: Path, workdir: Path, name: str) -> Daemon:
+    # A pid file left by a killed run makes keepalived refuse to start when
+    # its PID has been reused since.
+    for stale in (workdir / f"{name}.pid", workdir / f"{name}-vrrp.pid"):
+        stale.unlink(missing_ok=True)
     proc = ns.popen(
         [
             "keepalived",

@@ -75,13 +75,19 @@ def test_higher_priority_returns_and_preempts(pair: Pair) -> None:
 
 
 def test_nopreempt_higher_priority_returns_as_backup(pair: Pair) -> None:
-    da, db = start_pair(pair, advert_int=0.1, version=3, extra="preempt = false")
+    # Without preemption the first to claim mastership keeps it, so A starts alone.
+    extra = {"advert_int": 0.1, "version": 3, "extra": "preempt = false"}
+    ca = agent_config(pair.tmp / "a.toml", interface="eth0", priority=100, **extra)  # type: ignore[arg-type]
+    cb = agent_config(pair.tmp / "b.toml", interface="eth0", priority=50, **extra)  # type: ignore[arg-type]
+    da = pair.track(start_agent(pair.a, ca, "agent-a"))
     da.wait_for(MASTER, 5)
+    db = pair.track(start_agent(pair.b, cb, "agent-b"))
+    db.wait_for(r"INIT -> BACKUP", 5)
     da.signal(signal.SIGKILL)
     db.wait_for(MASTER, 5)
-    da2 = pair.track(start_agent(pair.a, pair.tmp / "a.toml", "agent-a2"))
+    da2 = pair.track(start_agent(pair.a, ca, "agent-a2"))
     da2.wait_for(r"INIT -> BACKUP", 5)
-    # Many of A's Master_Down_Intervals (0.32 s) pass: it never preempts.
+    # Many of A's Master_Down_Intervals (0.36 s) pass: it never preempts.
     da2.assert_quiet(MASTER, 3.0)
     assert pair.b.has_address("eth0", VIP) and not pair.a.has_address("eth0", VIP)
 

@@ -17,8 +17,12 @@ from tests.netns.lab import agent_config, start_agent
         pytest.param(2, "", [], id="v2-pass"),
         pytest.param(3, 'v3_checksum = "pseudo_header"', [], id="v3-pseudo-header"),
         # RFC 9568's form; Wireshark checks it when told to sum the message alone.
-        pytest.param(3, 'v3_checksum = "message_only"', ["-o", "vrrp.v3_checksum_as_in_v2:TRUE"],
-                     id="v3-message-only"),
+        pytest.param(
+            3,
+            'v3_checksum = "message_only"',
+            ["-o", "vrrp.v3_checksum_as_in_v2:TRUE"],
+            id="v3-message-only",
+        ),
     ],
 )
 def test_tshark_reports_good_checksums(
@@ -29,15 +33,24 @@ def test_tshark_reports_good_checksums(
         raise pytest.UsageError("tshark is not installed: run `make deps`")
     pcap = pair.tmp / "vrrp.pcap"
     # Capture first, then start the agent: the capture ends after 3 adverts.
-    cap = pair.b.popen([tshark, "-i", "eth0", "-f", "ip proto 112", "-c", "3", "-w", str(pcap)],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cap = pair.b.popen(
+        [tshark, "-i", "eth0", "-f", "ip proto 112", "-c", "3", "-w", str(pcap)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert cap.stderr is not None
         for line in cap.stderr:  # "Capturing on 'eth0'" means the filter is live
             if "Capturing on" in line:
                 break
-        cfg = agent_config(pair.tmp / "a.toml", interface="eth0", priority=100, version=version,
-                           advert_int=0.1 if version == 3 else 1, extra=extra)
+        cfg = agent_config(
+            pair.tmp / "a.toml",
+            interface="eth0",
+            priority=100,
+            version=version,
+            advert_int=0.1 if version == 3 else 1,
+            extra=extra,
+        )
         pair.track(start_agent(pair.a, cfg, "agent-a"))
         cap.wait(20)
     finally:
@@ -47,9 +60,27 @@ def test_tshark_reports_good_checksums(
         if cap.stderr is not None:
             cap.stderr.close()
     out = subprocess.run(
-        [tshark, "-r", str(pcap), *prefs, "-T", "fields", "-e", "ip.ttl", "-e", "vrrp.version",
-         "-e", "vrrp.checksum.status", "-e", "vrrp.virt_rtr_id", "-e", "vrrp.ip_addr"],
-        capture_output=True, text=True, check=True,
+        [
+            tshark,
+            "-r",
+            str(pcap),
+            *prefs,
+            "-T",
+            "fields",
+            "-e",
+            "ip.ttl",
+            "-e",
+            "vrrp.version",
+            "-e",
+            "vrrp.checksum.status",
+            "-e",
+            "vrrp.virt_rtr_id",
+            "-e",
+            "vrrp.ip_addr",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split("\n")
     rows = [line.split("\t") for line in out if line]
     assert len(rows) == 3

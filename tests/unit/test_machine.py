@@ -87,7 +87,7 @@ def test_startup_owner_becomes_master_at_once() -> None:
     r = router(priority=255)
     actions = r.start(0.0)
     assert r.state == State.MASTER
-    assert actions[1:] == [SendAdvert(255), AddAddresses(), SendGratuitousArp(5)]
+    assert actions[1:] == [AddAddresses(), SendAdvert(255), SendGratuitousArp(5)]
 
 
 # ----- Master_Down_Timer ---------------------------------------------------------
@@ -100,7 +100,7 @@ def test_backup_becomes_master_exactly_when_master_down_timer_expires() -> None:
     assert r.state == State.BACKUP
     actions = r.on_timer(mdi)
     assert r.state == State.MASTER
-    assert actions[1:] == [SendAdvert(100), AddAddresses(), SendGratuitousArp(5)]
+    assert actions[1:] == [AddAddresses(), SendAdvert(100), SendGratuitousArp(5)]
 
 
 def test_adverts_from_higher_master_keep_backup_down() -> None:

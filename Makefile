@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 SITE  = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: all deps venv test test-unit test-netns lint bench demo clean
+.PHONY: all deps venv test test-unit test-netns test-kernel uml-kernel lint bench demo clean
 
 all: test
 
@@ -35,7 +35,19 @@ test-unit: venv
 test-netns: venv
 	$(PYTEST) tests/netns
 
-test: lint test-unit test-netns
+KERNEL_TIMEOUT ?= 900
+
+# The user-mode Linux kernel of the kernel lab (IPVS + nf_tables), built once per
+# machine into $${LVSAGENT_CACHE:-/var/cache/lvsagent} (~5 min on 2 cores); a no-op when cached.
+uml-kernel:
+	bash tests/kernel/build-uml.sh >/dev/null
+
+# Host: the runner's own tests.  Guest: the lab's smoke tests (IPVS DR, nft redirect, bridge).
+test-kernel: venv uml-kernel
+	$(PYTEST) tests/kernel/test_uml_runner.py
+	$(PY) -m tests.kernel.uml --timeout $(KERNEL_TIMEOUT) -- $(abspath $(PY)) -m pytest tests/kernel/test_lab.py
+
+test: lint test-unit test-netns test-kernel
 
 bench: venv
 	$(PY) -m tests.bench.run

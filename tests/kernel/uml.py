@@ -1,0 +1,500 @@
+"""Run a command inside the kernel lab: user-mode Linux with IPVS and nf_tables.
+
+Why: the host kernel has no IPVS, so the tests that need the real IPVS and nf_tables code run
+inside a user-mode Linux (UML) kernel built by ``tests/kernel/build-uml.sh``. The guest boots
+this machine's own root filesystem through hostfs, so the repository, the venv and every
+installed tool are there at the same paths, and one command runs as PID 1's only child.
+
+    python -m tests.kernel.uml [--timeout S] [--mem 1G] -- CMD ARGS...
+    status, output = run_in_uml([sys.executable, "-m", "pytest", "tests/kernel"], timeout=600)
+
+How it talks to the guest: a fresh host directory under /var/tmp (not /tmp, /run or /dev: the
+guest mounts its own there) is passed on the kernel command line. It holds ``init`` (a copy
+of uml-init.sh), ``run.sh`` (the cwd, the environment and the command, shell-quoted, so that
+nothing but a plain path crosses the kernel command line), and receives ``output`` (the
+command's stdout and stderr), ``status`` and ``console.log`` (the kernel's console, kept
+apart from the command's output). The directory is removed afterwards.
+
+It never hangs: the host waits on a pidfd with a deadline. UML runs each guest address space
+and helper as a host process, so it is started as PID 1 of a PID namespace of its own (through
+``unshare``, the PID started here): on timeout, interrupt or error UML is SIGKILLed and the
+kernel kills every other process of that namespace with it; the runner returns only once they
+are all gone. If the runner itself is SIGKILLed, PDEATHSIG does the same, and the next run
+removes the shared directory it left.
+
+Call the Python that the command needs by its real path: a pyenv shim costs ~3 s a call in UML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import contextlib
+import ctypes
+import hashlib
+import os
+import re
+import resource
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TextIO
+
+HERE = Path(__file__).resolve().parent
+INIT_SCRIPT = HERE / "uml-init.sh"
+CONFIG_FRAGMENT = HERE / "uml.config"
+BUILD_SCRIPT = "tests/kernel/build-uml.sh"
+SOURCE_PACKAGE = "linux-source-6.1"
+# The guest mounts tmpfs on /tmp, /run and /dev/shm, so the shared directory lives elsewhere.
+DEFAULT_SHARED_PARENT = "/var/tmp"
+# Paths that cross the kernel command line: no spaces, and no dot (a dotted name=value
+# parameter is taken for a module parameter and not handed to init).
+_SAFE_CMDLINE_PATH = re.compile(r"^/[A-Za-z0-9_/-]+$")
+_MEM = re.compile(r"^[1-9][0-9]*[KMG]?$")
+# What uml-init.sh mounts afresh in the guest: host files below these are not visible there.
+GUEST_PRIVATE_MOUNTS = ("/tmp", "/run", "/dev", "/proc", "/sys")
+OWNER_FILE = "owner"
+CONSOLE_TAIL_LINES = 30
+EXIT_TIMEOUT = 124
+EXIT_SKIP = 77
+
+
+class UmlError(Exception):
+    """The lab could not run the command; the message says why and what to do."""
+
+
+class KernelMissing(UmlError):
+    """No lab kernel is built for the current uml.config and linux-source version."""
+
+
+class BootFailed(UmlError):
+    """UML ended without reporting the command's status (crash, panic, init failure)."""
+
+    def __init__(self, message: str, console: str) -> None:
+        super().__init__(message)
+        self.console = console
+
+
+class UmlTimeout(UmlError):
+    """The guest did not power off in time; it was killed with every process it had."""
+
+    def __init__(self, message: str, output: str, console: str, shared: Path) -> None:
+        super().__init__(message)
+        self.output = output
+        self.console = console
+        self.shared = shared  # already removed; names the run in ps and logs
+
+
+def cache_root() -> Path:
+    """Where build-uml.sh keeps kernels: outside the clone, so CI builds once per machine."""
+    return Path(os.environ.get("LVSAGENT_CACHE", "/var/cache/lvsagent"))
+
+
+def _source_version() -> str:
+    """The installed linux-source-6.1 version, part of the cache key as in build-uml.sh."""
+    try:
+        done = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", SOURCE_PACKAGE],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise KernelMissing(f"dpkg-query not found ({exc}); is this Debian?") from exc
+    if done.returncode != 0 or not done.stdout:
+        raise KernelMissing(f"{SOURCE_PACKAGE} is not installed; run {BUILD_SCRIPT}")
+    return done.stdout
+
+
+def cache_key() -> str:
+    """The cache key: must stay byte for byte what build-uml.sh computes."""
+    digest = hashlib.sha256(CONFIG_FRAGMENT.read_bytes())
+    digest.update(f"{SOURCE_PACKAGE} {_source_version()}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def kernel_path() -> Path:
+    """The lab kernel for this checkout: $LVSAGENT_UML_KERNEL, else the cached build.
+
+    Raises KernelMissing, saying how to build it, when there is none.
+    """
+    override = os.environ.get("LVSAGENT_UML_KERNEL")
+    path = Path(override) if override else cache_root() / f"uml-{cache_key()}" / "linux"
+    if not os.access(path, os.X_OK):
+        raise KernelMissing(
+            f"no UML kernel at {path}; build it with {BUILD_SCRIPT} (as root; 5-15 min, once"
+            " per machine)"
+        )
+    return path
+
+
+def inside_lab() -> bool:
+    """True in a guest booted by run_in_uml (its kernel command line names the shared dir)."""
+    try:
+        return "lvsagent_shared=" in Path("/proc/cmdline").read_text()
+    except OSError:
+        return False
+
+
+def lab_required() -> bool:
+    """Under CI the lab must run: inability to boot is a failure there, never a skip."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def _memory_dir(fallback: Path) -> Path:
+    """Where UML puts its (unlinked) memory file: RAM-backed /dev/shm unless it is unusable.
+
+    UML maps that file executable, so a noexec mount will not do.
+    """
+    shm = Path("/dev/shm")
+    try:
+        usable = (
+            shm.is_dir()
+            and os.access(shm, os.W_OK | os.X_OK)
+            and not os.statvfs(shm).f_flag & os.ST_NOEXEC
+        )
+    except OSError:
+        usable = False
+    return shm if usable else fallback
+
+
+def render_run_script(cmd: Sequence[str], cwd: str, env: Mapping[str, str]) -> str:
+    """The guest-side script: cd, then exec the command with exactly ``env``.
+
+    ``env -i`` replaces the environment init got from the kernel (HOME=/, TERM=linux) with
+    the caller's, and every word is shell-quoted, so any argument or value survives.
+    """
+    if not cmd:
+        raise ValueError("empty command")
+    if "=" in cmd[0]:
+        raise ValueError(
+            f"the command name {cmd[0]!r} contains '=' (env would take it as a variable)"
+        )
+    assignments = [
+        f"{name}={value}" for name, value in sorted(env.items()) if name and "=" not in name
+    ]
+    words = ["exec", "/usr/bin/env", "-i", *assignments, *cmd]
+    return (
+        "# Written by tests/kernel/uml.py; run by uml-init.sh inside the UML guest.\n"
+        f"cd -- {shlex.quote(cwd)} || exit 125\n"
+        + " ".join(shlex.quote(word) for word in words)
+        + "\n"
+    )
+
+
+def kernel_command_line(shared: Path, mem: str) -> list[str]:
+    """UML's arguments: hostfs root, our init, consoles quiet except con0 on our log."""
+    return [
+        f"mem={mem}",
+        "root=/dev/root",
+        "rootfstype=hostfs",
+        "rootflags=/",
+        "rw",
+        f"init={shared / 'init'}",
+        f"lvsagent_shared={shared}",
+        # con0 writes to UML's stdout (console.log) and reads nothing; no other consoles,
+        # so UML opens no host ptys.
+        "con0=null,fd:1",
+        "con=null",
+        "ssl=null",
+        # UML's pid file and mconsole socket go into the shared dir instead of ~/.uml.
+        f"uml_dir={shared}",
+        "umid=lab",
+    ]
+
+
+_PR_SET_PDEATHSIG = 1
+# UML runs as PID 1 of a PID namespace of its own: when it dies, however it dies, the kernel
+# kills every helper process it forked. unshare itself dies with us (PDEATHSIG, kept across
+# exec) and takes UML with it (--kill-child), so even a SIGKILLed runner leaves nothing.
+_PID_NAMESPACE = ["unshare", "--pid", "--fork", "--kill-child=SIGKILL", "--"]
+
+
+def _child_setup_for(libc: ctypes.CDLL) -> Callable[[], None]:
+    """What the forked UML runs before exec (libc is loaded before the fork, not in the child).
+
+    No core dumps (a panicking UML dumps its whole memory into the shared dir), and SIGKILL
+    if the thread that started it dies without cleaning up.
+    """
+
+    def setup() -> None:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    return setup
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Wait until ``pid`` exits (it is left unreaped) or ``timeout`` passes; True if it exited."""
+    fd = os.pidfd_open(pid)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(max(0.0, timeout) * 1000.0))
+    finally:
+        os.close(fd)
+
+
+def _children(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (read from /proc: works without CONFIG_PROC_CHILDREN)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(int(entry.name))
+    return found
+
+
+def _stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> int:
+    """SIGKILL UML and reap ``proc`` (unshare); return once every guest process is gone.
+
+    UML is the init of its PID namespace: when it dies the kernel kills and reaps everything
+    in that namespace before UML's own exit completes, so waiting for UML's pidfd is waiting
+    for all of it. Also run after a normal exit, when there is nothing left to kill.
+    """
+    uml_pids = _children(proc.pid)
+    for pid in uml_pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            select.select([fd], [], [], grace)
+        finally:
+            os.close(fd)
+    # unshare's group: its leader is still unreaped, so the group id is still ours.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait()
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time in clock ticks: with the PID, an identity that reuse cannot fake."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()[19]
+
+
+def _sweep_stale(parent: Path) -> None:
+    """Remove shared dirs left by runners that were SIGKILLed (nothing else can remove them).
+
+    Each dir names its owner (pid and start time) in OWNER_FILE; a dir whose owner is gone
+    is stale. Dirs of live runners, and anything without that file, are left alone.
+    """
+    for candidate in parent.glob("lvsagent-uml-*"):
+        try:
+            pid_text, started = (candidate / OWNER_FILE).read_text().split()
+        except (OSError, ValueError):
+            continue
+        if _start_time(int(pid_text)) != started:
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _tail(text: str, lines: int = CONSOLE_TAIL_LINES) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class _OutputTail(threading.Thread):
+    """Copies the growing output file to ``sink`` while the guest runs (progress for humans).
+
+    Polling is the only stdlib way to follow a file; it only displays, nothing waits on it.
+    """
+
+    def __init__(self, path: Path, sink: TextIO, done: threading.Event) -> None:
+        super().__init__(name="uml-output-tail", daemon=True)
+        self._path = path
+        self._sink = sink
+        self._done = done
+        self._offset = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def run(self) -> None:
+        while True:
+            finished = self._done.wait(0.2)
+            self._copy()
+            if finished:
+                self._sink.write(self._decoder.decode(b"", final=True))
+                self._sink.flush()
+                return
+
+    def _copy(self) -> None:
+        try:
+            with self._path.open("rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return
+        if chunk:
+            self._offset += len(chunk)
+            self._sink.write(self._decoder.decode(chunk))
+            self._sink.flush()
+
+
+def run_in_uml(
+    cmd: Sequence[str],
+    timeout: float,
+    mem: str = "1G",
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    kernel: str | os.PathLike[str] | None = None,
+    stream: TextIO | None = None,
+) -> tuple[int, str]:
+    """Boot the lab kernel, run ``cmd`` in ``cwd`` with ``env``, power off.
+
+    Returns the command's exit status and its stdout+stderr. ``cwd`` and ``env`` default to
+    this process's; ``timeout`` covers boot, run and power-off. ``stream``, if given, gets
+    the output as it is written. Raises KernelMissing, BootFailed or UmlTimeout (UmlError).
+    """
+    if not _MEM.match(mem):
+        raise ValueError(f"mem={mem!r}: want a size such as 512M or 1G")
+    kernel_file = Path(kernel) if kernel is not None else kernel_path()
+    workdir = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
+    if any(workdir == m or workdir.startswith(m + "/") for m in GUEST_PRIVATE_MOUNTS):
+        raise ValueError(f"cwd {workdir}: the guest mounts its own tmpfs there; use another dir")
+    environment = dict(os.environ if env is None else env)
+    script = render_run_script(cmd, workdir, environment)
+
+    parent = Path(os.environ.get("LVSAGENT_UML_SHARED_PARENT", DEFAULT_SHARED_PARENT))
+    _sweep_stale(parent)
+    with tempfile.TemporaryDirectory(prefix="lvsagent-uml-", dir=parent) as shared_name:
+        shared = Path(shared_name)
+        if not _SAFE_CMDLINE_PATH.match(shared_name):
+            raise UmlError(f"{shared_name}: the shared dir path must be [A-Za-z0-9_/-] only")
+        (shared / OWNER_FILE).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+        shutil.copyfile(INIT_SCRIPT, shared / "init")
+        (shared / "init").chmod(0o755)
+        (shared / "run.sh").write_text(script)
+        console_path = shared / "console.log"
+        output_path = shared / "output"
+        uml_env = {
+            "PATH": "/usr/bin:/usr/sbin:/bin:/sbin",
+            "TMPDIR": str(_memory_dir(shared)),
+            "HOME": str(shared),
+        }
+        done = threading.Event()
+        tail = _OutputTail(output_path, stream, done) if stream is not None else None
+        with console_path.open("wb") as console:
+            proc = subprocess.Popen(
+                [*_PID_NAMESPACE, str(kernel_file), *kernel_command_line(shared, mem)],
+                stdin=subprocess.DEVNULL,
+                stdout=console,
+                stderr=subprocess.STDOUT,
+                cwd=shared,
+                env=uml_env,
+                start_new_session=True,
+                preexec_fn=_child_setup_for(ctypes.CDLL(None, use_errno=True)),
+            )
+        try:
+            if tail is not None:
+                tail.start()
+            exited = _wait_exit(proc.pid, timeout)
+        finally:
+            # Also on success: no guest process outlives the run.
+            uml_status = _stop(proc)
+            done.set()
+            if tail is not None:
+                tail.join()
+
+        output = _read_text(output_path)
+        console_text = _read_text(console_path)
+        if not exited:
+            raise UmlTimeout(
+                f"the UML guest did not finish within {timeout:g} s; killed it and all its"
+                f" processes ({shared})",
+                output,
+                _tail(console_text),
+                shared,
+            )
+        status_text = _read_text(shared / "status").strip()
+        if not status_text.isdigit():
+            reason = _read_text(shared / "init-error").strip() or (
+                f"UML exited with {uml_status} without reporting the command's status"
+            )
+            raise BootFailed(reason, _tail(console_text))
+        return int(status_text), output
+
+
+def _python_shim_warning(cmd: Sequence[str]) -> str | None:
+    """Why a command is slow in UML: it goes through a pyenv shim."""
+    resolved = shutil.which(cmd[0]) if cmd else None
+    if resolved and "/.pyenv/shims/" in resolved:
+        return (
+            f"{cmd[0]} resolves to the pyenv shim {resolved} (~3 s a call in UML); "
+            "pass the interpreter's real path, e.g. .venv/bin/python"
+        )
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: run one command in the lab and exit with its status.
+
+    124 on timeout; under CI=true any failure to boot is exit 1, elsewhere a missing kernel
+    is exit 77 (skipped) with the build command.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.kernel.uml",
+        description="Run a command inside the user-mode Linux kernel lab (IPVS + nf_tables).",
+    )
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds (default 600)")
+    parser.add_argument("--mem", default="1G", help="guest memory (default 1G)")
+    parser.add_argument("--kernel", help="UML binary (default: the cached build)")
+    parser.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    args = parser.parse_args(argv)
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        parser.error("no command given (usage: ... -- CMD ARGS...)")
+    if warning := _python_shim_warning(cmd):
+        print(f"uml: warning: {warning}", file=sys.stderr)
+
+    # A TERM must unwind through run_in_uml's cleanup, which kills the guest.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    started = time.monotonic()
+    try:
+        status, _ = run_in_uml(cmd, args.timeout, args.mem, kernel=args.kernel, stream=sys.stdout)
+    except KernelMissing as exc:
+        if lab_required():
+            print(f"uml: FAILED (CI=true): {exc}", file=sys.stderr)
+            return 1
+        print(f"uml: SKIPPED: {exc}", file=sys.stderr)
+        return EXIT_SKIP
+    except UmlTimeout as exc:
+        print(f"uml: TIMEOUT: {exc}\n--- console (tail) ---\n{exc.console}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    except BootFailed as exc:
+        print(f"uml: BOOT FAILED: {exc}\n--- console (tail) ---\n{exc.console}", file=sys.stderr)
+        return 1
+    except (UmlError, OSError) as exc:
+        print(f"uml: FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(f"uml: exit {status} after {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -35,7 +35,10 @@ from lvsagent.config.services import read_virtual_servers
 __all__ = ["ConfigError", "Problem", "format_problems", "load_config", "parse_config"]
 
 TOP_KEYS = ("global", "vrrp_instance", "virtual_server")
-GLOBAL_KEYS = ("router_id", "loop_guard", "metrics_listen", "control_socket", "foreign_services")
+GLOBAL_KEYS = (
+    "router_id", "loop_guard", "metrics_listen", "control_socket", "foreign_services",
+    "ipvs_resync_interval",
+)  # fmt: skip
 INSTANCE_KEYS = (
     "name", "interface", "vrid", "priority", "advert_int", "version", "v3_checksum",
     "preempt", "nopreempt", "preempt_delay", "unicast_src", "unicast_peers", "unicast_ttl",
@@ -110,6 +113,7 @@ def _read_global(s: Section) -> Global:
                 "foreign_services": s.choice(
                     "foreign_services", _options(Global, "foreign_services")
                 ),
+                "ipvs_resync_interval": s.number("ipvs_resync_interval", 1.0, 86400.0),
             }
         )
     )

@@ -145,6 +145,9 @@ class Global:
     control_socket: str = "/run/lvsagent/control.sock"
     # Services in the kernel that the config does not name: report, or remove.
     foreign_services: Literal["report", "remove"] = "report"
+    # Seconds between full re-reads of the IPVS table, which repair drift (an
+    # `ipvsadm -C` by hand).  A failed apply triggers one at once as well.
+    ipvs_resync_interval: float = 30.0
 
 
 @dataclass(frozen=True)

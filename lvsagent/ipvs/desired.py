@@ -1,0 +1,112 @@
+"""The IPVS table the configuration asks for, as plan() compares it with the kernel.
+
+This is the one place where config types become IPVS types, so that the
+planner never reads the config and the config never learns kernel spelling.
+Every field is filled explicitly from schema.py's values (never from a
+model or library default): a field left to default here would plan against
+whatever the kernel dump reports and could flap between the two.
+
+Health checking does not edit the config.  It passes its verdicts in as
+``weights`` (drain: the failed server stays, at weight 0, so established
+connections finish) and ``removed`` (on_failure = "remove": the server is
+taken out, which is what keepalived's default does).  Keeping them as
+arguments, not state, means the table is always recomputed from the config
+plus the current verdicts, so a reload and a health change go through the
+same path and cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from lvsagent.config.schema import Config, RealServer, VirtualServer
+from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
+
+__all__ = ["DestId", "desired_table", "dest_key", "service_key"]
+
+# A destination named across the whole table: the same real server behind
+# two virtual servers is two kernel entries with two weights.
+DestId = tuple[ServiceKey, DestKey]
+
+MAX_WEIGHT = 65535  # the loader's bound; the kernel takes any non-negative int32
+
+
+def service_key(vs: VirtualServer) -> ServiceKey:
+    """The kernel identity of a virtual server.
+
+    A fwmark service keeps only the mark: the kernel looks fwmark services up
+    by mark alone and dumps them without address or port, so keeping the
+    configured protocol here would make a converged service look different
+    from its own dump.
+    """
+    if vs.fwmark is not None:
+        if vs.fwmark <= 0:
+            # ServiceKey uses fwmark 0 for "not a fwmark service".
+            raise ValueError(f"{vs.label}: fwmark must be positive")
+        return ServiceKey(fwmark=vs.fwmark)
+    if vs.address is None or vs.port is None:
+        # The loader refuses this; a hand-built Config may not have.
+        raise ValueError(f"{vs.label}: needs address and port, or fwmark")
+    return ServiceKey(protocol=vs.protocol, address=vs.address, port=vs.port)
+
+
+def dest_key(rs: RealServer) -> DestKey:
+    """The kernel identity of a real server inside its service."""
+    return DestKey(rs.address, rs.port)
+
+
+def desired_table(
+    config: Config,
+    weights: Mapping[DestId, int] | None = None,
+    removed: Collection[DestId] = (),
+) -> Table:
+    """The table for ``config``, with health verdicts laid over the configured weights.
+
+    ``weights`` and ``removed`` only adjust servers the config names: entries
+    for anything else are ignored, because the health tracker may still hold a
+    verdict for a server that a reload has just taken out, and the config, not
+    the tracker, decides what exists.  A server both overridden and removed is
+    removed: removal is the stronger verdict.
+
+    Without ``weights`` every server gets its configured weight.  The
+    ``alpha`` rule (no traffic before the first passed check) is the caller's
+    to apply, as a weight-0 override, because only the health checker knows
+    whether a check has passed yet.
+    """
+    overrides: Mapping[DestId, int] = weights if weights is not None else {}
+    for ident, weight in overrides.items():
+        if not 0 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"weight {weight} for {ident[1]} of {ident[0]} is out of range")
+    dropped = frozenset(removed)
+    return Table(tuple(_service(vs, overrides, dropped) for vs in config.virtual_servers))
+
+
+def _service(
+    vs: VirtualServer, overrides: Mapping[DestId, int], dropped: frozenset[DestId]
+) -> Service:
+    key = service_key(vs)
+    dests = tuple(
+        _dest(vs, rs, overrides.get((key, dest_key(rs))))
+        for rs in vs.real_servers
+        if (key, dest_key(rs)) not in dropped
+    )
+    return Service(
+        key=key,
+        scheduler=vs.scheduler,
+        flags=frozenset(vs.scheduler_flags),
+        persistence_timeout=vs.persistence_timeout,
+        persistence_netmask=vs.persistence_netmask,
+        dests=dests,
+    )
+
+
+def _dest(vs: VirtualServer, rs: RealServer, weight: int | None) -> Dest:
+    return Dest(
+        key=dest_key(rs),
+        weight=rs.weight if weight is None else weight,
+        # A real server may differ from its service (e.g. one NAT backend in
+        # a DR service); None means "as the service says".
+        forwarding=rs.forwarding if rs.forwarding is not None else vs.forwarding,
+        u_threshold=rs.u_threshold,
+        l_threshold=rs.l_threshold,
+    )

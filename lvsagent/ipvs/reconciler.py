@@ -1,0 +1,108 @@
+"""Keeps the kernel's IPVS table equal to the desired one: dump, plan, apply.
+
+Never flushes: a restart adopts what is there, so the connection table
+survives it.  The whole table is re-read every ``resync_interval`` seconds,
+and at once after any failed change, which repairs drift (someone ran
+``ipvsadm -C``).  A new desired table (reload, health change) is applied as
+the difference only.  If IPVS is missing from the kernel the error is logged
+with what to do and retried at each resync; VRRP keeps running meanwhile,
+as keepalived does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Literal, Protocol
+
+from lvsagent.ipvs.model import Table
+from lvsagent.ipvs.plan import Op, Plan, plan
+
+log = logging.getLogger("lvsagent.ipvs")
+
+RETRY_AFTER_ERROR = 1.0
+
+
+class Kernel(Protocol):
+    async def dump(self) -> Table: ...
+
+    async def apply(self, op: Op) -> bool: ...
+
+
+class IpvsReconciler:
+    def __init__(
+        self,
+        kernel: Kernel,
+        desired: Table,
+        foreign: Literal["report", "remove"],
+        resync_interval: float,
+    ) -> None:
+        self.kernel = kernel
+        self.desired = desired
+        self.foreign = foreign
+        self.resync_interval = resync_interval
+        self.ops_applied = 0
+        self.errors = 0
+        self.last_plan: Plan | None = None
+        self._wake = asyncio.Event()
+        self._reported: set[str] = set()
+
+    def set_desired(self, desired: Table) -> None:
+        """A new desired table; the next pass applies only what differs."""
+        if desired != self.desired:
+            self.desired = desired
+            self._wake.set()
+
+    async def reconcile(self, why: str) -> bool:
+        """One pass; True when the kernel now matches (or nothing could be done about it)."""
+        try:
+            actual = await self.kernel.dump()
+        except OSError as exc:
+            self.errors += 1
+            log.error(
+                "ipvs: cannot read the IPVS table (%s): is the ip_vs module loaded? "
+                "(`modprobe ip_vs`); retrying",
+                exc,
+            )
+            return False
+        result = plan(self.desired, actual, self.foreign)
+        self.last_plan = result
+        self._report_foreign(result)
+        if result.ops:
+            log.info("ipvs: %s: applying %d change(s)", why, len(result.ops))
+        ok = True
+        for op in result.ops:
+            try:
+                changed = await self.kernel.apply(op)
+            except OSError as exc:
+                self.errors += 1
+                ok = False
+                log.error("ipvs: %s failed: %s; re-reading the table", op, exc)
+                break
+            if changed:
+                self.ops_applied += 1
+                log.info("ipvs: %s", op)
+        return ok
+
+    def _report_foreign(self, result: Plan) -> None:
+        current = {str(k) for k in result.foreign}
+        for key in sorted(current - self._reported):
+            log.warning(
+                "ipvs: service %s is in the kernel but not in the config; left alone "
+                '(set foreign_services = "remove" to have it removed)',
+                key,
+            )
+        self._reported = current
+
+    async def run(self) -> None:
+        """Reconcile at start, on every new desired table, and every resync_interval."""
+        ok = await self.reconcile("start")
+        while True:
+            timeout = self.resync_interval if ok else RETRY_AFTER_ERROR
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+                why = "config changed"
+            except TimeoutError:
+                why = "resync" if ok else "retry"
+            self._wake.clear()
+            ok = await self.reconcile(why)

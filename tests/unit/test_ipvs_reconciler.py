@@ -1,0 +1,131 @@
+"""The reconciler against a recording fake kernel: adopt, drift, reload, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+
+import pytest
+
+from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
+from lvsagent.ipvs.plan import EditDest, Op, apply_ops
+from lvsagent.ipvs.reconciler import IpvsReconciler
+
+A = ipaddress.IPv4Address
+KEY = ServiceKey(protocol="tcp", address=A("172.16.0.30"), port=80)
+
+
+def table(*weights: int) -> Table:
+    dests = tuple(
+        Dest(DestKey(A(f"172.16.0.{31 + i}"), 80), weight=w) for i, w in enumerate(weights)
+    )
+    return Table((Service(KEY, scheduler="rr", dests=dests),))
+
+
+class FakeKernel:
+    """Holds a table; applies ops the way the kernel would; can fail on demand."""
+
+    def __init__(self, table: Table | None = None) -> None:
+        self.table = table or Table()
+        self.applied: list[Op] = []
+        self.dumps = 0
+        self.fail_next: OSError | None = None
+        self.dump_error: OSError | None = None
+
+    async def dump(self) -> Table:
+        self.dumps += 1
+        if self.dump_error is not None:
+            raise self.dump_error
+        return self.table
+
+    async def apply(self, op: Op) -> bool:
+        if self.fail_next is not None:
+            err, self.fail_next = self.fail_next, None
+            raise err
+        self.applied.append(op)
+        self.table = apply_ops(self.table, [op])
+        return True
+
+
+def run(coro: object) -> object:
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_creates_from_empty_then_nothing_more() -> None:
+    k = FakeKernel()
+    r = IpvsReconciler(k, table(1, 1), "report", 30)
+    assert run(r.reconcile("start"))
+    assert len(k.applied) == 3  # one service, two dests
+    k.applied.clear()
+    assert run(r.reconcile("resync"))
+    assert k.applied == []
+
+
+def test_adopts_an_identical_table_without_touching_it() -> None:
+    k = FakeKernel(table(1, 1))
+    r = IpvsReconciler(k, table(1, 1), "report", 30)
+    assert run(r.reconcile("start"))
+    assert k.applied == []
+
+
+def test_drift_is_repaired_on_resync() -> None:
+    k = FakeKernel(table(1, 1))
+    r = IpvsReconciler(k, table(1, 1), "report", 30)
+    k.table = Table()  # someone ran `ipvsadm -C`
+    assert run(r.reconcile("resync"))
+    assert k.table.service_map()[KEY].dest_map() == table(1, 1).services[0].dest_map()
+
+
+def test_reload_changing_one_weight_is_one_kernel_operation() -> None:
+    k = FakeKernel(table(1, 1))
+    r = IpvsReconciler(k, table(1, 1), "report", 30)
+    r.set_desired(table(1, 0))
+    assert run(r.reconcile("config changed"))
+    assert len(k.applied) == 1 and isinstance(k.applied[0], EditDest)
+    assert r.ops_applied == 1
+
+
+def test_failed_apply_stops_the_pass_and_reports_not_converged() -> None:
+    k = FakeKernel()
+    k.fail_next = OSError(errno.ENOMEM, "no memory")
+    r = IpvsReconciler(k, table(1, 1), "report", 30)
+    assert not run(r.reconcile("start"))
+    assert r.errors == 1 and k.applied == []
+    assert run(r.reconcile("retry"))
+    assert len(k.applied) == 3
+
+
+def test_missing_ipvs_is_an_error_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    k = FakeKernel()
+    k.dump_error = OSError(errno.ENOENT, "no such generic netlink family")
+    r = IpvsReconciler(k, table(1), "report", 30)
+    assert not run(r.reconcile("start"))
+    assert "modprobe ip_vs" in caplog.text
+
+
+def test_foreign_services_are_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    other = Service(ServiceKey(fwmark=9), scheduler="wlc")
+    k = FakeKernel(Table((*table(1).services, other)))
+    r = IpvsReconciler(k, table(1), "report", 30)
+    run(r.reconcile("start"))
+    run(r.reconcile("resync"))
+    assert caplog.text.count("fwmark 9 is in the kernel but not in the config") == 1
+    assert k.applied == []
+
+
+def test_run_applies_a_new_desired_table_promptly() -> None:
+    async def scenario() -> FakeKernel:
+        k = FakeKernel()
+        r = IpvsReconciler(k, table(1, 1), "report", 3600)
+        task = asyncio.create_task(r.run())
+        while len(k.applied) < 3:
+            await asyncio.sleep(0)
+        r.set_desired(table(1, 0))
+        while len(k.applied) < 4:
+            await asyncio.sleep(0)
+        task.cancel()
+        return k
+
+    k = asyncio.run(scenario())
+    assert isinstance(k.applied[-1], EditDest) and k.applied[-1].dest.weight == 0

@@ -1,4 +1,4 @@
-"""The ``lvsagent`` command: run, check.
+"""The ``lvsagent`` command: run, check, plan.
 
 Exit codes follow sysexits(3) so that systemd's journal and scripts can tell
 a bad config (78) from a missing privilege (77) or an OS failure (71).
@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     check = sub.add_parser("check", help="validate a config file and report every error")
     check.add_argument("config", nargs="?", default=DEFAULT_CONFIG_PATH)
+    plan = sub.add_parser("plan", help="print what the config would change in IPVS; change nothing")
+    plan.add_argument("config", nargs="?", default=DEFAULT_CONFIG_PATH)
     return p
 
 
@@ -58,6 +60,29 @@ def cmd_check(path: str) -> int:
         f"{path}: OK ({len(config.vrrp_instances)} VRRP instance(s), "
         f"{len(config.virtual_servers)} virtual server(s))"
     )
+    return EX_OK
+
+
+def cmd_plan(path: str) -> int:
+    config = _load(path)
+    if config is None:
+        return EX_CONFIG
+    from lvsagent.ipvs.desired import desired_table
+    from lvsagent.ipvs.kernel import IpvsKernel
+    from lvsagent.ipvs.plan import Plan, plan
+
+    async def read_and_plan() -> Plan:
+        async with IpvsKernel() as kernel:
+            actual = await kernel.dump()
+        return plan(desired_table(config), actual, config.global_.foreign_services)
+
+    try:
+        result = asyncio.run(read_and_plan())
+    except OSError as exc:
+        print(f"lvsagent: cannot read the IPVS table: {exc}", file=sys.stderr)
+        return EX_NOPERM if exc.errno in (errno.EPERM, errno.EACCES) else EX_OSERR
+    text = str(result)
+    print(text if text else f"{path}: the kernel already matches; nothing to change")
     return EX_OK
 
 
@@ -98,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.verb == "check":
         return cmd_check(args.config)
+    if args.verb == "plan":
+        return cmd_plan(args.config)
     if args.verb == "run":
         return cmd_run(args.config, args.log_level)
     return EX_USAGE

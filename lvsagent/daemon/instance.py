@@ -124,6 +124,7 @@ class InstanceRunner:
         self.arp = ArpSender(inst.interface, link.mac)
         self._warned: set[str] = set()
         self._reconcile_handle: asyncio.TimerHandle | None = None
+        self._master_seen: ipaddress.IPv4Address | None = None
 
     # ----- inputs -----------------------------------------------------------
 
@@ -174,6 +175,7 @@ class InstanceRunner:
                     return
                 if isinstance(event, _Rx):
                     await self.execute(self.router.on_advert(event.advert, event.src, now))
+                    self._note_master(event)
                 elif isinstance(event, _Links):
                     await self._apply_tracking(now)
                 elif isinstance(event, _Reconcile):
@@ -221,6 +223,20 @@ class InstanceRunner:
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
+    def _note_master(self, rx: _Rx) -> None:
+        """Log once whenever the master this backup follows changes: who holds the VIP."""
+        if self.router.state != State.BACKUP or rx.advert.priority == 0:
+            return
+        if rx.src != self._master_seen:
+            self._master_seen = rx.src
+            log.info(
+                "%s: master is %s (priority %d, advert interval %.2f s)",
+                self.tag,
+                rx.src,
+                rx.advert.priority,
+                rx.advert.interval,
+            )
+
     def _tick_reconcile(self) -> None:
         self._post(_Reconcile())
         loop = asyncio.get_running_loop()
@@ -257,6 +273,7 @@ class InstanceRunner:
             elif isinstance(action, SendGratuitousArp):
                 self._send_garp(action.repeat)
         for t in transitions:
+            self._master_seen = None
             self.counters.transitions += 1
             log.warning("%s: %s -> %s (%s)", self.tag, t.old.value, t.new.value, t.reason)
 

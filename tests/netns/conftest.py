@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.lab import Daemon, Netns, namespaces, veth
+from tests.netns.lab import Daemon, Netns, namespaces, start_agent, veth
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,6 +30,19 @@ class Pair:
     def track(self, d: Daemon) -> Daemon:
         self.daemons.append(d)
         return d
+
+    def settled_pair(self, config_a: Path, config_b: Path) -> tuple[Daemon, Daemon]:
+        """A as master first, then B as its backup: a known state to test from.
+
+        Started together, whichever process happens to be up first may claim
+        mastership for a moment; tests of what follows must not start there.
+        """
+        da = self.track(start_agent(self.a, config_a, "agent-a"))
+        da.wait_for(r"-> MASTER", 10)
+        db = self.track(start_agent(self.b, config_b, "agent-b"))
+        db.wait_for(r"INIT -> BACKUP", 10)
+        db.wait_for(r"master is 10\.99\.0\.1 ", 10)
+        return da, db
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 from tests.netns.conftest import Pair
 from tests.netns.lab import agent_config, start_agent
@@ -10,6 +11,12 @@ from tests.netns.lab import agent_config, start_agent
 VIP = "10.99.0.100"
 MASTER = r"-> MASTER"
 BACKUP = r"-> BACKUP"
+
+
+def configs(pair: Pair, **kw: object) -> tuple[Path, Path]:
+    ca = agent_config(pair.tmp / "a.toml", interface="eth0", priority=100, **kw)  # type: ignore[arg-type]
+    cb = agent_config(pair.tmp / "b.toml", interface="eth0", priority=50, **kw)  # type: ignore[arg-type]
+    return ca, cb
 
 
 def start_pair(pair: Pair, a_prio: int = 100, b_prio: int = 50, **kw: object) -> tuple:  # type: ignore[type-arg]
@@ -34,9 +41,7 @@ def test_two_agents_elect_exactly_one_master(pair: Pair) -> None:
 
 
 def test_kill9_master_backup_takes_over_on_master_down_timer(pair: Pair) -> None:
-    da, db = start_pair(pair)
-    da.wait_for(MASTER, 10)
-    db.wait_for(r"INIT -> BACKUP", 10)
+    da, db = pair.settled_pair(*configs(pair))
     mark = db.mark()
     da.signal(signal.SIGKILL)
     line = db.wait_for(MASTER, 3.9 + 2, after=mark)
@@ -47,9 +52,7 @@ def test_kill9_master_backup_takes_over_on_master_down_timer(pair: Pair) -> None
 def test_sigterm_master_sends_priority_zero_and_backup_takes_over_in_skew_time(
     pair: Pair,
 ) -> None:
-    da, db = start_pair(pair)
-    da.wait_for(MASTER, 10)
-    db.wait_for(r"INIT -> BACKUP", 10)
+    da, db = pair.settled_pair(*configs(pair))
     mark = db.mark()
     da.signal(signal.SIGTERM)
     line = db.wait_for(MASTER, 0.81 + 2, after=mark)
@@ -60,8 +63,7 @@ def test_sigterm_master_sends_priority_zero_and_backup_takes_over_in_skew_time(
 
 
 def test_higher_priority_returns_and_preempts(pair: Pair) -> None:
-    da, db = start_pair(pair, advert_int=0.1, version=3)
-    da.wait_for(MASTER, 5)
+    da, db = pair.settled_pair(*configs(pair, advert_int=0.1, version=3))
     da.signal(signal.SIGKILL)
     db.wait_for(MASTER, 5)
     ca = pair.tmp / "a.toml"

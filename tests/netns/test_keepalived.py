@@ -34,8 +34,8 @@ def test_lvsagent_master_keepalived_backup_both_ways(
         pair.tmp / "kb.conf", interface="eth0", priority=50, version=version, advert_int=interval
     )
     da = pair.track(start_agent(pair.a, ca, "agent-a"))
-    kab = pair.track(start_keepalived(pair.b, kb, pair.tmp, "keepalived-b"))
     da.wait_for(r"-> MASTER", 10)
+    kab = pair.track(start_keepalived(pair.b, kb, pair.tmp, "keepalived-b"))
     kab.wait_for(KA_BACKUP, 10)
     # keepalived hears us and stays backup for several of its down intervals.
     kab.assert_quiet(KA_MASTER, 4 * interval * 3)

@@ -18,10 +18,7 @@ def test_invalid_packet_flood_changes_nothing_and_delays_nothing(pair: Pair) -> 
         pair.tmp / "a.toml", interface="eth0", priority=100, version=3, advert_int=0.1
     )
     cb = agent_config(pair.tmp / "b.toml", interface="eth0", priority=50, version=3, advert_int=0.1)
-    da = pair.track(start_agent(pair.a, ca, "agent-a"))
-    db = pair.track(start_agent(pair.b, cb, "agent-b"))
-    da.wait_for(r"-> MASTER", 5)
-    db.wait_for(r"INIT -> BACKUP", 5)
+    da, db = pair.settled_pair(ca, cb)
     mark_a, mark_b = da.mark(), db.mark()
     out = pair.b.run(sys.executable, "-m", "tests.netns.flood", "eth0", "10.99.0.2", "40000")
     assert out.stdout.strip() == "sent 40000"
@@ -130,10 +127,7 @@ def test_tracked_interface_down_means_fault_and_handover(pair: Pair) -> None:
         extra='track_interfaces = ["up0"]',
     )
     cb = agent_config(pair.tmp / "b.toml", interface="eth0", priority=50, version=3, advert_int=0.1)
-    da = pair.track(start_agent(pair.a, ca, "agent-a"))
-    db = pair.track(start_agent(pair.b, cb, "agent-b"))
-    da.wait_for(r"-> MASTER", 5)
-    db.wait_for(r"INIT -> BACKUP", 5)
+    da, db = pair.settled_pair(ca, cb)
     mark_a, mark_b = da.mark(), db.mark()
     pair.a.run("ip", "link", "set", "up0", "down")
     assert "interface up0 down" in da.wait_for(r"MASTER -> FAULT", 3, after=mark_a)

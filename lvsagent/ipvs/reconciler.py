@@ -70,7 +70,10 @@ class IpvsReconciler:
         self._report_foreign(result)
         if result.ops:
             log.info("ipvs: %s: applying %d change(s)", why, len(result.ops))
+        elif why != "resync":
+            log.info("ipvs: %s: kernel already matches (%d services)", why, len(actual.services))
         ok = True
+        applied = 0
         for op in result.ops:
             try:
                 changed = await self.kernel.apply(op)
@@ -81,7 +84,10 @@ class IpvsReconciler:
                 break
             if changed:
                 self.ops_applied += 1
+                applied += 1
                 log.info("ipvs: %s", op)
+        if result.ops and ok:
+            log.info("ipvs: %s: done, %d change(s) applied", why, applied)
         return ok
 
     def _report_foreign(self, result: Plan) -> None:

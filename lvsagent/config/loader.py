@@ -37,7 +37,7 @@ __all__ = ["ConfigError", "Problem", "format_problems", "load_config", "parse_co
 TOP_KEYS = ("global", "vrrp_instance", "virtual_server")
 GLOBAL_KEYS = (
     "router_id", "loop_guard", "metrics_listen", "control_socket", "foreign_services",
-    "ipvs_resync_interval",
+    "ipvs_resync_interval", "ipvs_timeout_tcp", "ipvs_timeout_tcpfin", "ipvs_timeout_udp",
 )  # fmt: skip
 INSTANCE_KEYS = (
     "name", "interface", "vrid", "priority", "advert_int", "version", "v3_checksum",
@@ -114,6 +114,10 @@ def _read_global(s: Section) -> Global:
                     "foreign_services", _options(Global, "foreign_services")
                 ),
                 "ipvs_resync_interval": s.number("ipvs_resync_interval", 1.0, 86400.0),
+                **{
+                    key: s.integer(key, 0, 2**31 - 1)
+                    for key in ("ipvs_timeout_tcp", "ipvs_timeout_tcpfin", "ipvs_timeout_udp")
+                },
             }
         )
     )

@@ -148,6 +148,11 @@ class Global:
     # Seconds between full re-reads of the IPVS table, which repair drift (an
     # `ipvsadm -C` by hand).  A failed apply triggers one at once as well.
     ipvs_resync_interval: float = 30.0
+    # IPVS connection timeouts in seconds (ipvsadm --set tcp tcpfin udp);
+    # 0 leaves the kernel's value alone (900 / 120 / 300 on Linux).
+    ipvs_timeout_tcp: int = 0
+    ipvs_timeout_tcpfin: int = 0
+    ipvs_timeout_udp: int = 0
 
 
 @dataclass(frozen=True)

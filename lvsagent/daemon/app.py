@@ -24,6 +24,7 @@ from lvsagent.config.loader import ConfigError, load_config
 from lvsagent.config.schema import Config
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.ipvs.desired import desired_table
+from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.reconciler import IpvsReconciler
 from lvsagent.vrrp import addresses
@@ -79,6 +80,10 @@ class Agent:
             new = Config(new.path, new.global_, self.config.vrrp_instances, new.virtual_servers)
         self.config = new
         if self.reconciler is not None:
+            g = new.global_
+            self.reconciler.timeouts = Timeouts(
+                g.ipvs_timeout_tcp, g.ipvs_timeout_tcpfin, g.ipvs_timeout_udp
+            )
             self.reconciler.set_desired(desired_table(new))
         elif new.virtual_servers:
             log.warning("reload: virtual servers were added; IPVS starts at the next restart")
@@ -118,7 +123,11 @@ class Agent:
         kernel = IpvsKernel()
         g = self.config.global_
         self.reconciler = IpvsReconciler(
-            kernel, desired_table(self.config), g.foreign_services, g.ipvs_resync_interval
+            kernel,
+            desired_table(self.config),
+            g.foreign_services,
+            g.ipvs_resync_interval,
+            Timeouts(g.ipvs_timeout_tcp, g.ipvs_timeout_tcpfin, g.ipvs_timeout_udp),
         )
         self._tasks.append(asyncio.create_task(self.reconciler.run(), name="ipvs"))
         return kernel

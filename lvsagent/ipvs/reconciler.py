@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import astuple
 from typing import Literal, Protocol
 
+from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.model import Table
 from lvsagent.ipvs.plan import Op, Plan, plan
 
@@ -28,6 +30,10 @@ class Kernel(Protocol):
 
     async def apply(self, op: Op) -> bool: ...
 
+    async def get_timeouts(self) -> Timeouts: ...
+
+    async def set_timeouts(self, tcp: int, tcp_fin: int, udp: int) -> None: ...
+
 
 class IpvsReconciler:
     def __init__(
@@ -36,11 +42,13 @@ class IpvsReconciler:
         desired: Table,
         foreign: Literal["report", "remove"],
         resync_interval: float,
+        timeouts: Timeouts = Timeouts(0, 0, 0),  # noqa: B008 - frozen value
     ) -> None:
         self.kernel = kernel
         self.desired = desired
         self.foreign = foreign
         self.resync_interval = resync_interval
+        self.timeouts = timeouts
         self.ops_applied = 0
         self.errors = 0
         self.last_plan: Plan | None = None
@@ -64,6 +72,8 @@ class IpvsReconciler:
                 "(`modprobe ip_vs`); retrying",
                 exc,
             )
+            return False
+        if not await self._reconcile_timeouts():
             return False
         result = plan(self.desired, actual, self.foreign)
         self.last_plan = result
@@ -89,6 +99,23 @@ class IpvsReconciler:
         if result.ops and ok:
             log.info("ipvs: %s: done, %d change(s) applied", why, applied)
         return ok
+
+    async def _reconcile_timeouts(self) -> bool:
+        """Set the configured connection timeouts where the kernel differs (0 = not ours)."""
+        want = self.timeouts
+        if not (want.tcp or want.tcp_fin or want.udp):
+            return True
+        try:
+            have = await self.kernel.get_timeouts()
+            if all(w in (0, h) for w, h in zip(astuple(want), astuple(have), strict=True)):
+                return True
+            await self.kernel.set_timeouts(want.tcp, want.tcp_fin, want.udp)
+        except OSError as exc:
+            self.errors += 1
+            log.error("ipvs: cannot set connection timeouts to %s: %s", want, exc)
+            return False
+        log.info("ipvs: connection timeouts tcp/tcpfin/udp %s -> %s", astuple(have), astuple(want))
+        return True
 
     def _report_foreign(self, result: Plan) -> None:
         current = {str(k) for k in result.foreign}

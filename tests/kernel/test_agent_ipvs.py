@@ -24,6 +24,7 @@ pytestmark = [
 VRRP = """
 [global]
 ipvs_resync_interval = 1
+ipvs_timeout_tcp = 600
 
 [[vrrp_instance]]
 name = "VI_1"
@@ -75,6 +76,8 @@ def test_creates_every_service_then_plan_reports_nothing(tmp_path: Path) -> None
             assert "-A -f 3 -s wlc" in rules
             assert "-A -u 10.50.0.100:53 -s sh" in rules
             assert len(rules) == 8
+            timeouts = ns.run("ipvsadm", "-L", "--timeout").stdout
+            assert "Timeout (tcp tcpfin udp): 600 120 300" in timeouts
             # `plan` reads the same kernel and finds nothing to do.
             out = ns.run(sys.executable, "-m", "lvsagent.cli", "plan", str(cfg)).stdout
             assert "nothing to change" in out

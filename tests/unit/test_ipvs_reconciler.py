@@ -8,6 +8,7 @@ import ipaddress
 
 import pytest
 
+from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 from lvsagent.ipvs.plan import EditDest, Op, apply_ops
 from lvsagent.ipvs.reconciler import IpvsReconciler
@@ -32,12 +33,22 @@ class FakeKernel:
         self.dumps = 0
         self.fail_next: OSError | None = None
         self.dump_error: OSError | None = None
+        self.timeouts = Timeouts(900, 120, 300)
+        self.timeout_sets = 0
 
     async def dump(self) -> Table:
         self.dumps += 1
         if self.dump_error is not None:
             raise self.dump_error
         return self.table
+
+    async def get_timeouts(self) -> Timeouts:
+        return self.timeouts
+
+    async def set_timeouts(self, tcp: int, tcp_fin: int, udp: int) -> None:
+        old = self.timeouts
+        self.timeouts = Timeouts(tcp or old.tcp, tcp_fin or old.tcp_fin, udp or old.udp)
+        self.timeout_sets += 1
 
     async def apply(self, op: Op) -> bool:
         if self.fail_next is not None:
@@ -129,3 +140,15 @@ def test_run_applies_a_new_desired_table_promptly() -> None:
 
     k = asyncio.run(scenario())
     assert isinstance(k.applied[-1], EditDest) and k.applied[-1].dest.weight == 0
+
+
+def test_configured_timeouts_are_set_once_and_zero_means_leave_alone() -> None:
+    k = FakeKernel()
+    r = IpvsReconciler(k, table(1), "report", 30, Timeouts(600, 0, 0))
+    assert run(r.reconcile("start"))
+    assert k.timeouts == Timeouts(600, 120, 300) and k.timeout_sets == 1
+    assert run(r.reconcile("resync"))
+    assert k.timeout_sets == 1
+    untouched = FakeKernel()
+    assert run(IpvsReconciler(untouched, table(1), "report", 30).reconcile("start"))
+    assert untouched.timeout_sets == 0

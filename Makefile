@@ -45,11 +45,11 @@ uml-kernel:
 # Host: the runner's own tests.  Guest: the lab's smoke tests (IPVS DR, nft redirect, bridge).
 test-kernel: venv uml-kernel
 	$(PYTEST) tests/kernel/test_uml_runner.py
-	$(PY) -m tests.kernel.uml --timeout $(KERNEL_TIMEOUT) -- $(abspath $(PY)) -m pytest tests/kernel/test_lab.py tests/kernel/test_ipvs_kernel.py tests/kernel/test_agent_ipvs.py
+	$(PY) -m tests.kernel.uml --timeout $(KERNEL_TIMEOUT) -- $(abspath $(PY)) -m pytest tests/kernel/test_lab.py tests/kernel/test_ipvs_kernel.py tests/kernel/test_agent_ipvs.py tests/kernel/test_agent_traffic.py
 
 test: lint test-unit test-netns test-kernel
 
-bench: venv
+bench: venv uml-kernel
 	$(PY) -m tests.bench.run
 
 demo: venv

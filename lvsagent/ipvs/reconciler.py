@@ -23,6 +23,7 @@ from lvsagent.ipvs.plan import Op, Plan, plan
 log = logging.getLogger("lvsagent.ipvs")
 
 RETRY_AFTER_ERROR = 1.0
+LOG_EACH_OP_UP_TO = 50
 
 
 class Kernel(Protocol):
@@ -84,6 +85,9 @@ class IpvsReconciler:
             log.info("ipvs: %s: kernel already matches (%d services)", why, len(actual.services))
         ok = True
         applied = 0
+        # A reload's few changes are each worth a line; a first programming of
+        # thousands is not (a log line costs about a third of a kernel op).
+        op_level = logging.INFO if len(result.ops) <= LOG_EACH_OP_UP_TO else logging.DEBUG
         for op in result.ops:
             try:
                 changed = await self.kernel.apply(op)
@@ -95,7 +99,7 @@ class IpvsReconciler:
             if changed:
                 self.ops_applied += 1
                 applied += 1
-                log.info("ipvs: %s", op)
+                log.log(op_level, "ipvs: %s", op)
         if result.ops and ok:
             log.info("ipvs: %s: done, %d change(s) applied", why, applied)
         return ok

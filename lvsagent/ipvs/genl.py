@@ -116,9 +116,8 @@ class IpvsSocket(AsyncIPVS):  # type: ignore[misc]  # pyroute2 is untyped
     lock serialises every request, and a dump holds it until fully read.
     """
 
-    def __init__(self, netns: str | None = None) -> None:
-        # flags=0: a mistyped namespace name must fail, not be created (O_CREAT is the default).
-        super().__init__(netns=netns, flags=0)
+    def __init__(self) -> None:
+        super().__init__()
         self.request_lock = asyncio.Lock()
 
     async def setup_endpoint(self) -> None:

@@ -105,8 +105,6 @@ def inside(ns: Netns) -> Iterator[None]:
     """Run this (single-threaded) process's netlink work in ``ns``, as the daemon would.
 
     Only the main thread moves; threads started meanwhile (asyncio's executor) inherit it.
-    ``IpvsKernel(netns=...)`` would also work, but goes through pyroute2's netns support,
-    which the daemon does not use.
     """
     home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:

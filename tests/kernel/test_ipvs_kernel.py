@@ -10,22 +10,25 @@ master.  On the host (no IPVS) everything skips; run with
         -q tests/kernel/test_ipvs_kernel.py
 
 Each test makes its own namespaces (documentation addresses only) and deletes them; the
-adapter reaches a namespace through pyroute2's netns support (``IpvsKernel(netns=name)``).
+adapter reaches a namespace by running in a thread that entered it (``arun``).
 Set LVSAGENT_IPVS_BENCH=services,dests to time a dump of a big table.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import errno
 import ipaddress
 import os
 import re
+import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import pytest
 from pyroute2 import AsyncIPVS, IPVSDest, IPVSService
@@ -53,8 +56,39 @@ VIP = "192.0.2.100"
 TCP = 6
 
 
-def arun(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+def arun(coro: Coroutine[Any, Any, T], ns: Netns) -> T:
+    """Run ``coro`` on a fresh loop in a thread that has entered ``ns``.
+
+    setns() moves only the calling thread, and every socket keeps the
+    namespace it was created in, so the adapter needs no namespace support of
+    its own.  (pyroute2's own ``netns=`` forks a helper process to create its
+    socket, which hung about one run in two under pytest's output capture.)
+    """
+    result: list[T] = []
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            fd = os.open(f"/run/netns/{ns.name}", os.O_RDONLY)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns into {ns.name}")
+            finally:
+                os.close(fd)
+            result.append(asyncio.run(coro))
+        except BaseException as exc:  # re-raised in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=body, name=f"in-{ns.name}")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def saved(ns: Netns) -> list[str]:
@@ -85,11 +119,12 @@ def lb() -> Iterator[Netns]:
 
 @asynccontextmanager
 async def raw(ns: Netns) -> AsyncIterator[Any]:
-    """pyroute2's own AsyncIPVS in ``ns`` (flags=0: never create a namespace by mistake).
+    """pyroute2's own AsyncIPVS, for a coroutine that arun() runs in ``ns``.
 
     Its requests fail ("protocol id is not obtained yet") until setup_endpoint() ran.
     """
-    ipvs = AsyncIPVS(netns=ns.name, flags=0)
+    del ns  # the calling thread is already in it (see arun)
+    ipvs = AsyncIPVS()
     try:
         await ipvs.setup_endpoint()
         yield ipvs
@@ -113,11 +148,11 @@ def test_sched_keyword_is_ignored_and_the_adapter_sends_sched_name(lb: Netns) ->
             await ipvs.service(
                 "add", service=IPVSService(addr=VIP, port=80, protocol=TCP, sched="rr")
             )
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             await k.add_service(Service(tcp(81), scheduler="rr"))
             return await k.dump()
 
-    table = arun(go())
+    table = arun(go(), lb)
     assert f"-A -t {VIP}:80 -s wlc" in saved(lb)  # "sched" became a junk attribute
     assert f"-A -t {VIP}:81 -s rr" in saved(lb)
     assert table.service_map()[tcp(81)].scheduler == "rr"
@@ -138,13 +173,13 @@ def test_update_sends_delete_and_the_adapter_edits_with_set(lb: Netns) -> None:
             await ipvs.dest("update", service=svc81, dest=IPVSDest(addr="192.0.2.11", port=80))
         assert not [line for line in saved(lb) if ":80 " in line.split("-r")[0]]
         assert not [line for line in saved(lb) if line.startswith("-a")]
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             assert await k.add_service(Service(tcp(82), scheduler="rr"))
             assert await k.add_dest(tcp(82), dest("192.0.2.11", forwarding="nat", weight=2))
             assert await k.edit_service(Service(tcp(82), scheduler="wrr"))
             assert await k.edit_dest(tcp(82), dest("192.0.2.11", forwarding="nat", weight=4))
 
-    arun(go())
+    arun(go(), lb)
     assert f"-A -t {VIP}:82 -s wrr" in saved(lb)
     assert f"-a -t {VIP}:82 -r 192.0.2.11:80 -m -w 4" in saved(lb)
 
@@ -165,7 +200,7 @@ def test_set_replaces_the_whole_entry_and_the_adapter_sends_every_field(lb: Netn
             await ipvs.dest("set", service=svc, dest=IPVSDest(addr="192.0.2.11", port=80, weight=7))
             # Meant as "change nothing": the scheduler falls back to wlc.
             await ipvs.service("set", service=IPVSService(addr=VIP, port=80, protocol=TCP))
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             await k.add_service(Service(tcp(81), scheduler="rr"))
             nat = dest("192.0.2.11", forwarding="nat", weight=5, u_threshold=10, l_threshold=2)
             await k.add_dest(tcp(81), nat)
@@ -176,7 +211,7 @@ def test_set_replaces_the_whole_entry_and_the_adapter_sends_every_field(lb: Netn
             await k.edit_service(Service(tcp(81), scheduler="rr"))
             return await k.dump()
 
-    table = arun(go())
+    table = arun(go(), lb)
     lines = saved(lb)
     assert f"-A -t {VIP}:80 -s wlc" in lines
     assert f"-a -t {VIP}:80 -r 192.0.2.11:80 -g -w 7" in lines
@@ -194,11 +229,11 @@ def test_pyroute2_defaults_are_wlc_dr_weight_1_and_the_adapter_sends_the_models(
             svc = IPVSService(addr=VIP, port=80, protocol=TCP)
             await ipvs.service("add", service=svc)
             await ipvs.dest("add", service=svc, dest=IPVSDest(addr="192.0.2.11", port=80))
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             await k.add_service(Service(tcp(81), scheduler="lc"))
             await k.add_dest(tcp(81), dest("192.0.2.11", forwarding="tun", weight=0))
 
-    arun(go())
+    arun(go(), lb)
     lines = saved(lb)
     assert f"-A -t {VIP}:80 -s wlc" in lines
     assert f"-a -t {VIP}:80 -r 192.0.2.11:80 -g -w 1" in lines
@@ -211,10 +246,10 @@ def test_fwmark_service_needs_a_netmask_which_the_adapter_always_sends(lb: Netns
         async with raw(lb) as ipvs:
             svc = IPVSService(fwmark=1, af=2, sched_name="rr")
             assert await raising(ipvs.service("add", service=svc)) == errno.EINVAL
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             return await k.add_service(Service(ServiceKey(fwmark=1), scheduler="rr"))
 
-    assert arun(go())
+    assert arun(go(), lb)
     assert "-A -f 1 -s rr" in saved(lb)
 
 
@@ -225,11 +260,11 @@ def test_tun_port_goes_out_in_host_order_and_the_adapter_sends_no_tunnel_options
             await ipvs.service("add", service=svc)
             gue = IPVSDest(addr="192.0.2.11", port=80, fwd_method=2, tun_type=1, tun_port=0x1234)
             await ipvs.dest("add", service=svc, dest=gue)
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             await k.add_service(Service(tcp(81), scheduler="rr"))
             await k.add_dest(tcp(81), dest("192.0.2.11", forwarding="tun"))
 
-    arun(go())
+    arun(go(), lb)
     lines = saved(lb)
     # The kernel reads the port as big endian: 0x1234 arrives as 0x3412 = 13330.
     assert f"-a -t {VIP}:80 -r 192.0.2.11:80 -i -w 1 --tun-type gue --tun-port 13330" in " ".join(
@@ -257,7 +292,7 @@ def test_error_codes_of_raw_pyroute2(lb: Netns) -> None:
             inverted = IPVSDest(addr="192.0.2.12", port=80, u_thresh=5, l_thresh=10)
             assert await raising(ipvs.dest("add", service=svc, dest=inverted)) == errno.ERANGE
 
-    arun(go())
+    arun(go(), lb)
 
 
 def test_adapter_converged_errors_return_false(lb: Netns) -> None:
@@ -265,7 +300,7 @@ def test_adapter_converged_errors_return_false(lb: Netns) -> None:
     real = dest("192.0.2.11")
 
     async def go() -> list[bool]:
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             return [
                 await k.add_service(svc),
                 await k.add_service(svc),  # EEXIST
@@ -278,7 +313,7 @@ def test_adapter_converged_errors_return_false(lb: Netns) -> None:
                 await k.del_dest(svc.key, real.key),  # ESRCH: gone with its service
             ]
 
-    assert arun(go()) == [True, False, True, False, True, False, True, False, False]
+    assert arun(go(), lb) == [True, False, True, False, True, False, True, False, False]
     assert saved(lb) == []
 
 
@@ -290,7 +325,7 @@ def test_adapter_raises_named_errors_with_advice(lb: Netns) -> None:
         return info.value
 
     async def go() -> list[IpvsError]:
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             await k.add_service(Service(tcp(80), scheduler="rr"))
             return [
                 await failure(k.add_service(Service(tcp(81), scheduler="nosuch"))),
@@ -302,7 +337,7 @@ def test_adapter_raises_named_errors_with_advice(lb: Netns) -> None:
                 await failure(k.edit_dest(tcp(80), dest("192.0.2.13"))),
             ]
 
-    sched, thresh, no_svc, edit_svc, edit_dest = arun(go())
+    sched, thresh, no_svc, edit_svc, edit_dest = arun(go(), lb)
     assert sched.errno == errno.ENOENT and "ip_vs_nosuch" in str(sched)
     assert f"TCP {VIP}:81" in str(sched) and "ENOENT" in str(sched)
     assert thresh.errno == errno.ERANGE and "threshold" in str(thresh)
@@ -316,13 +351,13 @@ def test_dest_add_without_loopback_up_names_the_fix() -> None:
     try:
 
         async def go() -> None:
-            async with IpvsKernel(ns.name) as k:
+            async with IpvsKernel() as k:
                 await k.add_service(Service(tcp(80), scheduler="rr"))
                 with pytest.raises(IpvsError) as info:
                     await k.add_dest(tcp(80), dest("192.0.2.11"))
                 assert info.value.errno == errno.EINVAL and "lo up" in str(info.value)
 
-        arun(go())
+        arun(go(), ns)
     finally:
         ns.delete()
 
@@ -342,11 +377,11 @@ def test_two_dumps_in_flight_are_ebusy_and_the_adapter_serialises(lb: Netns) -> 
             outcome = await asyncio.gather(
                 ipvs.service("dump"), ipvs.dest("dump", service=one), return_exceptions=True
             )
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             tables = await asyncio.gather(k.dump(), k.dump())
         return outcome, tables
 
-    (services_dumped, second), tables = arun(go())
+    (services_dumped, second), tables = arun(go(), lb)
     assert isinstance(services_dumped, list) and len(services_dumped) == services
     assert isinstance(second, NetlinkError) and second.code == errno.EBUSY
     assert tables[0] == tables[1] and len(tables[0].services) == services
@@ -391,11 +426,11 @@ def test_round_trip_add_then_dump(lb: Netns) -> None:
     want = sample_table()
 
     async def go() -> Table:
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             await load(k, want)
             return await k.dump()
 
-    got = arun(go())
+    got = arun(go(), lb)
     assert got == want
     lines = saved(lb)
     assert f"-A -t {VIP}:84 -s sh -b sh-port" in lines
@@ -410,14 +445,14 @@ def test_round_trip_edits(lb: Netns) -> None:
     moved = dest("192.0.2.11", 8080, forwarding="dr", weight=9, u_threshold=7, l_threshold=1)
 
     async def go() -> Table:
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             await load(k, before)
             assert await k.edit_service(persistent)
             assert await k.edit_service(plain)
             assert await k.edit_dest(tcp(81), moved)
             return await k.dump()
 
-    got = arun(go()).service_map()
+    got = arun(go(), lb).service_map()
     assert got[tcp(80)].attributes() == persistent
     assert got[tcp(80)].dests == before.service_map()[tcp(80)].dests
     assert got[tcp(443)].attributes() == plain
@@ -430,11 +465,11 @@ def test_dump_skips_and_counts_what_the_model_cannot_say(lb: Netns) -> None:
     lb.run("ipvsadm", "-A", "-u", f"{VIP}:53", "-s", "rr", "-o")
 
     async def go() -> tuple[Table, dict[str, int]]:
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             table = await k.dump()
             return table, dict(k.last_dump_skipped)
 
-    table, skipped = arun(go())
+    table, skipped = arun(go(), lb)
     udp53 = ServiceKey(protocol="udp", address=A(VIP), port=53)
     assert table == Table((Service(udp53, "rr", frozenset({"ops"})),))
     assert skipped == {"service-not-ipv4": 1, "service-protocol": 1}
@@ -446,7 +481,7 @@ def test_apply_runs_planner_ops_until_converged(lb: Netns) -> None:
     lb.run("ipvsadm", "-a", "-t", f"{VIP}:80", "-r", "192.0.2.99:80", "-m")  # to be removed
 
     async def go() -> tuple[Table, set[str], planner.Plan]:
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             result = planner.plan(want, await k.dump(), "remove")
             kinds = {type(op).__name__ for op in result.ops}
             for op in result.ops:
@@ -454,7 +489,7 @@ def test_apply_runs_planner_ops_until_converged(lb: Netns) -> None:
             got = await k.dump()
             return got, kinds, planner.plan(want, got, "remove")
 
-    got, kinds, again = arun(go())
+    got, kinds, again = arun(go(), lb)
     assert got == want
     assert {"AddService", "EditService", "AddDest", "DelDest"} <= kinds
     assert again.ops == ()
@@ -465,7 +500,7 @@ def test_apply_dispatches_every_op_kind(lb: Netns) -> None:
     real = dest("192.0.2.11", forwarding="nat")
 
     async def go() -> list[bool]:
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             done = [
                 await k.apply(planner.AddService(svc)),
                 await k.apply(planner.EditService(Service(tcp(80), "wrr"), svc)),
@@ -485,7 +520,7 @@ def test_apply_dispatches_every_op_kind(lb: Netns) -> None:
                 await k.apply(object())
             return done
 
-    assert arun(go()) == [True, True, True, True, True, True, False]
+    assert arun(go(), lb) == [True, True, True, True, True, True, False]
     assert saved(lb) == []
 
 
@@ -499,7 +534,7 @@ def test_sync_daemons_start_list_stop() -> None:
         b.run("ip", "addr", "add", "198.51.100.2/24", "dev", "sync0")
 
         async def go() -> None:
-            async with IpvsKernel(a.name) as k:
+            async with IpvsKernel() as k:
                 assert await k.sync_daemons() == []
                 assert await k.start_sync_daemon("master", "sync0", 7)
                 assert not await k.start_sync_daemon("master", "sync0", 7)  # EEXIST, same
@@ -522,16 +557,19 @@ def test_sync_daemons_start_list_stop() -> None:
                 with pytest.raises(IpvsError) as info:
                     await k.start_sync_daemon("master", "nosuch0", 7)
                 assert "nosuch0" in str(info.value)
-            async with IpvsKernel(b.name) as k:
-                assert await k.sync_daemons() == []  # per namespace
 
-        arun(go())
+        async def listing() -> list[SyncDaemon]:
+            async with IpvsKernel() as k:
+                return await k.sync_daemons()
+
+        arun(go(), a)
+        assert arun(listing(), b) == []  # per namespace
         assert "master sync daemon" not in a.run("ipvsadm", "-L", "--daemon").stdout
 
 
 def test_timeouts_round_trip(lb: Netns) -> None:
     async def go() -> list[Timeouts]:
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             seen = [await k.get_timeouts()]
             await k.set_timeouts(100, 20, 30)
             seen.append(await k.get_timeouts())
@@ -539,7 +577,7 @@ def test_timeouts_round_trip(lb: Netns) -> None:
             seen.append(await k.get_timeouts())
             return seen
 
-    assert arun(go()) == [Timeouts(900, 120, 300), Timeouts(100, 20, 30), Timeouts(100, 20, 45)]
+    assert arun(go(), lb) == [Timeouts(900, 120, 300), Timeouts(100, 20, 30), Timeouts(100, 20, 45)]
     assert "Timeout (tcp tcpfin udp): 100 20 45" in lb.run("ipvsadm", "-L", "--timeout").stdout
 
 
@@ -562,13 +600,13 @@ def test_backup_receives_connections_from_the_master(tmp_path: Path) -> None:
         real.run("ip", "addr", "add", "192.0.2.20/24", "dev", "eth0")
         real.run("ip", "addr", "add", f"{VIP}/32", "dev", "lo")
 
-        async def configure() -> None:
-            for ns, state in ((master, "master"), (backup, "backup")):
-                async with IpvsKernel(ns.name) as k:
-                    await load(k, Table((service,)))
-                    assert await k.start_sync_daemon(state, "eth0", 42)  # type: ignore[arg-type]
+        async def configure(state: Literal["master", "backup"]) -> None:
+            async with IpvsKernel() as k:
+                await load(k, Table((service,)))
+                assert await k.start_sync_daemon(state, "eth0", 42)
 
-        arun(configure())
+        arun(configure("master"), master)
+        arun(configure("backup"), backup)
         stack.enter_context(http_server(real, VIP, 80, root))
         assert http_get(client, f"http://{VIP}/who") == "real server\n"
         entry = re.compile(rf"192\.0\.2\.1:\d+\s+{re.escape(VIP)}:80\s+192\.0\.2\.20:80")
@@ -596,12 +634,12 @@ def test_dump_time_of_a_big_table(lb: Netns, capsys: pytest.CaptureFixture[str])
     lb.run("ipvsadm", "-R", stdin="\n".join(lines) + "\n")
 
     async def go() -> tuple[Table, float]:
-        async with IpvsKernel(lb.name) as k:
+        async with IpvsKernel() as k:
             started = time.monotonic()
             table = await k.dump()
             return table, time.monotonic() - started
 
-    table, took = arun(go())
+    table, took = arun(go(), lb)
     assert len(table.services) == n_services
     assert sum(len(s.dests) for s in table.services) == n_services * n_dests
     with capsys.disabled():

@@ -111,10 +111,8 @@ def test_unicast_peers_elect_and_fail_over(pair: Pair) -> None:
         advert_int=0.1,
         extra='unicast_src = "10.99.0.2"\nunicast_peers = ["10.99.0.1"]',
     )
-    da = pair.track(start_agent(pair.a, ca, "agent-a"))
-    db = pair.track(start_agent(pair.b, cb, "agent-b"))
-    da.wait_for(MASTER, 5)
-    db.wait_for(r"INIT -> BACKUP", 5)
-    db.assert_quiet(MASTER, 1.0)
+    da, db = pair.settled_pair(ca, cb)
+    mark = db.mark()
+    db.assert_quiet(MASTER, 1.0, after=mark)
     da.signal(signal.SIGTERM)
-    assert "priority 0" in db.wait_for(MASTER, 3)
+    assert "priority 0" in db.wait_for(MASTER, 3, after=mark)

@@ -11,7 +11,7 @@ master.  On the host (no IPVS) everything skips; run with
 
 Each test makes its own namespaces (documentation addresses only) and deletes them; the
 adapter reaches a namespace by running in a thread that entered it (``arun``).
-Set LVSAGENT_IPVS_BENCH=services,dests to time a dump of a big table.
+The dump of a big table is timed by `make bench` (tests/bench/ipvs_guest.py), not here.
 """
 
 from __future__ import annotations
@@ -616,31 +616,3 @@ def test_backup_receives_connections_from_the_master(tmp_path: Path) -> None:
         while not entry.search(table := backup.run("ipvsadm", "-L", "-n", "-c").stdout):
             assert time.monotonic() < deadline, f"no synced connection on the backup:\n{table}"
             time.sleep(0.2)
-
-
-# -- cost (opt-in) --------------------------------------------------------------------------------
-
-
-@pytest.mark.skipif(not os.environ.get("LVSAGENT_IPVS_BENCH"), reason="set LVSAGENT_IPVS_BENCH=S,D")
-def test_dump_time_of_a_big_table(lb: Netns, capsys: pytest.CaptureFixture[str]) -> None:
-    n_services, n_dests = (int(x) for x in os.environ["LVSAGENT_IPVS_BENCH"].split(","))
-    lines = []
-    for i in range(n_services):
-        vip = f"10.{i // 250}.{i % 250}.1"
-        lines.append(f"-A -t {vip}:80 -s wrr")
-        lines += [
-            f"-a -t {vip}:80 -r 10.200.{j // 250}.{j % 250 + 1}:80 -g -w 1" for j in range(n_dests)
-        ]
-    lb.run("ipvsadm", "-R", stdin="\n".join(lines) + "\n")
-
-    async def go() -> tuple[Table, float]:
-        async with IpvsKernel() as k:
-            started = time.monotonic()
-            table = await k.dump()
-            return table, time.monotonic() - started
-
-    table, took = arun(go(), lb)
-    assert len(table.services) == n_services
-    assert sum(len(s.dests) for s in table.services) == n_services * n_dests
-    with capsys.disabled():
-        print(f"\ndump() of {n_services} services x {n_dests} dests: {took:.2f} s")

@@ -4,8 +4,9 @@ Never flushes: a restart adopts what is there, so the connection table
 survives it.  The whole table is re-read every ``resync_interval`` seconds,
 and at once after any failed change, which repairs drift (someone ran
 ``ipvsadm -C``).  A new desired table (reload, health change) is applied as
-the difference only.  If IPVS is missing from the kernel the error is logged
-with what to do and retried at each resync; VRRP keeps running meanwhile,
+the difference only, planned against the table as of the last pass.  If
+IPVS is missing from the kernel the error is logged with what to do and
+retried at each resync; VRRP keeps running meanwhile,
 as keepalived does.
 """
 
@@ -18,7 +19,7 @@ from typing import Literal, Protocol
 
 from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.model import Table
-from lvsagent.ipvs.plan import Op, Plan, plan
+from lvsagent.ipvs.plan import Op, Plan, apply_ops, plan
 
 log = logging.getLogger("lvsagent.ipvs")
 
@@ -53,6 +54,7 @@ class IpvsReconciler:
         self.ops_applied = 0
         self.errors = 0
         self.last_plan: Plan | None = None
+        self.known: Table | None = None  # the kernel's table after our last good pass
         self._wake = asyncio.Event()
         self._reported: set[str] = set()
 
@@ -62,11 +64,21 @@ class IpvsReconciler:
             self.desired = desired
             self._wake.set()
 
-    async def reconcile(self, why: str) -> bool:
-        """One pass; True when the kernel now matches (or nothing could be done about it)."""
+    async def reconcile(self, why: str, fresh: bool = True) -> bool:
+        """One pass; True when the kernel now matches.
+
+        ``fresh=False`` plans against the table as of the last successful pass
+        instead of re-reading it: a reload that changes one weight then costs one
+        netlink request, not a dump of thousands of entries (2.8 s for 11 000 in
+        the lab).  Drift in between is the resync's job, and any failure drops
+        the remembered table so that the next pass reads the kernel again.
+        """
         try:
-            actual = await self.kernel.dump()
+            actual = self.known if (not fresh and self.known is not None) else None
+            if actual is None:
+                actual = await self.kernel.dump()
         except OSError as exc:
+            self.known = None
             self.errors += 1
             log.error(
                 "ipvs: cannot read the IPVS table (%s): is the ip_vs module loaded? "
@@ -74,6 +86,7 @@ class IpvsReconciler:
                 exc,
             )
             return False
+        self.known = None
         if not await self._reconcile_timeouts():
             return False
         result = plan(self.desired, actual, self.foreign)
@@ -100,8 +113,10 @@ class IpvsReconciler:
                 self.ops_applied += 1
                 applied += 1
                 log.log(op_level, "ipvs: %s", op)
-        if result.ops and ok:
-            log.info("ipvs: %s: done, %d change(s) applied", why, applied)
+        if ok:
+            self.known = apply_ops(actual, result.ops) if result.ops else actual
+            if result.ops:
+                log.info("ipvs: %s: done, %d change(s) applied", why, applied)
         return ok
 
     async def _reconcile_timeouts(self) -> bool:
@@ -138,8 +153,8 @@ class IpvsReconciler:
             timeout = self.resync_interval if ok else RETRY_AFTER_ERROR
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
-                why = "config changed"
+                why, fresh = "config changed", False
             except TimeoutError:
-                why = "resync" if ok else "retry"
+                why, fresh = ("resync" if ok else "retry"), True
             self._wake.clear()
-            ok = await self.reconcile(why)
+            ok = await self.reconcile(why, fresh)

@@ -152,3 +152,20 @@ def test_configured_timeouts_are_set_once_and_zero_means_leave_alone() -> None:
     untouched = FakeKernel()
     assert run(IpvsReconciler(untouched, table(1), "report", 30).reconcile("start"))
     assert untouched.timeout_sets == 0
+
+
+def test_reload_plans_against_the_last_pass_without_a_dump() -> None:
+    k = FakeKernel(table(1, 1))
+    r = IpvsReconciler(k, table(1, 1), "report", 30)
+    assert run(r.reconcile("start"))
+    dumps = k.dumps
+    r.set_desired(table(1, 0))
+    assert run(r.reconcile("config changed", fresh=False))
+    assert k.dumps == dumps and len(k.applied) == 1
+    # A failure forgets the remembered table: the next pass reads the kernel.
+    k.fail_next = OSError(errno.EIO, "io")
+    r.set_desired(table(0, 0))
+    assert not run(r.reconcile("config changed", fresh=False))
+    assert r.known is None
+    assert run(r.reconcile("retry", fresh=False))
+    assert k.dumps == dumps + 1

@@ -44,7 +44,7 @@ from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.model import Table
 from lvsagent.ipvs.plan import plan
 from lvsagent.ipvs.reconciler import IpvsReconciler
-from tests.netns.lab import ROOT, Daemon
+from tests.netns.lab import start_agent
 
 SERVICES = 1000
 DESTS = 10
@@ -395,27 +395,8 @@ def phase_rss(config: Path, services: int, dests: int, budget: Budget) -> None:
         ns.run("ip", "link", "set", "veth1", "up")
         ns.run("ip", "addr", "add", "192.0.2.1/24", "dev", "veth0")
         started = time.perf_counter()
-        proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns.name,
-                sys.executable,
-                "-m",
-                "lvsagent.cli",
-                "run",
-                "--config",
-                str(config),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=str(ROOT),
-        )
-        daemon = Daemon("rss", proc)
-        daemon.start_reader()
+        daemon = start_agent(ns, config, "rss", log_level="info")
+        proc = daemon.proc
         try:
             daemon.wait_for(r"ipvs: start: applying \d+ change", budget.left(), after=0)
             first = time.perf_counter() - started

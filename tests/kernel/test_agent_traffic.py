@@ -27,8 +27,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -40,7 +38,7 @@ import pytest
 
 from tests.kernel.test_lab import Netns, bridge, namespaces
 from tests.kernel.uml import inside_lab
-from tests.netns.lab import ROOT, Daemon
+from tests.netns.lab import Daemon, start_agent
 
 pytestmark = [
     pytest.mark.skipif(
@@ -225,32 +223,6 @@ type = "none"
     return path
 
 
-def start_agent(director: Netns, config: Path, name: str) -> Daemon:
-    """``lvsagent run`` in the director's namespace; ``ip netns exec`` execs it (same PID)."""
-    proc = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            director.name,
-            sys.executable,
-            "-m",
-            "lvsagent.cli",
-            "run",
-            "--config",
-            str(config),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=str(ROOT),
-    )
-    daemon = Daemon(name, proc)
-    daemon.start_reader()
-    return daemon
-
-
 def dest_line(name: str, after: str) -> str:
     """The regex of the reconciler's log line for an op on real server ``name``."""
     return rf"ipvs: {re.escape(after)} dest {re.escape(REAL[name])}:{PORT} of {re.escape(SERVICE)}"
@@ -297,7 +269,7 @@ class Lab:
 
     def agent(self, config: Path, name: str = "director") -> Daemon:
         """Start a daemon that is stopped (by its PID) when the test ends, whatever happens."""
-        daemon = start_agent(self.director, config, name)
+        daemon = start_agent(self.director, config, name, log_level="info")
         self.stack.callback(daemon.stop)
         return daemon
 

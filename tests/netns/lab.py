@@ -21,9 +21,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 _seq = itertools.count()
+
+
+class Named(Protocol):
+    """Any namespace handle: this module's Netns or the kernel lab's."""
+
+    name: str
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -195,22 +202,17 @@ class Daemon:
         return status
 
 
-def start_agent(ns: Netns, config: Path, name: str) -> Daemon:
-    proc = ns.popen(
-        [
-            sys.executable,
-            "-m",
-            "lvsagent.cli",
-            "run",
-            "--config",
-            str(config),
-            "--log-level",
-            "debug",
-        ],
+def start_agent(ns: Named, config: Path, name: str, log_level: str = "debug") -> Daemon:
+    """``lvsagent run`` in ``ns``; ``ip netns exec`` execs it, so its PID is the agent's."""
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns.name, sys.executable, "-m", "lvsagent.cli", "run",
+         "--config", str(config), "--log-level", log_level],
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
         cwd=str(ROOT),
-    )
+    )  # fmt: skip
     d = Daemon(name, proc)
     d.start_reader()
     return d

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,11 @@ def test_cli_without_kernel_skips_locally_and_fails_under_ci(tmp_path: Path) -> 
     )
     assert (local.returncode, ci.returncode) == (uml.EXIT_SKIP, 1)
     assert "build-uml.sh" in local.stderr and "build-uml.sh" in ci.stderr
+
+
+def test_a_work_tree_under_tmp_stays_visible_in_the_guest(kernel: Path) -> None:
+    """CI may clone into /tmp, where the guest mounts its own tmpfs: the tree is kept."""
+    with tempfile.TemporaryDirectory(prefix="lvsagent-tree-", dir="/tmp") as tree:
+        Path(tree, "marker").write_text("here\n")
+        status, output = uml.run_in_uml(["/bin/cat", "marker"], timeout=60, cwd=tree)
+    assert (status, output) == (0, "here\n")

@@ -16,7 +16,8 @@
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH
 shared=${lvsagent_shared:-}
-unset lvsagent_shared
+keep=${lvsagent_keep:-}
+unset lvsagent_shared lvsagent_keep
 
 power_off() {
     sync
@@ -46,8 +47,16 @@ mount_once sysfs /sys nosuid,nodev,noexec
 mount_once devtmpfs /dev nosuid,mode=0755
 mount_once devpts /dev/pts nosuid,noexec,mode=0620,ptmxmode=0666
 mount_once tmpfs /dev/shm nosuid,nodev
+# A work tree under /tmp or /run (a CI clone in /tmp) is parked on /dev/shm while those get
+# their tmpfs, then bind-mounted back at its own path.
+if [ -n "$keep" ]; then
+    mkdir -p /dev/shm/keep && mount --bind "$keep" /dev/shm/keep || fail "cannot keep $keep"
+fi
 mount_once tmpfs /tmp nosuid,nodev,mode=1777
 mount_once tmpfs /run nosuid,nodev,mode=0755
+if [ -n "$keep" ]; then
+    mkdir -p "$keep" && mount --bind /dev/shm/keep "$keep" || fail "cannot remount $keep"
+fi
 mount_once cgroup2 /sys/fs/cgroup nosuid,nodev,noexec
 
 [ -n "$shared" ] || fail "no lvsagent_shared= on the kernel command line"

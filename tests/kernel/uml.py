@@ -61,6 +61,8 @@ _SAFE_CMDLINE_PATH = re.compile(r"^/[A-Za-z0-9_/-]+$")
 _MEM = re.compile(r"^[1-9][0-9]*[KMG]?$")
 # What uml-init.sh mounts afresh in the guest: host files below these are not visible there.
 GUEST_PRIVATE_MOUNTS = ("/tmp", "/run", "/dev", "/proc", "/sys")
+# Of those, where a work tree may live: uml-init.sh bind-mounts it back (lvsagent_keep=).
+GUEST_KEEPABLE_MOUNTS = ("/tmp", "/run")
 OWNER_FILE = "owner"
 CONSOLE_TAIL_LINES = 30
 EXIT_TIMEOUT = 124
@@ -190,9 +192,15 @@ def render_run_script(cmd: Sequence[str], cwd: str, env: Mapping[str, str]) -> s
     )
 
 
-def kernel_command_line(shared: Path, mem: str) -> list[str]:
-    """UML's arguments: hostfs root, our init, consoles quiet except con0 on our log."""
+def kernel_command_line(shared: Path, mem: str, keep: str | None = None) -> list[str]:
+    """UML's arguments: hostfs root, our init, consoles quiet except con0 on our log.
+
+    ``keep``: a host directory under /tmp or /run (where the guest mounts tmpfs) that must
+    stay visible at its own path, because the work tree lives there (a CI clone in /tmp).
+    """
+    extra = [f"lvsagent_keep={keep}"] if keep else []
     return [
+        *extra,
         f"mem={mem}",
         "root=/dev/root",
         "rootfstype=hostfs",
@@ -375,7 +383,14 @@ def run_in_uml(
         raise ValueError(f"mem={mem!r}: want a size such as 512M or 1G")
     kernel_file = Path(kernel) if kernel is not None else kernel_path()
     workdir = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
-    if any(workdir == m or workdir.startswith(m + "/") for m in GUEST_PRIVATE_MOUNTS):
+    keep = None
+    if any(workdir == m or workdir.startswith(m + "/") for m in GUEST_KEEPABLE_MOUNTS):
+        if any(c.isspace() for c in workdir) or workdir in GUEST_KEEPABLE_MOUNTS:
+            raise ValueError(
+                f"cwd {workdir}: the guest mounts its own tmpfs there; use another dir"
+            )
+        keep = workdir
+    elif any(workdir == m or workdir.startswith(m + "/") for m in GUEST_PRIVATE_MOUNTS):
         raise ValueError(f"cwd {workdir}: the guest mounts its own tmpfs there; use another dir")
     environment = dict(os.environ if env is None else env)
     script = render_run_script(cmd, workdir, environment)
@@ -401,7 +416,7 @@ def run_in_uml(
         tail = _OutputTail(output_path, stream, done) if stream is not None else None
         with console_path.open("wb") as console:
             proc = subprocess.Popen(
-                [*_PID_NAMESPACE, str(kernel_file), *kernel_command_line(shared, mem)],
+                [*_PID_NAMESPACE, str(kernel_file), *kernel_command_line(shared, mem, keep)],
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,

@@ -149,8 +149,12 @@ class IpvsReconciler:
     async def run(self) -> None:
         """Reconcile at start, on every new desired table, and every resync_interval."""
         ok = await self.reconcile("start")
+        failures = 0 if ok else 1
         while True:
-            timeout = self.resync_interval if ok else RETRY_AFTER_ERROR
+            # After a failure retry soon, then back off (a kernel without IPVS would
+            # otherwise log an error every second), never beyond the resync interval.
+            retry = min(self.resync_interval, RETRY_AFTER_ERROR * 2 ** max(0, failures - 1))
+            timeout = self.resync_interval if ok else retry
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
                 why, fresh = "config changed", False
@@ -158,3 +162,4 @@ class IpvsReconciler:
                 why, fresh = ("resync" if ok else "retry"), True
             self._wake.clear()
             ok = await self.reconcile(why, fresh)
+            failures = 0 if ok else failures + 1

@@ -14,7 +14,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-import time
 
 CLOCK_MONOTONIC = 1
 TFD_NONBLOCK = 0o4000
@@ -75,7 +74,3 @@ class DeadlineTimer:
 
     def close(self) -> None:
         os.close(self.fd)
-
-
-def monotonic() -> float:
-    return time.monotonic()

@@ -165,8 +165,8 @@ class InstanceRunner:
         loop.add_reader(self.timer.fileno(), self._on_timer_fd)
         self._reconcile_handle = loop.call_later(ADDRESS_RECONCILE_INTERVAL, self._tick_reconcile)
         try:
-            await self._apply_tracking(loop.time(), initial=True)
-            await self.execute(self.router.start(loop.time()))
+            verdict = self._tracking()
+            await self.execute(self.router.start(loop.time(), verdict.fault, verdict.adjustment))
             while True:
                 event = await self._next_event(loop)
                 now = loop.time()
@@ -242,14 +242,13 @@ class InstanceRunner:
         loop = asyncio.get_running_loop()
         self._reconcile_handle = loop.call_later(ADDRESS_RECONCILE_INTERVAL, self._tick_reconcile)
 
-    async def _apply_tracking(self, now: float, initial: bool = False) -> None:
+    def _tracking(self) -> track.TrackVerdict:
         names = [self.inst.interface, *(t.name for t in self.inst.track_interfaces)]
         up = {n: addresses.link_is_up(n) for n in names}
-        verdict = track.evaluate(self.inst.interface, self.inst.track_interfaces, up)
-        if initial:
-            self.router.faulted = verdict.fault
-            self.router.adjustment = verdict.adjustment
-            return
+        return track.evaluate(self.inst.interface, self.inst.track_interfaces, up)
+
+    async def _apply_tracking(self, now: float) -> None:
+        verdict = self._tracking()
         await self.execute(
             self.router.set_tracking(verdict.fault, verdict.adjustment, verdict.why, now)
         )

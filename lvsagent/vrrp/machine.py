@@ -143,8 +143,9 @@ class VirtualRouter:
 
     # ----- events ---------------------------------------------------------
 
-    def start(self, now: float) -> list[Action]:
-        """RFC 5798 6.4.1, the Startup event."""
+    def start(self, now: float, fault: bool = False, adjustment: int = 0) -> list[Action]:
+        """RFC 5798 6.4.1, the Startup event, with the tracked interfaces' verdict at start."""
+        self.faulted, self.adjustment = fault, adjustment
         if self.faulted:
             return self._to_fault(now, "starting with a tracked interface down")
         return self._leave_initialize(now, "startup")

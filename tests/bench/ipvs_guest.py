@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import logging
 import os
 import resource
@@ -44,12 +43,11 @@ from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.model import Table
 from lvsagent.ipvs.plan import plan
 from lvsagent.ipvs.reconciler import IpvsReconciler
+from tests.kernel.setns import enter
 from tests.netns.lab import start_agent
 
 SERVICES = 1000
 DESTS = 10
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 _seq = iter(range(1_000_000))
 
 
@@ -91,16 +89,6 @@ def netns(role: str) -> Iterator[Netns]:
         ns.delete()
 
 
-def _setns(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if _libc.setns(fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({path}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
-
 @contextmanager
 def inside(ns: Netns) -> Iterator[None]:
     """Run this (single-threaded) process's netlink work in ``ns``, as the daemon would.
@@ -109,11 +97,11 @@ def inside(ns: Netns) -> Iterator[None]:
     """
     home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _setns(f"/run/netns/{ns.name}")
+        enter(f"/run/netns/{ns.name}")
         try:
             yield
         finally:
-            _setns(f"/proc/self/fd/{home}")
+            enter(f"/proc/self/fd/{home}")
     finally:
         os.close(home)
 

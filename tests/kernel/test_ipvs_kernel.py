@@ -17,11 +17,8 @@ The dump of a big table is timed by `make bench` (tests/bench/ipvs_guest.py), no
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import errno
 import ipaddress
-import os
 import re
 import threading
 import time
@@ -37,6 +34,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from lvsagent.ipvs import plan as planner
 from lvsagent.ipvs.kernel import IpvsError, IpvsKernel, SyncDaemon, Timeouts
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
+from tests.kernel.setns import enter
 from tests.kernel.test_lab import Netns, bridge, http_get, http_server, namespaces, site, veth
 from tests.kernel.uml import inside_lab
 
@@ -69,12 +67,7 @@ def arun(coro: Coroutine[Any, Any, T], ns: Netns) -> T:
 
     def body() -> None:
         try:
-            fd = os.open(f"/run/netns/{ns.name}", os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns into {ns.name}")
-            finally:
-                os.close(fd)
+            enter(f"/run/netns/{ns.name}")
             result.append(asyncio.run(coro))
         except BaseException as exc:  # re-raised in the test's thread
             errors.append(exc)
@@ -85,10 +78,6 @@ def arun(coro: Coroutine[Any, Any, T], ns: Netns) -> T:
     if errors:
         raise errors[0]
     return result[0]
-
-
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def saved(ns: Netns) -> list[str]:

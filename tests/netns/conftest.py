@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns.lab import Daemon, Netns, namespaces, start_agent, veth
+from tests.netns.lab import Daemon, Netns, agent_config, namespaces, start_agent, veth
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,6 +30,23 @@ class Pair:
     def track(self, d: Daemon) -> Daemon:
         self.daemons.append(d)
         return d
+
+    def configs(
+        self,
+        *,
+        version: int = 2,
+        advert_int: float = 1.0,
+        extra: str = "",
+        a_extra: str = "",
+        b_extra: str = "",
+    ) -> tuple[Path, Path]:
+        """A (priority 100) and B (priority 50) on eth0; ``extra`` goes to both files."""
+        return (
+            agent_config(self.tmp / "a.toml", interface="eth0", priority=100, version=version,
+                         advert_int=advert_int, extra=f"{extra}\n{a_extra}"),
+            agent_config(self.tmp / "b.toml", interface="eth0", priority=50, version=version,
+                         advert_int=advert_int, extra=f"{extra}\n{b_extra}"),
+        )  # fmt: skip
 
     def settled_pair(self, config_a: Path, config_b: Path) -> tuple[Daemon, Daemon]:
         """A as master first, then B as its backup: a known state to test from.

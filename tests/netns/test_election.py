@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 
 from tests.netns.conftest import Pair
-from tests.netns.lab import agent_config, start_agent
+from tests.netns.lab import Daemon, start_agent
 
 VIP = "10.99.0.100"
 MASTER = r"-> MASTER"
 BACKUP = r"-> BACKUP"
 
 
-def configs(pair: Pair, **kw: object) -> tuple[Path, Path]:
-    ca = agent_config(pair.tmp / "a.toml", interface="eth0", priority=100, **kw)  # type: ignore[arg-type]
-    cb = agent_config(pair.tmp / "b.toml", interface="eth0", priority=50, **kw)  # type: ignore[arg-type]
-    return ca, cb
-
-
-def start_pair(pair: Pair, a_prio: int = 100, b_prio: int = 50, **kw: object) -> tuple:  # type: ignore[type-arg]
-    ca = agent_config(pair.tmp / "a.toml", interface="eth0", priority=a_prio, **kw)  # type: ignore[arg-type]
-    cb = agent_config(pair.tmp / "b.toml", interface="eth0", priority=b_prio, **kw)  # type: ignore[arg-type]
+def start_pair(pair: Pair) -> tuple[Daemon, Daemon]:
+    """Both agents at once: whoever is up first may claim mastership for a moment."""
+    ca, cb = pair.configs()
     da = pair.track(start_agent(pair.a, ca, "agent-a"))
     db = pair.track(start_agent(pair.b, cb, "agent-b"))
     return da, db
@@ -41,7 +34,7 @@ def test_two_agents_elect_exactly_one_master(pair: Pair) -> None:
 
 
 def test_kill9_master_backup_takes_over_on_master_down_timer(pair: Pair) -> None:
-    da, db = pair.settled_pair(*configs(pair))
+    da, db = pair.settled_pair(*pair.configs())
     mark = db.mark()
     da.signal(signal.SIGKILL)
     line = db.wait_for(MASTER, 3.9 + 2, after=mark)
@@ -52,7 +45,7 @@ def test_kill9_master_backup_takes_over_on_master_down_timer(pair: Pair) -> None
 def test_sigterm_master_sends_priority_zero_and_backup_takes_over_in_skew_time(
     pair: Pair,
 ) -> None:
-    da, db = pair.settled_pair(*configs(pair))
+    da, db = pair.settled_pair(*pair.configs())
     mark = db.mark()
     da.signal(signal.SIGTERM)
     line = db.wait_for(MASTER, 0.81 + 2, after=mark)
@@ -63,7 +56,7 @@ def test_sigterm_master_sends_priority_zero_and_backup_takes_over_in_skew_time(
 
 
 def test_higher_priority_returns_and_preempts(pair: Pair) -> None:
-    da, db = pair.settled_pair(*configs(pair, advert_int=0.1, version=3))
+    da, db = pair.settled_pair(*pair.configs(advert_int=0.1, version=3))
     da.signal(signal.SIGKILL)
     db.wait_for(MASTER, 5)
     ca = pair.tmp / "a.toml"
@@ -78,9 +71,7 @@ def test_higher_priority_returns_and_preempts(pair: Pair) -> None:
 
 def test_nopreempt_higher_priority_returns_as_backup(pair: Pair) -> None:
     # Without preemption the first to claim mastership keeps it, so A starts alone.
-    extra = {"advert_int": 0.1, "version": 3, "extra": "preempt = false"}
-    ca = agent_config(pair.tmp / "a.toml", interface="eth0", priority=100, **extra)  # type: ignore[arg-type]
-    cb = agent_config(pair.tmp / "b.toml", interface="eth0", priority=50, **extra)  # type: ignore[arg-type]
+    ca, cb = pair.configs(advert_int=0.1, version=3, extra="preempt = false")
     da = pair.track(start_agent(pair.a, ca, "agent-a"))
     da.wait_for(MASTER, 5)
     db = pair.track(start_agent(pair.b, cb, "agent-b"))
@@ -95,21 +86,11 @@ def test_nopreempt_higher_priority_returns_as_backup(pair: Pair) -> None:
 
 
 def test_unicast_peers_elect_and_fail_over(pair: Pair) -> None:
-    ca = agent_config(
-        pair.tmp / "a.toml",
-        interface="eth0",
-        priority=100,
+    ca, cb = pair.configs(
         version=3,
         advert_int=0.1,
-        extra='unicast_src = "10.99.0.1"\nunicast_peers = ["10.99.0.2"]',
-    )
-    cb = agent_config(
-        pair.tmp / "b.toml",
-        interface="eth0",
-        priority=50,
-        version=3,
-        advert_int=0.1,
-        extra='unicast_src = "10.99.0.2"\nunicast_peers = ["10.99.0.1"]',
+        a_extra='unicast_src = "10.99.0.1"\nunicast_peers = ["10.99.0.2"]',
+        b_extra='unicast_src = "10.99.0.2"\nunicast_peers = ["10.99.0.1"]',
     )
     da, db = pair.settled_pair(ca, cb)
     mark = db.mark()

@@ -14,11 +14,7 @@ VIP = "10.99.0.100"
 def test_invalid_packet_flood_changes_nothing_and_delays_nothing(pair: Pair) -> None:
     # v3 at 0.1 s: B's Master_Down_Interval is 0.33 s, so an advert A fails to
     # send on time for a third of a second shows up as a takeover by B.
-    ca = agent_config(
-        pair.tmp / "a.toml", interface="eth0", priority=100, version=3, advert_int=0.1
-    )
-    cb = agent_config(pair.tmp / "b.toml", interface="eth0", priority=50, version=3, advert_int=0.1)
-    da, db = pair.settled_pair(ca, cb)
+    da, db = pair.settled_pair(*pair.configs(version=3, advert_int=0.1))
     mark_a, mark_b = da.mark(), db.mark()
     out = pair.b.run(sys.executable, "-m", "tests.netns.flood", "eth0", "10.99.0.2", "40000")
     assert out.stdout.strip() == "sent 40000"
@@ -118,15 +114,7 @@ def test_vip_removed_by_hand_is_restored(pair: Pair) -> None:
 def test_tracked_interface_down_means_fault_and_handover(pair: Pair) -> None:
     # A second link on A, whose loss must put A's instance in FAULT.
     veth(pair.a, "up0", "10.98.0.1/24", pair.b, "up0", "10.98.0.2/24")
-    ca = agent_config(
-        pair.tmp / "a.toml",
-        interface="eth0",
-        priority=100,
-        version=3,
-        advert_int=0.1,
-        extra='track_interfaces = ["up0"]',
-    )
-    cb = agent_config(pair.tmp / "b.toml", interface="eth0", priority=50, version=3, advert_int=0.1)
+    ca, cb = pair.configs(version=3, advert_int=0.1, a_extra='track_interfaces = ["up0"]')
     da, db = pair.settled_pair(ca, cb)
     mark_a, mark_b = da.mark(), db.mark()
     pair.a.run("ip", "link", "set", "up0", "down")

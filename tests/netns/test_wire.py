@@ -95,18 +95,18 @@ def test_tshark_reports_good_checksums(
 
 
 def test_gratuitous_arp_bursts_on_becoming_master(pair: Pair) -> None:
-    """5 announcements at the takeover and 5 more garp_master_delay (1 s here) later."""
+    """5 announcements at the takeover and 5 more garp_master_delay (1 s here) later.
+
+    garp_repeat is 5, so ten announcements exist only if the second burst came;
+    its timing is pinned on the fake clock (test_machine), not measured here.
+    """
     pcap = capture_agent_start(pair, "arp", 10, version=3)
     mac = pair.a.run("cat", "/sys/class/net/eth0/address").stdout.strip()
     rows = fields(
         pcap,
-        ["frame.time_relative", "eth.dst", "arp.opcode", "arp.src.hw_mac",
-         "arp.src.proto_ipv4", "arp.dst.proto_ipv4"],
-    )  # fmt: skip
+        ["eth.dst", "arp.opcode", "arp.src.hw_mac", "arp.src.proto_ipv4", "arp.dst.proto_ipv4"],
+    )
     assert len(rows) == 10
-    for _, dst, op, src_mac, spa, tpa in rows:
+    for dst, op, src_mac, spa, tpa in rows:
         announcement = ("ff:ff:ff:ff:ff:ff", "1", mac, "10.99.0.100", "10.99.0.100")
         assert (dst, op, src_mac, spa, tpa) == announcement
-    times = [float(r[0]) for r in rows]
-    # Two bursts: the second one starts clearly after the first one ended.
-    assert times[5] - times[4] > 0.5 > times[4] - times[0]

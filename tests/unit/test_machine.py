@@ -284,8 +284,7 @@ def test_tracking_without_fault_changes_only_priority() -> None:
 
 def test_start_while_faulted_goes_to_fault() -> None:
     r = router()
-    r.faulted = True
-    r.start(0.0)
+    r.start(0.0, fault=True)
     assert r.state == State.FAULT
 
 

@@ -42,10 +42,10 @@ KERNEL_TIMEOUT ?= 900
 uml-kernel:
 	bash tests/kernel/build-uml.sh >/dev/null
 
-# Host: the runner's own tests.  Guest: the lab's smoke tests (IPVS DR, nft redirect, bridge).
+# Host: the runner's own tests.  Guest: every other tests/kernel/test_*.py (IPVS, nft, the agents).
 test-kernel: venv uml-kernel
 	$(PYTEST) tests/kernel/test_uml_runner.py
-	$(PY) -m tests.kernel.uml --timeout $(KERNEL_TIMEOUT) -- $(abspath $(PY)) -m pytest tests/kernel/test_lab.py tests/kernel/test_ipvs_kernel.py tests/kernel/test_agent_ipvs.py tests/kernel/test_agent_traffic.py
+	$(PY) -m tests.kernel.uml --timeout $(KERNEL_TIMEOUT) -- $(abspath $(PY)) -m pytest tests/kernel --ignore=tests/kernel/test_uml_runner.py
 
 test: lint test-unit test-netns test-kernel
 

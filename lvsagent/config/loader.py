@@ -21,6 +21,12 @@ from typing import Any, get_args, get_type_hints
 
 from lvsagent.config.errors import ConfigError, Problem, format_problems, syntax_problem
 from lvsagent.config.fields import Checker, Section, decimal, effective, given, toml_type
+from lvsagent.config.guard import (
+    GUARD_KEYS,
+    check_guard_rules,
+    read_guard_globals,
+    read_track_real_servers,
+)
 from lvsagent.config.locate import Locator
 from lvsagent.config.schema import (
     Config,
@@ -38,12 +44,13 @@ TOP_KEYS = ("global", "vrrp_instance", "virtual_server")
 GLOBAL_KEYS = (
     "router_id", "loop_guard", "metrics_listen", "control_socket", "foreign_services",
     "ipvs_resync_interval", "ipvs_timeout_tcp", "ipvs_timeout_tcpfin", "ipvs_timeout_udp",
+    *GUARD_KEYS,
 )  # fmt: skip
 INSTANCE_KEYS = (
     "name", "interface", "vrid", "priority", "advert_int", "version", "v3_checksum",
     "preempt", "nopreempt", "preempt_delay", "unicast_src", "unicast_peers", "unicast_ttl",
-    "check_ttl", "auth_pass", "virtual_addresses", "track_interfaces", "garp_repeat",
-    "garp_master_delay", "garp_master_repeat",
+    "check_ttl", "auth_pass", "virtual_addresses", "track_interfaces", "track_real_servers",
+    "garp_repeat", "garp_master_delay", "garp_master_repeat",
 )  # fmt: skip
 TRACK_KEYS = ("name", "weight")
 
@@ -85,12 +92,17 @@ def parse_config(text: str, path: str) -> Config:
     if instances:
         values["vrrp_instances"] = tuple(instances)
     names = [s.raw["name"] for s in sections if isinstance(s.raw.get("name"), str)]
-    servers = read_virtual_servers(root, names, len(sections))
+    guard = values["global_"].loop_guard if "global_" in values else Global().loop_guard
+    servers = read_virtual_servers(root, names, len(sections), guard)
     if servers:
         values["virtual_servers"] = tuple(servers)
     if check.problems:
         raise ConfigError(check.problems)
-    return Config(**values)
+    config = Config(**values)
+    check_guard_rules(check, config)
+    if check.problems:
+        raise ConfigError(check.problems)
+    return config
 
 
 def _options(cls: type, name: str) -> tuple[str, ...]:
@@ -118,6 +130,7 @@ def _read_global(s: Section) -> Global:
                     key: s.integer(key, 0, 2**31 - 1)
                     for key in ("ipvs_timeout_tcp", "ipvs_timeout_tcpfin", "ipvs_timeout_udp")
                 },
+                **read_guard_globals(s),
             }
         )
     )
@@ -177,6 +190,9 @@ def _read_instance(s: Section) -> VrrpInstance | None:
                 "virtual_addresses", lambda k, v: _vips(check, k, v), required=True
             ),
             "track_interfaces": s.read("track_interfaces", lambda k, v: _tracks(check, k, v)),
+            "track_real_servers": s.read(
+                "track_real_servers", lambda k, v: read_track_real_servers(check, k, v)
+            ),
             "garp_repeat": s.integer("garp_repeat", 1, 100),
             "garp_master_delay": s.number("garp_master_delay", 0),
             "garp_master_repeat": s.integer("garp_master_repeat", 0, 100),

@@ -36,6 +36,21 @@ class TrackInterface:
 
 
 @dataclass(frozen=True)
+class TrackRealServer:
+    """A real server whose health decides this instance's priority, as keepalived's track_script.
+
+    It must be a real server of some virtual server, so that it is health-checked.
+    Same weight rule as TrackInterface: 0 means FAULT while it is down, a negative
+    weight is added while it is down, a positive one while it is up.  A box whose own
+    service is dead then hands the VIP over.
+    """
+
+    address: ipaddress.IPv4Address
+    port: int
+    weight: int = 0
+
+
+@dataclass(frozen=True)
 class VrrpInstance:
     name: str
     interface: str
@@ -54,6 +69,7 @@ class VrrpInstance:
     auth_pass: str | None = None  # VRRPv2 simple password (auth type 1), at most 8 bytes
     virtual_addresses: tuple[ipaddress.IPv4Interface, ...] = ()
     track_interfaces: tuple[TrackInterface, ...] = ()
+    track_real_servers: tuple[TrackRealServer, ...] = ()
     # keepalived defaults: 5 gratuitous ARPs at once, 5 more after 5 s.
     garp_repeat: int = 5
     garp_master_delay: float = 5.0
@@ -109,7 +125,12 @@ class RealServer:
 
 @dataclass(frozen=True)
 class VirtualServer:
-    """A virtual service: VIP:port + protocol, or a firewall mark."""
+    """A virtual service: VIP:port + protocol, or a firewall mark.
+
+    With ``loop_guard = "fwmark"`` a service gives both: packets for
+    address:port/protocol that did not come from the peer box are marked with
+    ``fwmark``, and the IPVS service is the fwmark service (the seed's first scheme).
+    """
 
     address: ipaddress.IPv4Address | None = None
     port: int | None = None
@@ -132,6 +153,8 @@ class VirtualServer:
 
     @property
     def label(self) -> str:
+        if self.fwmark is not None and self.address is not None:
+            return f"fwmark {self.fwmark} ({self.address}:{self.port}/{self.protocol})"
         if self.fwmark is not None:
             return f"fwmark {self.fwmark}"
         return f"{self.address}:{self.port}/{self.protocol}"
@@ -153,6 +176,22 @@ class Global:
     ipvs_timeout_tcp: int = 0
     ipvs_timeout_tcpfin: int = 0
     ipvs_timeout_udp: int = 0
+    # fwmark loop guard: the other box's MAC on the VRRP link, whose packets are
+    # not marked (they were balanced already).  None: learned from the neighbour
+    # table once the peer has been heard.
+    peer_mac: str | None = None
+    # On SIGTERM the box stays a working real server (bypass in place, sysctls
+    # kept).  True removes lvsagent's nft table and restores the sysctls it changed.
+    decommission_on_stop: bool = False
+    # Where lvsagent keeps what it must be able to undo (original sysctl values).
+    state_dir: str = "/run/lvsagent"
+    # The IPVS connection-sync daemon following VRRP state (master daemon in
+    # MASTER, backup daemon in BACKUP).  Always on with loop_guard = "backup_only".
+    ipvs_sync_daemon: bool = False
+    # None: the interface of the instance the services follow.
+    ipvs_sync_interface: str | None = None
+    # 0: that instance's VRID.
+    ipvs_sync_id: int = 0
 
 
 @dataclass(frozen=True)

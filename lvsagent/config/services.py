@@ -49,15 +49,20 @@ PERSISTENCE_MAX = 2**31 - 1
 
 
 def read_virtual_servers(
-    root: Section, instance_names: list[str], instance_count: int
+    root: Section, instance_names: list[str], instance_count: int, loop_guard: str = "bypass"
 ) -> list[VirtualServer]:
-    """Every virtual server, then the rule between them: one service per identity."""
+    """Every virtual server, then the rule between them: one service per identity.
+
+    With the fwmark loop guard a service names address, port and mark together;
+    its kernel identity is then the mark.
+    """
     servers: list[VirtualServer] = []
     first: dict[tuple[object, ...], str] = {}
+    marked = loop_guard == "fwmark"
     for s in root.tables("virtual_server") or []:
-        server = _read_service(s, instance_names, instance_count)
+        server = _read_service(s, instance_names, instance_count, marked)
         servers.append(server)
-        if server.fwmark is not None and s.ok("fwmark") and not s.has("address"):
+        if server.fwmark is not None and s.ok("fwmark") and (marked or not s.has("address")):
             identity: tuple[object, ...] = ("fwmark", server.fwmark)
             key = s.key("fwmark")
         elif server.address is not None and server.port is not None and not s.has("fwmark"):
@@ -71,7 +76,9 @@ def read_virtual_servers(
     return servers
 
 
-def _read_service(s: Section, instance_names: list[str], instance_count: int) -> VirtualServer:
+def _read_service(
+    s: Section, instance_names: list[str], instance_count: int, marked: bool
+) -> VirtualServer:
     s.unknown(SERVICE_KEYS)
     values: dict[str, Any] = {
         "address": s.ipv4("address"),
@@ -87,7 +94,7 @@ def _read_service(s: Section, instance_names: list[str], instance_count: int) ->
         "quorum": s.integer("quorum", 0, U32_MAX),
         "sorry_server": s.read("sorry_server", s.check.endpoint),
     }
-    _form_rules(s)
+    _form_rules(s, marked)
     if "scheduler" not in s.rejected:
         scheduler = effective(values, VirtualServer, "scheduler")
         values["scheduler_flags"] = s.read(
@@ -115,10 +122,13 @@ def _read_service(s: Section, instance_names: list[str], instance_count: int) ->
     return VirtualServer(**given(values))
 
 
-def _form_rules(s: Section) -> None:
-    """A service is either VIP + port (+ protocol) or a firewall mark, never both or neither."""
+def _form_rules(s: Section, marked: bool) -> None:
+    """A service is either VIP + port (+ protocol) or a firewall mark, never both or neither.
+
+    Both is the fwmark loop guard's form (``marked``): address:port says what to mark.
+    """
     by_address = s.has("address") or s.has("port")
-    if by_address and s.has("fwmark"):
+    if by_address and s.has("fwmark") and not marked:
         s.problem("fwmark", "a virtual server is address + port or fwmark, not both")
     elif not by_address and not s.has("fwmark"):
         s.problem("", "needs address and port, or fwmark")

@@ -1,0 +1,140 @@
+"""Read the loop-guard and tracking keys, and the rules that tie them to the rest of the file.
+
+These keys look at several sections at once: the loop guard decides how a
+virtual server may be written (the fwmark scheme needs address, port *and* a
+mark), which VRRP instance the guarded services follow, and a tracked real
+server must be one that some virtual server health-checks.  Keeping them here
+keeps loader.py and services.py about one section each.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from lvsagent.config.fields import Checker, Section, given, toml_type
+from lvsagent.config.schema import Config, TrackRealServer
+
+__all__ = ["GUARD_KEYS", "check_guard_rules", "read_guard_globals", "read_track_real_servers"]
+
+GUARD_KEYS = (
+    "peer_mac", "decommission_on_stop", "state_dir", "ipvs_sync_daemon",
+    "ipvs_sync_interface", "ipvs_sync_id",
+)  # fmt: skip
+TRACK_RS_KEYS = ("address", "weight")
+
+_MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+
+
+def read_guard_globals(s: Section) -> dict[str, Any]:
+    """The ``[global]`` keys of the loop guard and the sync daemon, as Global keyword arguments."""
+    check = s.check
+    return given(
+        {
+            "peer_mac": s.read("peer_mac", lambda k, v: _mac(check, k, v)),
+            "decommission_on_stop": s.boolean("decommission_on_stop"),
+            "state_dir": s.read("state_dir", lambda k, v: _abs_path(check, k, v)),
+            "ipvs_sync_daemon": s.boolean("ipvs_sync_daemon"),
+            "ipvs_sync_interface": s.string("ipvs_sync_interface"),
+            "ipvs_sync_id": s.integer("ipvs_sync_id", 0, 255),
+        }
+    )
+
+
+def _mac(check: Checker, key: str, value: object) -> str | None:
+    text = check.string(key, value)
+    if text is not None and not _MAC.fullmatch(text):
+        check.problem(key, f"expected a MAC address like 08:00:27:e1:3c:c5, got {text!r}")
+        return None
+    return None if text is None else text.lower()
+
+
+def _abs_path(check: Checker, key: str, value: object) -> str | None:
+    text = check.string(key, value)
+    if text is not None and not text.startswith("/"):
+        check.problem(key, f"expected an absolute path, got {text!r}")
+        return None
+    return text
+
+
+def read_track_real_servers(
+    check: Checker, key: str, value: object
+) -> tuple[TrackRealServer, ...] | None:
+    """``["ip:port", { address = "ip:port", weight = -50 }]`` (weight 0, FAULT, by default)."""
+    elements = check.array(key, value)
+    if elements is None:
+        return None
+    found: dict[tuple[object, int], str] = {}
+    tracks: list[TrackRealServer] = []
+    for path, element in elements:
+        weight: int | None = None
+        if isinstance(element, dict):
+            s = Section(check, path, element)
+            s.unknown(TRACK_RS_KEYS)
+            endpoint = s.read("address", check.endpoint, required=True)
+            weight = s.integer("weight", -254, 254)
+            where = s.key("address")
+            if s.rejected:
+                continue
+        elif isinstance(element, str):
+            endpoint, where = check.endpoint(path, element), path
+        else:
+            kind = toml_type(element)
+            check.problem(
+                path, f"expected 'ip:port' or {{ address = ..., weight = ... }}, got {kind}"
+            )
+            continue
+        if endpoint is None:
+            continue
+        if endpoint in found:
+            check.problem(
+                where,
+                f"{endpoint[0]}:{endpoint[1]} is tracked twice; first at "
+                f"{check.where(found[endpoint])}",
+            )
+            continue
+        found[endpoint] = where
+        address, port = endpoint
+        tracks.append(
+            TrackRealServer(**given({"address": address, "port": port, "weight": weight}))
+        )
+    return tuple(tracks) if len(tracks) == len(elements) else None
+
+
+def check_guard_rules(check: Checker, config: Config) -> None:
+    """Rules across sections; each problem names the key the operator has to change."""
+    g = config.global_
+    names = [inst.name for inst in config.vrrp_instances]
+    followed = {
+        vs.instance or (names[0] if len(names) == 1 else None) for vs in config.virtual_servers
+    }
+    if config.virtual_servers and (None in followed or len(followed) > 1):
+        check.problem(
+            "virtual_server",
+            "every virtual server must follow one VRRP instance (the loop guard and the "
+            'sync daemon switch with its state): set instance = "..." on each, all the same',
+        )
+    if g.loop_guard == "fwmark":
+        for i, vs in enumerate(config.virtual_servers):
+            if vs.fwmark is None or vs.address is None:
+                check.problem(
+                    f"virtual_server[{i}]",
+                    'loop_guard = "fwmark" marks address:port traffic for a fwmark service: '
+                    "give address, port and fwmark (the seed uses fwmark = 3 on box A)",
+                )
+    if g.ipvs_sync_interface is not None and not (
+        g.ipvs_sync_daemon or g.loop_guard == "backup_only"
+    ):
+        check.problem(
+            "global.ipvs_sync_interface",
+            'only meaningful with ipvs_sync_daemon = true or loop_guard = "backup_only"',
+        )
+    servers = {(rs.address, rs.port) for vs in config.virtual_servers for rs in vs.real_servers}
+    for i, inst in enumerate(config.vrrp_instances):
+        for j, t in enumerate(inst.track_real_servers):
+            if (t.address, t.port) not in servers:
+                check.problem(
+                    f"vrrp_instance[{i}].track_real_servers[{j}]",
+                    f"{t.address}:{t.port} is no virtual server's real server, so nothing "
+                    "checks it; add it as a real_server or track another",
+                )

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import time
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from pyroute2 import AsyncIPRoute
@@ -29,6 +31,7 @@ from lvsagent.vrrp.machine import (
     RouterParams,
     SendAdvert,
     SendGratuitousArp,
+    SetLoopGuard,
     State,
     Transition,
     VirtualRouter,
@@ -78,9 +81,20 @@ class _Stop:
 _Event = _Rx | _Links | _Reconcile | _Stop
 
 
+# Engage (True) or release (False) the loop guard, with the transition's reason.
+GuardHook = Callable[[bool, str], Awaitable[None]]
+
+
 class InstanceRunner:
-    def __init__(self, inst: VrrpInstance, link: addresses.LinkInfo, ipr: AsyncIPRoute) -> None:
+    def __init__(
+        self,
+        inst: VrrpInstance,
+        link: addresses.LinkInfo,
+        ipr: AsyncIPRoute,
+        guard: GuardHook | None = None,
+    ) -> None:
         self.inst = inst
+        self.guard = guard
         self.link = link
         self.ipr = ipr
         self.tag = f"{inst.name} (vrid {inst.vrid} on {inst.interface})"
@@ -125,6 +139,7 @@ class InstanceRunner:
         self._warned: set[str] = set()
         self._reconcile_handle: asyncio.TimerHandle | None = None
         self._master_seen: ipaddress.IPv4Address | None = None
+        self.last_transition_at: float | None = None  # wall clock, for status
 
     # ----- inputs -----------------------------------------------------------
 
@@ -265,6 +280,11 @@ class InstanceRunner:
         for action in actions:
             if isinstance(action, Transition):
                 transitions.append(action)
+            elif isinstance(action, SetLoopGuard):
+                if self.guard is not None:
+                    t = transitions[-1] if transitions else None
+                    why = f"{t.old.value} -> {t.new.value}" if t else self.router.state.value
+                    await self.guard(action.engaged, f"{self.inst.name} {why}")
             elif isinstance(action, SendAdvert):
                 self._send_advert(action.priority)
             elif isinstance(action, AddAddresses | RemoveAddresses):
@@ -274,7 +294,23 @@ class InstanceRunner:
         for t in transitions:
             self._master_seen = None
             self.counters.transitions += 1
-            log.warning("%s: %s -> %s (%s)", self.tag, t.old.value, t.new.value, t.reason)
+            self.last_transition_at = time.time()
+            log.warning(
+                "%s: %s -> %s (%s)",
+                self.tag,
+                t.old.value,
+                t.new.value,
+                t.reason,
+                extra={
+                    "journal": {
+                        "LVSAGENT_EVENT": "vrrp_transition",
+                        "LVSAGENT_INSTANCE": self.inst.name,
+                        "LVSAGENT_STATE": t.new.value,
+                        "LVSAGENT_OLD_STATE": t.old.value,
+                        "LVSAGENT_VRID": str(self.inst.vrid),
+                    }
+                },
+            )
 
     def _send_advert(self, priority: int) -> None:
         adv = Advert(

@@ -53,13 +53,27 @@ class SendGratuitousArp:
 
 
 @dataclass(frozen=True)
+class SetLoopGuard:
+    """Engage (BACKUP, FAULT, stopped) or release (MASTER) the two-box loop guard.
+
+    Its place in the action list is the point: engaged before the addresses go,
+    released only after they are up and announced, so no moment exists in which
+    this box both balances and receives balanced traffic (see daemon/guard.py).
+    """
+
+    engaged: bool
+
+
+@dataclass(frozen=True)
 class Transition:
     old: State
     new: State
     reason: str
 
 
-Action = SendAdvert | AddAddresses | RemoveAddresses | SendGratuitousArp | Transition
+Action = (
+    SendAdvert | AddAddresses | RemoveAddresses | SendGratuitousArp | SetLoopGuard | Transition
+)
 
 
 @dataclass(frozen=True)
@@ -192,13 +206,15 @@ class VirtualRouter:
     def shutdown(self, now: float) -> list[Action]:
         """RFC 5798 6.4.3 Shutdown: a master says priority 0 so a backup takes over in Skew_Time.
 
-        The addresses go in every state: a stopped agent must not keep a VIP.
+        The addresses go in every state: a stopped agent must not keep a VIP.  The
+        loop guard stays engaged, as in BACKUP: the stopped box is still a real
+        server the new master balances to, and must not balance that traffic again.
         """
         actions: list[Action] = []
         if self.state == State.MASTER:
             actions.append(SendAdvert(PRIORITY_STOP))
         actions += self._change(State.INITIALIZE, "shutdown")
-        actions.append(RemoveAddresses())
+        actions += [SetLoopGuard(True), RemoveAddresses()]
         self._stop_timers()
         return actions
 
@@ -281,12 +297,13 @@ class VirtualRouter:
             self.garp_timer = now + self.params.garp_master_delay
         # The address first: it is what clients reach, and a takeover counts
         # until it is there.  Then the advert, then the ARP that announces an
-        # address we now hold.
+        # address we now hold; the loop guard is released last.
         return [
             *actions,
             AddAddresses(),
             SendAdvert(self.priority),
             SendGratuitousArp(self.params.garp_repeat),
+            SetLoopGuard(False),
         ]
 
     def _to_backup(self, now: float, why: str) -> list[Action]:
@@ -300,7 +317,7 @@ class VirtualRouter:
         self._down_reason = (
             f"no advert for master_down_interval {self.master_down_interval():.3f} s"
         )
-        return [*actions, RemoveAddresses()]
+        return [*actions, SetLoopGuard(True), RemoveAddresses()]
 
     def _to_fault(self, now: float, why: str) -> list[Action]:
         actions: list[Action] = []
@@ -308,7 +325,7 @@ class VirtualRouter:
             actions.append(SendAdvert(PRIORITY_STOP))
         actions += self._change(State.FAULT, why)
         self._stop_timers()
-        return [*actions, RemoveAddresses()]
+        return [*actions, SetLoopGuard(True), RemoveAddresses()]
 
     def _change(self, new: State, why: str) -> list[Action]:
         old = self.state

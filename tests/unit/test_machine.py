@@ -15,6 +15,7 @@ from lvsagent.vrrp.machine import (
     RouterParams,
     SendAdvert,
     SendGratuitousArp,
+    SetLoopGuard,
     State,
     Transition,
     VirtualRouter,
@@ -87,7 +88,12 @@ def test_startup_owner_becomes_master_at_once() -> None:
     r = router(priority=255)
     actions = r.start(0.0)
     assert r.state == State.MASTER
-    assert actions[1:] == [AddAddresses(), SendAdvert(255), SendGratuitousArp(5)]
+    assert actions[1:] == [
+        AddAddresses(),
+        SendAdvert(255),
+        SendGratuitousArp(5),
+        SetLoopGuard(False),
+    ]
 
 
 # ----- Master_Down_Timer ---------------------------------------------------------
@@ -100,7 +106,12 @@ def test_backup_becomes_master_exactly_when_master_down_timer_expires() -> None:
     assert r.state == State.BACKUP
     actions = r.on_timer(mdi)
     assert r.state == State.MASTER
-    assert actions[1:] == [AddAddresses(), SendAdvert(100), SendGratuitousArp(5)]
+    assert actions[1:] == [
+        AddAddresses(),
+        SendAdvert(100),
+        SendGratuitousArp(5),
+        SetLoopGuard(False),
+    ]
 
 
 def test_adverts_from_higher_master_keep_backup_down() -> None:
@@ -293,3 +304,33 @@ def test_owner_keeps_255_only_untracked() -> None:
     assert r.priority == 255
     r.adjustment = -10
     assert r.priority == 245
+
+
+# ----- the loop guard's place in each transition ---------------------------------
+
+
+def kinds(actions: list[object]) -> list[str]:
+    return [type(a).__name__ for a in actions if not isinstance(a, Transition)]
+
+
+def test_loop_guard_engaged_before_addresses_go_and_released_after_they_come() -> None:
+    """To BACKUP/FAULT/stop the guard is in place before the VIP goes; to MASTER it goes last."""
+    r = router(priority=100)
+    assert kinds(r.start(0.0)) == ["SetLoopGuard", "RemoveAddresses"]
+    assert r.start(0.0)[-2] == SetLoopGuard(True)
+    to_master = r.on_timer(r.master_down_timer or 0.0)
+    assert kinds(to_master) == [
+        "AddAddresses", "SendAdvert", "SendGratuitousArp", "SetLoopGuard"
+    ]  # fmt: skip
+    assert to_master[-1] == SetLoopGuard(False)
+    higher = r.on_advert(advert(200), HIGH, 10.0)
+    assert kinds(higher) == ["SetLoopGuard", "RemoveAddresses"] and SetLoopGuard(True) in higher
+    r2 = router(priority=255)
+    r2.start(0.0)
+    fault = r2.set_tracking(True, 0, "eth0 down", 1.0)
+    assert kinds(fault) == ["SendAdvert", "SetLoopGuard", "RemoveAddresses"]
+    r3 = router(priority=255)
+    r3.start(0.0)
+    stop = r3.shutdown(2.0)
+    assert kinds(stop) == ["SendAdvert", "SetLoopGuard", "RemoveAddresses"]
+    assert SetLoopGuard(True) in stop

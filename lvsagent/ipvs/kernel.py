@@ -1,4 +1,4 @@
-"""The kernel's IPVS table through pyroute2's AsyncIPVS: dump() and apply(op), no decisions.
+"""The kernel's IPVS table: dump(), apply(op), apply_many(ops); no decisions.
 
 Why it looks like this: pyroute2 0.9.7's IPVS helpers hide traps (shared/FACTS.md):
 ``sched`` is silently ignored (the keyword is ``sched_name``), ``"update"`` sends
@@ -8,7 +8,10 @@ this adapter never uses ``IPVSService``/``IPVSDest``: every request is built fro
 the model's value objects with every configured field spelled out (genl.py), and
 edits use the SET commands.
 
-Request building and reply parsing live in genl.py; this module maps outcomes.
+Changes go out hand-encoded, a window of requests per sendmsg, and dumps are
+read with struct, both on batch.py's socket (why, and what it saves, is there);
+sync daemons and timeouts go through pyroute2 (genl.py).  This module maps
+outcomes.
 
 Errors: EEXIST on add and ENOENT/ESRCH on delete mean "already converged": the
 call returns ``False`` (``True`` when it changed the kernel).  Any other refusal
@@ -27,23 +30,25 @@ import ipaddress
 import logging
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from lvsagent.ipvs import genl
+from lvsagent.ipvs import batch, genl
 from lvsagent.ipvs.genl import SyncDaemon, SyncState, Timeouts
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 
 __all__ = ["IpvsError", "IpvsKernel", "SyncDaemon", "Timeouts"]
 
-_CONVERGED_ADD = frozenset({errno.EEXIST})
-_CONVERGED_DEL = frozenset({errno.ENOENT, errno.ESRCH})
+_CONVERGED_DEL = batch.CONVERGED_DEL
 
 
 log = logging.getLogger("lvsagent.ipvs")
+
+# Dest dumps between two turns of the event loop (each is a few hundred microseconds).
+DUMP_YIELD_EVERY = 50
 
 # Seconds to wait for the answer to a sync daemon stop before re-reading the daemons.
 DAEMON_REPLY_TIMEOUT = 2.0
@@ -97,8 +102,10 @@ class IpvsKernel:
     Use ``async with`` or ``close()``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, batch_socket: Callable[[], batch.BatchSocket] = batch.BatchSocket) -> None:
         self._sock: genl.IpvsSocket | None = None
+        self._batch: batch.BatchSocket | None = None
+        self._new_batch = batch_socket  # tests and the bench choose buffer, window, acks
         self.last_dump_skipped: Mapping[str, int] = {}
 
     async def __aenter__(self) -> IpvsKernel:
@@ -111,6 +118,7 @@ class IpvsKernel:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        self._close_batch()
 
     async def _socket(self) -> genl.IpvsSocket:
         """The socket, bound to the IPVS family (which exists only if ip_vs is loaded)."""
@@ -121,12 +129,7 @@ class IpvsKernel:
                 await self._sock.setup_endpoint()
         except NetlinkError as exc:
             self.close()
-            raise IpvsError(
-                "open",
-                "generic netlink family",
-                exc.code,
-                "this kernel has no IPVS: load it (`modprobe ip_vs`) or build it in",
-            ) from exc
+            raise _no_ipvs(exc.code) from exc
         return self._sock
 
     async def _call(self, cmd: int, attrs: genl.Attrs, flags: int = genl.FLAGS_REQUEST) -> Any:
@@ -134,23 +137,14 @@ class IpvsKernel:
         async with sock.request_lock:
             return await sock.call(cmd, attrs, flags)
 
-    async def _change(
-        self,
-        action: str,
-        target: str,
-        cmd: int,
-        attrs: genl.Attrs,
-        flags: int,
-        converged: frozenset[int] = frozenset(),
-        scheduler: str = "",
-    ) -> bool:
-        """Send one change; False when the kernel says it is already so."""
+    async def _stop(self, state: SyncState) -> bool:
         try:
-            await self._call(cmd, attrs, flags)
+            await self._call(genl.CMD_DEL_DAEMON, genl.daemon_attrs(state))
         except NetlinkError as exc:
-            if exc.code in converged:
+            if exc.code in _CONVERGED_DEL:
                 return False
-            raise IpvsError(action, target, exc.code, _advice(action, exc.code, scheduler)) from exc
+            target = f"{state} sync daemon"
+            raise IpvsError("stop", target, exc.code, _advice("stop", exc.code)) from exc
         return True
 
     # -- the table --------------------------------------------------------------------------
@@ -158,132 +152,133 @@ class IpvsKernel:
     async def dump(self) -> Table:
         """Every IPv4 service with its dests, sorted by key; skips counted in last_dump_skipped.
 
-        Services are read first (one message each), then each service's dests: the
-        kernel refuses a second dump on a socket while one runs (EBUSY).
+        Services are read first, then each service's dests, one dump at a time
+        (a second one on the socket would be EBUSY), parsed with struct (genl.py).
         """
         skipped: Counter[str] = Counter()
+        sock = await self._batch_socket()
+        try:
+            replies = await sock.dump(genl.CMD_GET_SERVICE)
+        except OSError as exc:
+            code = exc.errno or errno.EIO
+            raise IpvsError("dump", "services", code, _advice("dump", code)) from exc
+        heads: list[Service] = []
+        for reply in replies:
+            service, reason = genl.parse_service(reply)
+            if service is None:
+                skipped[reason] += 1
+            else:
+                heads.append(service)
         services: list[Service] = []
-        sock = await self._socket()
-        async with sock.request_lock:
-            heads: list[Service] = []
+        for i, head in enumerate(heads):
+            if i % DUMP_YIELD_EVERY == DUMP_YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # replies are queued at once: let VRRP run
             try:
-                async for msg in sock.stream(genl.CMD_GET_SERVICE, []):
-                    service, reason = genl.parse_service(msg)
-                    if service is None:
-                        skipped[reason] += 1
-                    else:
-                        heads.append(service)
-            except NetlinkError as exc:
-                raise IpvsError("dump", "services", exc.code, _advice("dump", exc.code)) from exc
-            for head in heads:
-                dests: list[Dest] = []
-                key = [("IPVS_CMD_ATTR_SERVICE", {"attrs": genl.service_key_attrs(head.key)})]
-                try:
-                    async for msg in sock.stream(genl.CMD_GET_DEST, key):
-                        dest, reason = genl.parse_dest(msg)
-                        if dest is None:
-                            skipped[reason] += 1
-                        else:
-                            dests.append(dest)
-                except NetlinkError as exc:
-                    if exc.code in _CONVERGED_DEL:  # deleted since the service dump
-                        continue
-                    advice = _advice("dump", exc.code)
-                    raise IpvsError("dump dests of", str(head.key), exc.code, advice) from exc
-                services.append(replace(head, dests=tuple(sorted(dests, key=lambda d: d.key))))
+                replies = await sock.dump(genl.CMD_GET_DEST, genl.encode_selector(head.key))
+            except OSError as exc:
+                code = exc.errno or errno.EIO
+                if code in _CONVERGED_DEL:  # deleted since the service dump
+                    continue
+                raise IpvsError(
+                    "dump dests of", str(head.key), code, _advice("dump", code)
+                ) from exc
+            dests: list[Dest] = []
+            for reply in replies:
+                dest, reason = genl.parse_dest(reply)
+                if dest is None:
+                    skipped[reason] += 1
+                else:
+                    dests.append(dest)
+            services.append(replace(head, dests=tuple(sorted(dests, key=lambda d: d.key))))
         self.last_dump_skipped = dict(skipped)
         return Table(tuple(sorted(services, key=lambda s: s.key)))
 
     async def add_service(self, service: Service) -> bool:
         """Create the service (its attributes only; dests are separate ops)."""
-        return await self._change(
-            "add service",
-            str(service.key),
-            genl.CMD_NEW_SERVICE,
-            [("IPVS_CMD_ATTR_SERVICE", {"attrs": genl.service_attrs(service)})],
-            genl.FLAGS_CREATE,
-            _CONVERGED_ADD,
-            service.scheduler,
-        )
+        return await self._one(batch.add_service(service))
 
     async def edit_service(self, service: Service) -> bool:
         """Replace the service's attributes (SET, never pyroute2's "update" = DELETE)."""
-        return await self._change(
-            "edit service",
-            str(service.key),
-            genl.CMD_SET_SERVICE,
-            [("IPVS_CMD_ATTR_SERVICE", {"attrs": genl.service_attrs(service)})],
-            genl.FLAGS_REQUEST,
-            scheduler=service.scheduler,
-        )
+        return await self._one(batch.edit_service(service))
 
     async def del_service(self, key: ServiceKey) -> bool:
         """Delete the service and its dests (the kernel's connections stay until they expire)."""
-        return await self._change(
-            "delete service",
-            str(key),
-            genl.CMD_DEL_SERVICE,
-            [("IPVS_CMD_ATTR_SERVICE", {"attrs": genl.service_key_attrs(key)})],
-            genl.FLAGS_REQUEST,
-            _CONVERGED_DEL,
-        )
+        return await self._one(batch.del_service(key))
 
     async def add_dest(self, service: ServiceKey, dest: Dest) -> bool:
-        return await self._dest(
-            "add dest", service, dest.key, genl.CMD_NEW_DEST, genl.dest_attrs(dest)
-        )
+        return await self._one(batch.add_dest(service, dest))
 
     async def edit_dest(self, service: ServiceKey, dest: Dest) -> bool:
-        return await self._dest(
-            "edit dest", service, dest.key, genl.CMD_SET_DEST, genl.dest_attrs(dest)
-        )
+        return await self._one(batch.edit_dest(service, dest))
 
     async def del_dest(self, service: ServiceKey, dest: DestKey) -> bool:
-        return await self._dest(
-            "delete dest", service, dest, genl.CMD_DEL_DEST, genl.dest_key_attrs(dest)
-        )
-
-    async def _dest(
-        self, action: str, service: ServiceKey, key: DestKey, cmd: int, attrs: genl.Attrs
-    ) -> bool:
-        flags = genl.FLAGS_CREATE if cmd == genl.CMD_NEW_DEST else genl.FLAGS_REQUEST
-        converged = {
-            genl.CMD_NEW_DEST: _CONVERGED_ADD,
-            genl.CMD_DEL_DEST: _CONVERGED_DEL,
-        }.get(cmd, frozenset())
-        return await self._change(
-            action,
-            f"{key} of {service}",
-            cmd,
-            [
-                ("IPVS_CMD_ATTR_SERVICE", {"attrs": genl.service_key_attrs(service)}),
-                ("IPVS_CMD_ATTR_DEST", {"attrs": attrs}),
-            ],
-            flags,
-            converged,
-        )
+        return await self._one(batch.del_dest(service, dest))
 
     async def apply(self, op: object) -> bool:
         """Apply one planner op (lvsagent.ipvs.plan), dispatched by class name; True if changed.
 
         Duck-typed on purpose: the adapter does not import the planner.
         """
-        kind = type(op).__name__
-        if kind == "AddService":
-            return await self.add_service(_field(op, "service", Service))
-        if kind == "EditService":
-            return await self.edit_service(_field(op, "service", Service))
-        if kind == "DelService":
-            return await self.del_service(_field(op, "key", ServiceKey))
-        if kind == "AddDest":
-            return await self.add_dest(_field(op, "service", ServiceKey), _field(op, "dest", Dest))
-        if kind == "EditDest":
-            return await self.edit_dest(_field(op, "service", ServiceKey), _field(op, "dest", Dest))
-        if kind == "DelDest":
-            return await self.del_dest(
-                _field(op, "service", ServiceKey), _field(op, "dest", DestKey)
-            )
-        raise TypeError(f"not an IPVS plan op: {op!r}")
+        return await self._one(batch.request_for(op))
+
+    async def apply_many(self, ops: Sequence[object]) -> list[bool | IpvsError | None]:
+        """Apply planner ops in order, a window per sendmsg; one outcome per op.
+
+        True: changed; False: already so (EEXIST on add, ENOENT/ESRCH on delete);
+        IpvsError: refused, or unknown because its window's replies were lost;
+        None: not sent, or in a lost window after the op that carries the error.
+        A refusal does not stop the batch (the kernel has run the rest of its
+        window anyway); a lost window does: the socket is closed and the caller
+        re-reads the table.  The event loop runs between windows: VRRP shares it.
+        """
+        # TypeError for a foreign object before anything is sent.
+        return await self._apply([batch.request_for(op) for op in ops])
+
+    async def _apply(self, requests: Sequence[batch.Request]) -> list[bool | IpvsError | None]:
+        outcomes: list[bool | IpvsError | None] = [None] * len(requests)
+        if not requests:
+            return outcomes
+        sock = await self._batch_socket()
+        size = sock.window
+        for start in range(0, len(requests), size):
+            window = requests[start : start + size]
+            try:
+                codes = await sock.send_window(window)
+            except OSError as exc:
+                first = window[0]
+                outcomes[start] = IpvsError(
+                    f"{len(window)} change(s) from {first.action}",
+                    first.target,
+                    exc.errno or errno.EIO,
+                    "their outcome is unknown (replies lost): re-dump and re-plan",
+                )
+                self._close_batch()
+                break
+            for i, code in enumerate(codes):
+                outcomes[start + i] = _outcome(window[i], code)
+            await asyncio.sleep(0)
+        return outcomes
+
+    async def _one(self, request: batch.Request) -> bool:
+        (outcome,) = await self._apply([request])
+        if isinstance(outcome, IpvsError):
+            raise outcome
+        return bool(outcome)
+
+    async def _batch_socket(self) -> batch.BatchSocket:
+        if self._batch is None:
+            self._batch = self._new_batch()
+        try:
+            await self._batch.open()
+        except OSError as exc:
+            self._close_batch()
+            raise _no_ipvs(exc.errno or errno.EIO) from exc
+        return self._batch
+
+    def _close_batch(self) -> None:
+        if self._batch is not None:
+            self._batch.close()
+            self._batch = None
 
     # -- sync daemons and timeouts (pyroute2 has neither) -------------------------------------
 
@@ -345,17 +340,7 @@ class IpvsKernel:
         kernel is asked what is running instead: reconciled, not trusted.
         """
         try:
-            return await asyncio.wait_for(
-                self._change(
-                    "stop",
-                    f"{state} sync daemon",
-                    genl.CMD_DEL_DAEMON,
-                    genl.daemon_attrs(state),
-                    genl.FLAGS_REQUEST,
-                    _CONVERGED_DEL,
-                ),
-                DAEMON_REPLY_TIMEOUT,
-            )
+            return await asyncio.wait_for(self._stop(state), DAEMON_REPLY_TIMEOUT)
         except TimeoutError:
             if any(d.state == state for d in await self.sync_daemons()):
                 raise IpvsError(
@@ -384,8 +369,15 @@ class IpvsKernel:
             ) from exc
 
 
-def _field(op: object, name: str, kind: type[Any]) -> Any:
-    value = getattr(op, name, None)
-    if not isinstance(value, kind):
-        raise TypeError(f"{type(op).__name__}.{name}: expected {kind.__name__}, got {value!r}")
-    return value
+def _no_ipvs(code: int) -> IpvsError:
+    advice = "this kernel has no IPVS: load it (`modprobe ip_vs`) or build it in"
+    return IpvsError("open", "generic netlink family", code, advice)
+
+
+def _outcome(request: batch.Request, code: int) -> bool | IpvsError:
+    if code == 0:
+        return True
+    if code in request.converged:
+        return False
+    advice = _advice(request.action, code, request.scheduler)
+    return IpvsError(request.action, request.target, code, advice)

@@ -8,12 +8,19 @@ the difference only, planned against the table as of the last pass.  If
 IPVS is missing from the kernel the error is logged with what to do and
 retried at each resync; VRRP keeps running meanwhile,
 as keepalived does.
+
+A pass hands all its ops to the adapter at once (``apply_many``: windows of
+requests per sendmsg, 0.16 s for 11 000 in the lab) and reads one outcome per
+op.  A refused op does not stop the others (the kernel has already run the
+rest of its window); it is logged, counted, and makes the pass fail, so that
+the next one re-reads the kernel instead of trusting the remembered table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import astuple
 from typing import Literal, Protocol
 
@@ -25,12 +32,16 @@ log = logging.getLogger("lvsagent.ipvs")
 
 RETRY_AFTER_ERROR = 1.0
 LOG_EACH_OP_UP_TO = 50
+LOG_ERRORS_UP_TO = 10  # one service that cannot be added fails each of its dests too
 
 
 class Kernel(Protocol):
     async def dump(self) -> Table: ...
 
-    async def apply(self, op: Op) -> bool: ...
+    async def apply_many(self, ops: Sequence[Op]) -> Sequence[bool | OSError | None]:
+        """One outcome per op, in order: True changed, False already so, OSError refused
+        (or lost), None not sent.  Raises OSError only when nothing could be sent."""
+        ...
 
     async def get_timeouts(self) -> Timeouts: ...
 
@@ -96,28 +107,49 @@ class IpvsReconciler:
             log.info("ipvs: %s: applying %d change(s)", why, len(result.ops))
         elif why != "resync":
             log.info("ipvs: %s: kernel already matches (%d services)", why, len(actual.services))
-        ok = True
-        applied = 0
-        # A reload's few changes are each worth a line; a first programming of
-        # thousands is not (a log line costs about a third of a kernel op).
-        op_level = logging.INFO if len(result.ops) <= LOG_EACH_OP_UP_TO else logging.DEBUG
-        for op in result.ops:
-            try:
-                changed = await self.kernel.apply(op)
-            except OSError as exc:
-                self.errors += 1
-                ok = False
-                log.error("ipvs: %s failed: %s; re-reading the table", op, exc)
-                break
-            if changed:
-                self.ops_applied += 1
-                applied += 1
-                log.log(op_level, "ipvs: %s", op)
+        ok = await self._apply(why, result.ops)
         if ok:
             self.known = apply_ops(actual, result.ops) if result.ops else actual
-            if result.ops:
-                log.info("ipvs: %s: done, %d change(s) applied", why, applied)
         return ok
+
+    async def _apply(self, why: str, ops: Sequence[Op]) -> bool:
+        """Send the ops (the kernel adapter batches them); count, log, and say if all held."""
+        if not ops:
+            return True
+        try:
+            outcomes = await self.kernel.apply_many(ops)
+        except OSError as exc:
+            self.errors += 1
+            log.error("ipvs: %s: cannot apply %d change(s): %s; retrying", why, len(ops), exc)
+            return False
+        # A reload's few changes are each worth a line; a first programming of
+        # thousands is not (a log line costs about a third of a kernel op).
+        op_level = logging.INFO if len(ops) <= LOG_EACH_OP_UP_TO else logging.DEBUG
+        applied = failed = unsent = 0
+        for op, outcome in zip(ops, outcomes, strict=True):
+            if outcome is None:
+                unsent += 1
+            elif isinstance(outcome, OSError):
+                failed += 1
+                if failed <= LOG_ERRORS_UP_TO:
+                    log.error("ipvs: %s failed: %s", op, outcome)
+            elif outcome:
+                applied += 1
+                log.log(op_level, "ipvs: %s", op)
+        self.ops_applied += applied
+        self.errors += failed
+        if failed or unsent:
+            log.error(
+                "ipvs: %s: %d change(s) applied, %d failed, %d not sent or unconfirmed; "
+                "re-reading the table",
+                why,
+                applied,
+                failed,
+                unsent,
+            )
+            return False
+        log.info("ipvs: %s: done, %d change(s) applied", why, applied)
+        return True
 
     async def _reconcile_timeouts(self) -> bool:
         """Set the configured connection timeouts where the kernel differs (0 = not ours)."""

@@ -7,8 +7,10 @@ Run by tests/bench/ipvs.py through the lab runner; by hand:
 One table of SERVICES x DESTS (DR, rr, weight 1) generated as a real config file, then:
 
 * program: ``IpvsReconciler.reconcile("start")`` with a real ``IpvsKernel`` into an empty
-  namespace — exactly the daemon's path (dump, plan, one apply per op, a log line per op) —
-  against ``ipvsadm -R`` of the same table into another fresh namespace, same run;
+  namespace — exactly the daemon's path (dump, plan, apply_many: hand-encoded requests, a
+  window per sendmsg, see lvsagent/ipvs/batch.py) — against ``ipvsadm -R`` of the same table
+  into another fresh namespace, same run; then the same with an acknowledgement asked for
+  every request, and the pure parts (encoding, the reconciler's table update) timed alone;
 * reload: one real server's weight changed in the desired table, one pass planned against
   the last pass, as the daemon does on SIGHUP (no dump);
 * drift check: one pass over the unchanged table (dump + plan, no ops);
@@ -32,16 +34,17 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lvsagent.config.loader import load_config
+from lvsagent.ipvs import batch, genl
 from lvsagent.ipvs.desired import desired_table
 from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.model import Table
-from lvsagent.ipvs.plan import plan
+from lvsagent.ipvs.plan import apply_ops, plan
 from lvsagent.ipvs.reconciler import IpvsReconciler
 from tests.kernel.setns import enter
 from tests.netns.lab import start_agent
@@ -186,14 +189,31 @@ def ipvsadm_rules(table: Table) -> str:
 # ----- the daemon's code path, timed ---------------------------------------------------------
 
 
-class DumpTimer(IpvsKernel):
-    """The real IpvsKernel, with the wall time of dump() added up; everything else as is.
+class TimedBatch(batch.BatchSocket):
+    """The real batch socket, with the wall time of its windows added up (43 for 1000x10)."""
 
-    Only dumps are timed: in UML a clock read is a real system call (~50 µs), so timing each
-    of 11 000 applies would add seconds to the pass it measures.
+    windows_s = 0.0
+
+    async def send_window(self, requests: Sequence[batch.Request]) -> list[int]:
+        started = time.perf_counter()
+        try:
+            return await super().send_window(requests)
+        finally:
+            self.windows_s += time.perf_counter() - started
+
+
+class DumpTimer(IpvsKernel):
+    """The real IpvsKernel, with the wall time of dump() and of the windows added up.
+
+    Only dumps and windows are timed: in UML a clock read is a real system call (~50 µs),
+    so timing each of 11 000 ops would add a second to the pass it measures.
     """
 
     dump_s = 0.0
+
+    def __init__(self, ack_each: bool = False) -> None:
+        self.batch = TimedBatch(ack_each=ack_each)
+        super().__init__(lambda: self.batch)
 
     async def dump(self) -> Table:
         started = time.perf_counter()
@@ -210,17 +230,18 @@ class Pass:
     ok: bool
     ops: int
     dump_s: float
+    windows_s: float
 
     def where(self, name: str) -> str:
         return (
             f"{name}: {self.wall_s:.3f} s wall ({self.cpu_s:.3f} s CPU in this process, which"
-            f" in UML includes the kernel's work), of which dump {self.dump_s:.3f} s;"
-            f" ops applied {self.ops}; ok={self.ok}"
+            f" in UML includes the kernel's work), of which dump {self.dump_s:.3f} s, windows"
+            f" {self.windows_s:.3f} s; ops applied {self.ops}; ok={self.ok}"
         )
 
 
 async def timed_pass(rec: IpvsReconciler, kernel: DumpTimer, why: str, fresh: bool = True) -> Pass:
-    kernel.dump_s = 0.0
+    kernel.dump_s = kernel.batch.windows_s = 0.0
     before = rec.ops_applied
     started, cpu = time.perf_counter(), time.process_time()
     ok = await rec.reconcile(why, fresh)
@@ -230,6 +251,7 @@ async def timed_pass(rec: IpvsReconciler, kernel: DumpTimer, why: str, fresh: bo
         ok,
         rec.ops_applied - before,
         kernel.dump_s,
+        kernel.batch.windows_s,
     )
 
 
@@ -279,7 +301,14 @@ def ipvs_logging(enabled: bool) -> Iterator[None]:
 After = Callable[[IpvsReconciler, DumpTimer], Awaitable[None]]
 
 
-def program_once(table: Table, role: str, log_ops: bool, title: str, after: After | None) -> Pass:
+def program_once(
+    table: Table,
+    role: str,
+    log_ops: bool,
+    title: str,
+    after: After | None,
+    ack_each: bool = False,
+) -> Pass:
     """reconcile('start') of ``table`` into a fresh namespace; ``after`` runs more passes there.
 
     Also checks the result with ``ipvsadm -Sn`` against ``table`` (lvsagent's own dump is
@@ -288,7 +317,7 @@ def program_once(table: Table, role: str, log_ops: bool, title: str, after: Afte
     with netns(role) as ns, inside(ns), ipvs_logging(log_ops):
 
         async def go() -> Pass:
-            kernel = DumpTimer()
+            kernel = DumpTimer(ack_each)
             async with kernel:
                 rec = IpvsReconciler(kernel, table, "report", 30.0)
                 program = await timed_pass(rec, kernel, "start")
@@ -346,19 +375,33 @@ def phase_reconciler(table: Table, services: int, dests: int, budget: Budget) ->
     title = "program (reconcile 'start' into an empty table, ops logged)"
     program = program_once(table, "lvsagent", True, title, reload_and_drift)
 
-    # 2. The same without the per-op log lines: what logging costs, and so what apply costs.
-    if guarded("program without logging", lambda: budget.need(60, "quiet program")):
-        title = "program without per-op log lines"
-        quiet = program_once(table, "quiet", False, title, None)
-        log_s = program.wall_s - quiet.wall_s
-        apply_s = quiet.wall_s - quiet.dump_s - plan_s
-        say(
-            f"where the program time goes: dump {program.dump_s:.3f} s, plan {plan_s:.3f} s, "
-            f"apply ~{apply_s:.2f} s ({entries / apply_s:.0f} ops/s, "
-            f"{apply_s / entries * 1e6:.0f} µs/op; ipvsadm -R: "
-            f"{baseline_s / entries * 1e6:.0f} µs/entry),"
-            f" log lines ~{log_s:.2f} s ({log_s / entries * 1e6:.0f} µs/line)"
-        )
+    # 2. The pure parts alone: building every op's request (encoding), and the reconciler's
+    #    remembered table after the pass (plan.apply_ops).  Windows (framing, sendmsg, the
+    #    kernel's work, replies) were timed in the pass.
+    genl.encode_selector.cache_clear()
+    started = time.perf_counter()
+    for op in result.ops:
+        batch.request_for(op)
+    encode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    apply_ops(Table(), result.ops)
+    remember_s = time.perf_counter() - started
+    own_s = program.wall_s - program.dump_s - program.windows_s
+    say(
+        f"where the program time goes: dump {program.dump_s:.3f} s; windows of <="
+        f" {batch.MAX_WINDOW} requests {program.windows_s:.3f} s"
+        f" ({program.windows_s / entries * 1e6:.1f} µs/op: framing, sendmsg, the kernel's work,"
+        f" replies); the rest, Python in this process, {own_s:.3f} s, of which (timed alone)"
+        f" plan {plan_s:.3f} s, requests {encode_s:.3f} s ({encode_s / entries * 1e6:.1f} µs/op),"
+        f" apply_ops {remember_s:.3f} s; ipvsadm -R: {baseline_s / entries * 1e6:.0f} µs/entry"
+    )
+
+    # 3. The same with an acknowledgement for every request: one recv each.
+    if guarded("program with an ack each", lambda: budget.need(60, "ack-each program")):
+        title = "program with an acknowledgement asked for every request"
+        acked = program_once(table, "acked", True, title, None, ack_each=True)
+        extra = acked.windows_s - program.windows_s
+        say(f"an ack per request: windows {extra:+.3f} s ({extra / entries * 1e6:+.1f} µs/op)")
     ratio = program.wall_s / baseline_s
     say(
         f"bench: ipvs_program_{label} {program.wall_s:.2f} s ratio {ratio:.2f} "

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import logging
+from collections.abc import Sequence
 
 import pytest
 
 from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
-from lvsagent.ipvs.plan import EditDest, Op, apply_ops
-from lvsagent.ipvs.reconciler import IpvsReconciler
+from lvsagent.ipvs.plan import AddDest, EditDest, Op, apply_ops
+from lvsagent.ipvs.reconciler import LOG_ERRORS_UP_TO, IpvsReconciler
 
 A = ipaddress.IPv4Address
 KEY = ServiceKey(protocol="tcp", address=A("172.16.0.30"), port=80)
@@ -35,6 +37,8 @@ class FakeKernel:
         self.dump_error: OSError | None = None
         self.timeouts = Timeouts(900, 120, 300)
         self.timeout_sets = 0
+        self.apply_error: OSError | None = None
+        self.batches: list[int] = []
 
     async def dump(self) -> Table:
         self.dumps += 1
@@ -50,13 +54,25 @@ class FakeKernel:
         self.timeouts = Timeouts(tcp or old.tcp, tcp_fin or old.tcp_fin, udp or old.udp)
         self.timeout_sets += 1
 
-    async def apply(self, op: Op) -> bool:
-        if self.fail_next is not None:
-            err, self.fail_next = self.fail_next, None
-            raise err
-        self.applied.append(op)
-        self.table = apply_ops(self.table, [op])
-        return True
+    async def apply_many(self, ops: Sequence[Op]) -> list[bool | OSError | None]:
+        """As the real adapter: a refused op is an outcome, the ops after it still run."""
+        if self.apply_error is not None:
+            raise self.apply_error
+        self.batches.append(len(ops))
+        outcomes: list[bool | OSError | None] = []
+        for op in ops:
+            if self.fail_next is not None:
+                err, self.fail_next = self.fail_next, None
+                outcomes.append(err)
+                continue
+            if isinstance(op, AddDest | EditDest) and op.service not in self.table.service_map():
+                outcomes.append(OSError(errno.ESRCH, "no such service"))
+                continue
+            before = self.table
+            self.applied.append(op)
+            self.table = apply_ops(self.table, [op])
+            outcomes.append(self.table != before)
+        return outcomes
 
 
 def run(coro: object) -> object:
@@ -97,14 +113,77 @@ def test_reload_changing_one_weight_is_one_kernel_operation() -> None:
     assert r.ops_applied == 1
 
 
-def test_failed_apply_stops_the_pass_and_reports_not_converged() -> None:
+def test_a_refused_op_fails_the_pass_and_the_retry_reads_the_kernel() -> None:
     k = FakeKernel()
     k.fail_next = OSError(errno.ENOMEM, "no memory")
     r = IpvsReconciler(k, table(1, 1), "report", 30)
     assert not run(r.reconcile("start"))
-    assert r.errors == 1 and k.applied == []
-    assert run(r.reconcile("retry"))
-    assert len(k.applied) == 3
+    # The service add was refused; its two dest adds then found no service (ESRCH).
+    assert r.errors == 3 and k.applied == [] and r.ops_applied == 0
+    assert r.known is None
+    dumps = k.dumps
+    assert run(r.reconcile("retry", fresh=False))
+    assert k.dumps == dumps + 1 and len(k.applied) == 3 and r.ops_applied == 3
+
+
+def test_a_refused_op_does_not_stop_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    other = ServiceKey(protocol="udp", address=A("172.16.0.30"), port=53)
+    want = Table((*table(1).services, Service(other, scheduler="rr")))
+    k = FakeKernel()
+    k.fail_next = OSError(errno.ENOENT, "no such scheduler")
+    r = IpvsReconciler(k, want, "report", 30)
+    assert not run(r.reconcile("start"))
+    assert set(k.table.service_map()) == {other}  # sorted: TCP ... first, refused
+    assert r.ops_applied == 1 and r.errors == 2
+    assert "1 change(s) applied, 2 failed" in caplog.text
+
+
+def test_every_op_goes_to_the_kernel_in_one_call() -> None:
+    k = FakeKernel()
+    r = IpvsReconciler(k, table(*[1] * 60), "report", 30)
+    assert run(r.reconcile("start"))
+    assert k.batches == [61]
+
+
+def test_an_unsent_op_fails_the_pass() -> None:
+    class Unsent(FakeKernel):
+        async def apply_many(self, ops: Sequence[Op]) -> list[bool | OSError | None]:
+            done = await super().apply_many(ops[:1])
+            return [*done, OSError(errno.ENOBUFS, "replies lost"), *[None] * (len(ops) - 2)]
+
+    k = Unsent()
+    r = IpvsReconciler(k, table(1, 1, 1), "report", 30)
+    assert not run(r.reconcile("start"))
+    assert r.ops_applied == 1 and r.errors == 1 and r.known is None
+
+
+def test_apply_many_raising_is_an_error_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    k = FakeKernel()
+    k.apply_error = OSError(errno.ENOENT, "no IPVS family")
+    r = IpvsReconciler(k, table(1), "report", 30)
+    assert not run(r.reconcile("start"))
+    assert r.errors == 1 and "cannot apply 2 change(s)" in caplog.text
+
+
+def test_each_op_is_logged_only_in_a_small_pass(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "lvsagent.ipvs")
+    k = FakeKernel()
+    assert run(IpvsReconciler(k, table(*[1] * 49), "report", 30).reconcile("start"))
+    assert caplog.text.count("ipvs: + dest") == 49
+    caplog.clear()
+    big = FakeKernel()
+    assert run(IpvsReconciler(big, table(*[1] * 50), "report", 30).reconcile("start"))
+    assert "ipvs: + dest" not in caplog.text and "done, 51 change(s) applied" in caplog.text
+
+
+def test_errors_are_logged_up_to_a_bound(caplog: pytest.LogCaptureFixture) -> None:
+    k = FakeKernel()
+    k.fail_next = OSError(errno.ENOMEM, "no memory")
+    r = IpvsReconciler(k, table(*[1] * 20), "report", 30)
+    assert not run(r.reconcile("start"))
+    assert r.errors == 21
+    assert caplog.text.count(" failed: ") == LOG_ERRORS_UP_TO
+    assert "0 change(s) applied, 21 failed" in caplog.text
 
 
 def test_missing_ipvs_is_an_error_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:

@@ -13,6 +13,11 @@ taken out, which is what keepalived's default does).  Keeping them as
 arguments, not state, means the table is always recomputed from the config
 plus the current verdicts, so a reload and a health change go through the
 same path and cannot disagree.
+
+The quorum rule reaches the table the same way: ``sorry`` names the services
+whose sorry server must be present now (their live weight is below quorum).
+The sorry server joins the live servers, which stay; when quorum is back
+the caller stops naming the service and the entry goes.
 """
 
 from __future__ import annotations
@@ -22,13 +27,16 @@ from collections.abc import Collection, Mapping
 from lvsagent.config.schema import Config, RealServer, VirtualServer
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 
-__all__ = ["DestId", "desired_table", "dest_key", "service_key"]
+__all__ = ["SORRY_WEIGHT", "DestId", "desired_table", "dest_key", "service_key"]
 
 # A destination named across the whole table: the same real server behind
 # two virtual servers is two kernel entries with two weights.
 DestId = tuple[ServiceKey, DestKey]
 
 MAX_WEIGHT = 65535  # the loader's bound; the kernel takes any non-negative int32
+# keepalived gives its sorry server weight 1: with the live servers it joins
+# it takes a share of new connections, alone it takes them all.
+SORRY_WEIGHT = 1
 
 
 def service_key(vs: VirtualServer) -> ServiceKey:
@@ -59,6 +67,7 @@ def desired_table(
     config: Config,
     weights: Mapping[DestId, int] | None = None,
     removed: Collection[DestId] = (),
+    sorry: Collection[ServiceKey] = (),
 ) -> Table:
     """The table for ``config``, with health verdicts laid over the configured weights.
 
@@ -72,24 +81,39 @@ def desired_table(
     ``alpha`` rule (no traffic before the first passed check) is the caller's
     to apply, as a weight-0 override, because only the health checker knows
     whether a check has passed yet.
+
+    ``sorry`` adds the sorry server of each named service (one without a
+    sorry server in the config is left as it is).  If the sorry server is
+    also one of the service's real servers, the sorry entry replaces that
+    server's (drained or removed) entry: one kernel entry per address and
+    port, and the sorry role is the one in force.
     """
     overrides: Mapping[DestId, int] = weights if weights is not None else {}
     for ident, weight in overrides.items():
         if not 0 <= weight <= MAX_WEIGHT:
             raise ValueError(f"weight {weight} for {ident[1]} of {ident[0]} is out of range")
     dropped = frozenset(removed)
-    return Table(tuple(_service(vs, overrides, dropped) for vs in config.virtual_servers))
+    needs_sorry = frozenset(sorry)
+    return Table(
+        tuple(_service(vs, overrides, dropped, needs_sorry) for vs in config.virtual_servers)
+    )
 
 
 def _service(
-    vs: VirtualServer, overrides: Mapping[DestId, int], dropped: frozenset[DestId]
+    vs: VirtualServer,
+    overrides: Mapping[DestId, int],
+    dropped: frozenset[DestId],
+    needs_sorry: frozenset[ServiceKey],
 ) -> Service:
     key = service_key(vs)
+    sorry = _sorry_dest(vs) if key in needs_sorry else None
     dests = tuple(
         _dest(vs, rs, overrides.get((key, dest_key(rs))))
         for rs in vs.real_servers
-        if (key, dest_key(rs)) not in dropped
+        if (key, dest_key(rs)) not in dropped and (sorry is None or dest_key(rs) != sorry.key)
     )
+    if sorry is not None:
+        dests += (sorry,)
     return Service(
         key=key,
         scheduler=vs.scheduler,
@@ -98,6 +122,13 @@ def _service(
         persistence_netmask=vs.persistence_netmask,
         dests=dests,
     )
+
+
+def _sorry_dest(vs: VirtualServer) -> Dest | None:
+    if vs.sorry_server is None:
+        return None
+    address, port = vs.sorry_server
+    return Dest(key=DestKey(address, port), weight=SORRY_WEIGHT, forwarding=vs.forwarding)
 
 
 def _dest(vs: VirtualServer, rs: RealServer, weight: int | None) -> Dest:

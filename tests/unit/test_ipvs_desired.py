@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from lvsagent.config.loader import load_config
-from lvsagent.config.schema import Config, RealServer, VirtualServer
-from lvsagent.ipvs.desired import desired_table, dest_key, service_key
+from lvsagent.config.schema import Config, Forwarding, RealServer, VirtualServer
+from lvsagent.ipvs.desired import SORRY_WEIGHT, desired_table, dest_key, service_key
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
-from lvsagent.ipvs.plan import EditDest, plan
+from lvsagent.ipvs.plan import AddDest, DelDest, EditDest, plan
 
 ETC = Path(__file__).parents[2] / "etc"
 
@@ -187,3 +187,70 @@ def test_out_of_range_override_is_refused(weight: int) -> None:
 
 def test_empty_config_is_an_empty_table() -> None:
     assert desired_table(config()) == Table()
+
+
+# ----- quorum: the sorry server ---------------------------------------------------
+
+SORRY = DestKey(ipaddress.IPv4Address("192.0.2.200"), 8080)
+
+
+def with_sorry(*real_servers: RealServer, forwarding: Forwarding = "dr") -> Config:
+    return config(
+        VirtualServer(
+            address=VIP,
+            port=80,
+            scheduler="rr",
+            forwarding=forwarding,
+            quorum=2,
+            sorry_server=(SORRY.address, SORRY.port),
+            real_servers=real_servers,
+        )
+    )
+
+
+def test_sorry_server_absent_unless_asked_for() -> None:
+    cfg = with_sorry(RealServer(BOX_A, 80), RealServer(BOX_B, 80))
+    assert desired_table(cfg).services[0].dests == (Dest(A), Dest(B))
+
+
+def test_sorry_server_joins_the_live_servers() -> None:
+    cfg = with_sorry(RealServer(BOX_A, 80), RealServer(BOX_B, 80))
+    table = desired_table(cfg, weights={(WEB, B): 0}, sorry=[WEB])
+    assert table.services[0].dests == (Dest(A), Dest(B, weight=0), Dest(SORRY, SORRY_WEIGHT))
+
+
+def test_sorry_server_takes_the_service_forwarding_method() -> None:
+    cfg = with_sorry(RealServer(BOX_A, 80), forwarding="nat")
+    (service,) = desired_table(cfg, removed=[(WEB, A)], sorry={WEB}).services
+    assert service.dests == (Dest(SORRY, 1, "nat"),)
+
+
+def test_sorry_for_a_service_without_a_sorry_server_changes_nothing() -> None:
+    assert desired_table(TWO_BOXES, sorry=[WEB]) == desired_table(TWO_BOXES)
+
+
+def test_sorry_for_an_unknown_service_is_ignored() -> None:
+    cfg = with_sorry(RealServer(BOX_A, 80))
+    assert desired_table(cfg, sorry=[ServiceKey(fwmark=9)]) == desired_table(cfg)
+
+
+def test_sorry_server_that_is_also_a_real_server_is_one_entry() -> None:
+    cfg = config(
+        VirtualServer(
+            address=VIP,
+            port=80,
+            scheduler="rr",
+            sorry_server=(BOX_B, 80),
+            real_servers=(RealServer(BOX_A, 80), RealServer(BOX_B, 80, weight=5)),
+        )
+    )
+    table = desired_table(cfg, weights={(WEB, B): 0}, sorry=[WEB])
+    assert table.services[0].dests == (Dest(A), Dest(B, SORRY_WEIGHT))
+
+
+def test_sorry_server_comes_and_goes_as_one_op_each() -> None:
+    cfg = with_sorry(RealServer(BOX_A, 80))
+    without = desired_table(cfg, weights={(WEB, A): 0})
+    with_it = desired_table(cfg, weights={(WEB, A): 0}, sorry=[WEB])
+    assert plan(with_it, without).ops == (AddDest(WEB, Dest(SORRY)),)
+    assert plan(without, with_it).ops == (DelDest(WEB, SORRY),)

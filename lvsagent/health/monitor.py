@@ -1,0 +1,400 @@
+"""HealthMonitor: runs every real server's checks and holds their verdicts.
+
+The verdict logic is the Tracker's, the quorum rule quorum's (both pure);
+the checks are :mod:`.checks`.  This module schedules, bounds and records.
+
+Scheduling: one task keeps a heap of (due, server) and starts the checks
+that are due, each as its own task under a semaphore, so a silent server's
+timeout never delays another server's check nor the VRRP timers on the same
+loop.  Heap entries are never removed in place: an entry that no longer
+matches its tracker's ``due`` (rescheduled, reloaded, forgotten) is skipped
+when it comes up.  First checks are spread uniformly over each server's
+interval, so a start or a reload does not send every check at once.
+
+Concurrency: each check in flight holds one file descriptor.  The bound is
+half the process's soft RLIMIT_NOFILE (the rest is left to the daemon),
+at most MAX_CONCURRENCY.  Checks that would exceed it wait their turn (the
+interval stretches, nothing breaks); thousands of servers at 1 s intervals
+need the daemon to raise its soft limit to the hard one at start (systemd
+gives 524288) when many of them may time out at once.
+
+``on_change`` is called on the loop, once per loop iteration however many
+verdicts changed in it, so a switch that takes out a thousand servers costs
+the daemon one table recomputation, not a thousand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+import ipaddress
+import logging
+import random
+import resource
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+
+from lvsagent.config.schema import Config, HealthCheck, RealServer, VirtualServer
+from lvsagent.health.checks import run_check
+from lvsagent.health.quorum import QuorumState, describe, quorum_state, service_name
+from lvsagent.health.tracker import CheckResult, Policy, Tracker, Transition
+from lvsagent.ipvs.desired import DestId, dest_key, service_key
+from lvsagent.ipvs.model import ServiceKey
+
+__all__ = ["CheckSample", "HealthMonitor", "ServerHealth", "default_concurrency"]
+
+log = logging.getLogger("lvsagent.health")
+
+MAX_CONCURRENCY = 8192
+# Checks due this close together start in one scheduler pass: a few ms early
+# is harmless, and it keeps wake-ups far below one per check at scale.
+SLACK = 0.002
+MAX_SAMPLES = 65536  # latencies kept for the metrics code between two drains
+
+
+# One attempt of a server's check; tests pass a scripted one.
+Check = Callable[[HealthCheck, ipaddress.IPv4Address, int], Awaitable[CheckResult]]
+
+
+def default_concurrency() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONCURRENCY
+    return max(16, min(MAX_CONCURRENCY, soft // 2))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHealth:
+    """One real server of one service, for status output and metrics."""
+
+    service: str  # VirtualServer.label, "172.16.0.30:80/tcp"
+    address: ipaddress.IPv4Address
+    port: int
+    up: bool | None  # None: no verdict yet (alpha, before the first check ends)
+    reason: str  # the last check's reason, "" before the first
+    latency: float | None  # seconds, the last check's
+    transitions: int
+    weight: int  # configured
+
+
+@dataclass(frozen=True, slots=True)
+class CheckSample:
+    """One finished attempt, for the latency histogram."""
+
+    service: str
+    ok: bool
+    latency: float
+
+
+class _Entry:
+    """A checked real server: where it sits in the config, and its tracker (None: type none)."""
+
+    __slots__ = ("health", "ident", "live", "rs", "tracker", "vs")
+
+    def __init__(self, ident: DestId, vs: VirtualServer, rs: RealServer, health: HealthCheck,
+                 tracker: Tracker | None) -> None:  # fmt: skip
+        self.ident, self.vs, self.rs, self.health, self.tracker = ident, vs, rs, health, tracker
+        self.live = True  # False once a reload forgot it (cheaper than a dict lookup per check)
+
+    @property
+    def up(self) -> bool | None:
+        return True if self.tracker is None else self.tracker.up
+
+
+@functools.lru_cache(maxsize=1024)
+def _policy(h: HealthCheck) -> Policy:
+    # Shared by every server with the same check: one object, not thousands.
+    return Policy(h.interval, h.retry, h.delay_before_retry, h.rise, h.fall, h.alpha)
+
+
+class HealthMonitor:
+    """Every real server's check, schedule and verdict, for one config at a time.
+
+    The daemon reads the verdicts as desired_table's arguments
+    (:meth:`weights`, :meth:`removed`, :meth:`sorry`) and, for VRRP
+    tracking, :meth:`server_up`; it is told of changes through ``on_change``.
+    ``check`` and ``rng`` are for tests (a scripted check, no jitter).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        on_change: Callable[[], None],
+        *,
+        concurrency: int | None = None,
+        check: Check = run_check,
+        clock: Callable[[], float] = time.monotonic,  # the default loop's clock
+        rng: random.Random | None = None,
+    ) -> None:
+        self.on_change = on_change
+        self.concurrency = concurrency or default_concurrency()
+        self._check_one = check
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._entries: dict[DestId, _Entry] = {}
+        self._by_server: dict[tuple[ipaddress.IPv4Address, int], list[_Entry]] = {}
+        self._services: dict[ServiceKey, VirtualServer] = {}
+        self._quorum: dict[ServiceKey, QuorumState] = {}
+        self._heap: list[tuple[float, int, _Entry]] = []
+        self._seq = 0
+        self._samples: deque[CheckSample] = deque(maxlen=MAX_SAMPLES)
+        self._wakeup: asyncio.Future[None] | None = None
+        self._sleep_until: float | None = None
+        self._dirty: set[ServiceKey] = set()  # services with a verdict change not yet told
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.set_config(config)
+
+    # ----- configuration ------------------------------------------------------
+
+    def set_config(self, config: Config) -> None:
+        """Adopt a (re)loaded config.  Takes effect at once; ``on_change`` is not called.
+
+        A server the old config had keeps its verdict, counters and schedule
+        (a new check, interval or policy applies from its next round; a
+        shorter interval at once).  A new server, or one whose check type
+        changed to or from "none", starts as new: alpha, jittered first check.  Removed
+        servers are forgotten; a check of theirs still in flight is ignored.
+        """
+        now = self._clock()
+        entries: dict[DestId, _Entry] = {}
+        services: dict[ServiceKey, VirtualServer] = {}
+        for vs in config.virtual_servers:
+            key = service_key(vs)
+            services[key] = vs
+            for rs in vs.real_servers:
+                ident = (key, dest_key(rs))
+                health = rs.health or vs.health
+                name = f"RS {rs.address}:{rs.port} of {service_name(vs)}"
+                old = self._entries.get(ident)
+                if old is not None and (old.tracker is None) == (health.type == "none"):
+                    old.vs, old.rs, old.health = vs, rs, health
+                    if old.tracker is not None:
+                        old.tracker.reconfigure(name, _policy(health), now)
+                        self._push(old)
+                    entries[ident] = old
+                    continue
+                tracker = None
+                if health.type != "none":
+                    jitter = self._rng.uniform(0.0, health.interval)
+                    tracker = Tracker(name, _policy(health), now, first_delay=jitter)
+                entries[ident] = entry = _Entry(ident, vs, rs, health, tracker)
+                self._push(entry)
+        for ident, entry in self._entries.items():
+            if entries.get(ident) is not entry:
+                entry.live = False
+        self._entries = entries
+        self._services = services
+        self._by_server = {}
+        for entry in entries.values():
+            self._by_server.setdefault((entry.rs.address, entry.rs.port), []).append(entry)
+        self._quorum = {k: v for k, v in self._quorum.items() if k in services}
+        for key in services:
+            self._update_quorum(key)
+        self._poke()
+
+    # ----- verdicts -------------------------------------------------------------
+
+    def weights(self) -> dict[DestId, int]:
+        """Weight overrides for desired_table: 0 for every drained server not UP."""
+        return {
+            ident: 0
+            for ident, e in self._entries.items()
+            if e.up is not True and e.health.on_failure == "drain"
+        }
+
+    def removed(self) -> frozenset[DestId]:
+        """Servers to leave out of IPVS: not UP, with ``on_failure = "remove"``."""
+        return frozenset(
+            ident
+            for ident, e in self._entries.items()
+            if e.up is not True and e.health.on_failure == "remove"
+        )
+
+    def sorry(self) -> frozenset[ServiceKey]:
+        """Services whose sorry server must be in IPVS now (desired_table's ``sorry``)."""
+        return frozenset(
+            key for key, q in self._quorum.items() if q.wants_sorry(self._services[key])
+        )
+
+    def server_up(self, address: ipaddress.IPv4Address, port: int) -> bool | None:
+        """The verdict on a real server for VRRP tracking, across every service it is in.
+
+        False if any of its checks says DOWN; None while any has no verdict
+        (or nothing checks it); True when every check says UP.
+        """
+        verdicts = [e.up for e in self._by_server.get((address, port), ())]
+        if False in verdicts:
+            return False
+        if not verdicts or None in verdicts:
+            return None
+        return True
+
+    def recheck(self, addresses: Collection[ipaddress.IPv4Address]) -> None:
+        """Check these real servers now rather than at their next interval."""
+        now = self._clock()
+        wanted = set(addresses)
+        for entry in self._entries.values():
+            if entry.tracker is not None and entry.rs.address in wanted:
+                entry.tracker.recheck(now)
+                self._push(entry)
+
+    def snapshot(self) -> list[ServerHealth]:
+        """Every checked server now, in config order, for status output and metrics."""
+        return [self._health_of(e) for e in self._entries.values()]
+
+    @staticmethod
+    def _health_of(e: _Entry) -> ServerHealth:
+        t = e.tracker
+        last = t.last if t is not None else None
+        if last is not None:
+            reason, latency = last.reason, last.latency
+        else:
+            reason, latency = ("not checked (type none)" if t is None else ""), None
+        return ServerHealth(
+            service=e.vs.label,
+            address=e.rs.address,
+            port=e.rs.port,
+            up=e.up,
+            reason=reason,
+            latency=latency,
+            transitions=t.transitions if t is not None else 0,
+            weight=e.rs.weight,
+        )
+
+    def drain_samples(self) -> list[CheckSample]:
+        """Every attempt finished since the last drain (the oldest dropped past MAX_SAMPLES)."""
+        out = list(self._samples)
+        self._samples.clear()
+        return out
+
+    # ----- running ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Check forever.  Cancel to stop: checks in flight are cancelled with it."""
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self.concurrency)
+        try:
+            while True:
+                horizon = self._clock() + SLACK
+                while self._heap and self._heap[0][0] <= horizon:
+                    due, _, entry = heapq.heappop(self._heap)
+                    if not self._current(entry, due):
+                        continue
+                    await slots.acquire()
+                    if not self._current(entry, due):  # changed while we waited
+                        slots.release()
+                        continue
+                    assert entry.tracker is not None
+                    entry.tracker.begin(self._clock())
+                    task = loop.create_task(self._check(entry, slots))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                await self._sleep(loop)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+
+    def _current(self, entry: _Entry, due: float) -> bool:
+        return entry.live and entry.tracker is not None and entry.tracker.due == due
+
+    async def _sleep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._wakeup = fut = loop.create_future()
+        self._sleep_until = self._heap[0][0] if self._heap else None
+        timer = None
+        if self._sleep_until is not None:
+            timer = loop.call_at(self._sleep_until, _settle, fut)
+        try:
+            await fut
+        finally:
+            self._wakeup = self._sleep_until = None
+            if timer is not None:
+                timer.cancel()
+
+    async def _check(self, entry: _Entry, slots: asyncio.Semaphore) -> None:
+        try:
+            result = await self._check_one(entry.health, entry.rs.address, entry.rs.port)
+        except Exception as exc:  # a bug in one check must not stop the others
+            log.exception("health check of %s failed unexpectedly", entry.ident[1])
+            result = CheckResult(False, f"check error: {exc!r}", 0.0)
+        finally:
+            slots.release()
+        self._record(entry, result)
+
+    def _record(self, entry: _Entry, result: CheckResult) -> None:
+        if not entry.live or entry.tracker is None:
+            return  # forgotten by a reload while in flight
+        self._samples.append(CheckSample(entry.vs.label, result.ok, result.latency))
+        transition = entry.tracker.finish(result, self._clock())
+        self._push(entry)
+        if transition is not None:
+            self._log_transition(entry, transition)
+            self._changed(entry.ident[0])
+
+    def _push(self, entry: _Entry) -> None:
+        due = entry.tracker.due if entry.tracker is not None else None
+        if due is None:
+            return
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, entry))
+        if self._sleep_until is None or due < self._sleep_until:
+            self._poke()  # the scheduler sleeps past this one (or with nothing queued)
+
+    def _poke(self) -> None:
+        if self._wakeup is not None:
+            _settle(self._wakeup)
+
+    def _changed(self, key: ServiceKey) -> None:
+        """A verdict in ``key`` changed: at the end of this loop turn, redo its quorum, tell.
+
+        Once per turn, not per server: an alpha start of thousands of servers stays linear.
+        """
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._fire)
+        self._dirty.add(key)
+
+    def _fire(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for key in dirty:
+            self._update_quorum(key)
+        self.on_change()
+
+    # ----- logging and quorum --------------------------------------------------------
+
+    def _log_transition(self, entry: _Entry, t: Transition) -> None:
+        # A server passing its first check is the expected start, not a warning.
+        level = logging.INFO if t.up and t.first else logging.WARNING
+        log.log(level, "%s", t.message, extra={"journal": {
+            "LVSAGENT_EVENT": "health",
+            "LVSAGENT_RS": f"{entry.rs.address}:{entry.rs.port}",
+            "LVSAGENT_SERVICE": entry.vs.label,
+            "LVSAGENT_HEALTH": "UP" if t.up else "DOWN",
+        }})  # fmt: skip
+
+    def _update_quorum(self, key: ServiceKey) -> None:
+        vs = self._services.get(key)
+        if vs is None:
+            return
+        state = quorum_state(vs, lambda rs: self._entry_up(key, rs))
+        before = self._quorum.get(key)
+        if state is None:
+            self._quorum.pop(key, None)
+            return
+        self._quorum[key] = state
+        if (before is None and state.lost) or (before is not None and before.lost != state.lost):
+            log.warning("%s", describe(vs, state), extra={"journal": {
+                "LVSAGENT_EVENT": "quorum",
+                "LVSAGENT_SERVICE": vs.label,
+                "LVSAGENT_QUORUM": "LOST" if state.lost else "UP",
+            }})  # fmt: skip
+
+    def _entry_up(self, key: ServiceKey, rs: RealServer) -> bool:
+        entry = self._entries.get((key, dest_key(rs)))
+        return entry is not None and entry.up is True
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -1,0 +1,339 @@
+"""`make bench` figures for health checking, in a network namespace of our own.
+
+``run_health_bench()`` returns these lines:
+
+    bench: health_detect_latency <ms> ms interval=<s> timeout=<s> target=<ms>ms ...
+    bench: health_detect_latency_blackhole <ms> ms interval=<s> timeout=<s> target=<ms>ms ...
+    bench: health_capacity_1s_half_core <n> real servers ...
+    bench: health_cpu_per_1000 <pct> % ...
+    bench: vrrp_send_lag_p99_under_checks <ms> ms ...
+
+Each measurement runs in a child process inside the namespace (``python -m
+tests.bench.health --child ...``), so that its CPU time (getrusage of the
+process) is the monitor's alone:
+
+- detection: a listener on a loopback alias is killed (its socket closed: the
+  next SYN is refused) or blackholed (an nft drop rule) at a random phase of
+  the check interval; the figure is the worst time from then to the
+  monitor's weight-0 verdict over several runs.  The issue's target is
+  interval + timeout + 50 ms (the kernel's part is the lead's to add).
+- capacity: N real servers on loopback aliases 127.1.x.y:80 (one wildcard
+  listener in another process accepts for all of them), interval 1 s; N
+  grows until the monitor needs more than half a core or stops keeping up.
+- VRRP lag: in the same process as the checks, a VirtualRouter (VRRPv3,
+  0.1 s adverts, as owner so it is master at once) is driven exactly as the
+  daemon drives it (a timerfd deadline read on the loop) and sends each
+  advert on a raw socket; the lag is when the send is done minus the
+  router's deadline.
+
+Benchmarks assert nothing about time.  By hand: ``python -m tests.bench.health``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import ipaddress
+import json
+import math
+import random
+import resource
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from lvsagent.config.schema import Config, HealthCheck, RealServer, TcpCheck, VirtualServer
+from lvsagent.daemon.clock import DeadlineTimer
+from lvsagent.health.monitor import HealthMonitor
+from lvsagent.vrrp.machine import RouterParams, SendAdvert, VirtualRouter
+from lvsagent.vrrp.packet import Advert, encode
+from tests.netns.lab import Netns, namespaces
+
+STEPS = (1000, 2500, 5000, 6000, 7000, 8000, 10000, 12500, 15000, 20000)
+CPU_BUDGET = 50.0  # % of one core
+STEP_WINDOW = 5.0  # seconds measured per capacity step
+LAG_WINDOW = 20.0  # seconds of the final run: 200 adverts at 0.1 s
+PER_SERVICE = 250  # real servers per virtual server in the capacity config
+DETECT_PORT = 8080
+LOCAL = ipaddress.IPv4Address("127.0.0.1")
+
+
+def run_health_bench(*, reps: int = 5, steps: tuple[int, ...] = STEPS) -> list[str]:
+    with namespaces("hbench") as (ns,):
+        lines = [_detect_line(ns, mode, reps) for mode in ("kill", "blackhole")]
+        lines += _capacity_lines(ns, steps)
+    return lines
+
+
+def _child(ns: Netns, *args: str) -> dict[str, Any]:
+    out = ns.run(sys.executable, "-m", "tests.bench.health", "--child", *args)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _detect_line(ns: Netns, mode: str, reps: int) -> str:
+    interval, timeout = 1.0, 1.0
+    r = _child(ns, "detect", mode, str(reps), str(interval), str(timeout))
+    worst, median = max(r["latencies"]) * 1e3, statistics.median(r["latencies"]) * 1e3
+    name = "health_detect_latency" + ("" if mode == "kill" else "_blackhole")
+    target = (interval + timeout) * 1e3 + 50
+    return (
+        f"bench: {name} {worst:.0f} ms interval={interval} timeout={timeout} "
+        f"target={target:.0f}ms median={median:.0f}ms runs={reps}"
+    )
+
+
+def _capacity_lines(ns: Netns, steps: tuple[int, ...]) -> list[str]:
+    """Grow N until half a core is not enough; then one longer run at the largest N that fit."""
+    listener = ns.popen(
+        [sys.executable, "-m", "tests.bench.health", "--child", "listen"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert listener.stdout is not None
+        listener.stdout.readline()  # "ready"
+        best: int | None = None
+        for n in steps:
+            r = _child(ns, "capacity", str(n), str(STEP_WINDOW))
+            print(f"health capacity {n}: {_summary(r)}", file=sys.stderr)
+            if r["cpu_pct"] > CPU_BUDGET or r["checks_per_s"] < 0.95 * n or r["failed"]:
+                break
+            best = n
+        if best is None:
+            return ["bench-error: health capacity: not even the smallest step fits half a core"]
+        long = _child(ns, "capacity", str(best), str(LAG_WINDOW))
+        print(f"health capacity {best} ({LAG_WINDOW} s): {_summary(long)}", file=sys.stderr)
+    finally:
+        listener.terminate()
+        listener.wait()
+        if listener.stdout is not None:
+            listener.stdout.close()
+    more = ">=" if best == steps[-1] else ""
+    lags = sorted(long["lags"])
+    p99 = lags[math.ceil(0.99 * len(lags)) - 1] * 1e3  # nearest rank: a lag that happened
+    return [
+        f"bench: health_capacity_1s_half_core {more}{best} real servers "
+        f"cpu={long['cpu_pct']:.1f}% checks_per_s={long['checks_per_s']:.0f} target=5000",
+        f"bench: health_cpu_per_1000 {long['cpu_pct'] / (best / 1000):.2f} % servers={best}",
+        f"bench: vrrp_send_lag_p99_under_checks {p99:.2f} ms servers={best} "
+        f"max={lags[-1] * 1e3:.2f}ms adverts={len(lags)} advert_int=0.1 target=10ms",
+    ]
+
+
+def _summary(r: dict[str, Any]) -> str:
+    lags = sorted(r["lags"]) or [0.0]
+    return (
+        f"cpu {r['cpu_pct']:.1f} %, {r['checks_per_s']:.0f} checks/s, {r['failed']} failed, "
+        f"advert lag median {statistics.median(lags) * 1e3:.2f} ms max {lags[-1] * 1e3:.2f} ms, "
+        f"longest GC pause {r['gc_max'] * 1e3:.1f} ms, preempted {r['preempted']} times"
+    )
+
+
+# ----- children (run inside the namespace) ------------------------------------------
+
+
+def _listen() -> None:
+    """Accept and close, for every 127.x address on port 80, until SIGTERM."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("0.0.0.0", 80))
+    srv.listen(4096)
+    srv.setblocking(False)
+    print("ready", flush=True)
+    ep = select.epoll()
+    ep.register(srv.fileno(), select.EPOLLIN)
+    while True:
+        ep.poll()
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except BlockingIOError:
+                break
+            conn.close()
+
+
+def _tcp(interval: float, timeout: float, retry: int = 0) -> HealthCheck:
+    return HealthCheck(
+        type="tcp", interval=interval, retry=retry, delay_before_retry=interval,
+        tcp=TcpCheck(connect_timeout=timeout),
+    )  # fmt: skip
+
+
+def _listener(port: int) -> socket.socket:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.2.0.1", port))
+    s.listen(1024)
+    return s
+
+
+async def _detect(mode: str, reps: int, interval: float, timeout: float) -> dict[str, Any]:
+    rs = RealServer(ipaddress.IPv4Address("127.2.0.1"), DETECT_PORT)
+    vs = VirtualServer(
+        ipaddress.IPv4Address("10.0.0.1"), 80, health=_tcp(interval, timeout), real_servers=(rs,)
+    )
+    changed = asyncio.Event()
+    monitor = HealthMonitor(Config("bench", virtual_servers=(vs,)), changed.set)
+    loop = asyncio.get_running_loop()
+
+    async def until(up: bool) -> float:
+        while monitor.server_up(rs.address, rs.port) is not up:
+            changed.clear()
+            await changed.wait()
+        return loop.time()
+
+    latencies = []
+    sock = _listener(DETECT_PORT)
+    task = asyncio.create_task(monitor.run())
+    try:
+        for _ in range(reps):
+            await until(True)
+            await asyncio.sleep(random.uniform(0, interval))  # a random phase of the schedule
+            if mode == "kill":
+                sock.close()
+                start = loop.time()
+            else:
+                await _nft("add table inet hbench; add chain inet hbench input "
+                           "{ type filter hook input priority 0 ; }; "
+                           f"add rule inet hbench input tcp dport {DETECT_PORT} drop")  # fmt: skip
+                start = loop.time()
+            latencies.append(await until(False) - start)
+            if mode == "kill":
+                sock = _listener(DETECT_PORT)
+            else:
+                await _nft("delete table inet hbench")
+    finally:
+        task.cancel()
+        sock.close()
+    return {"latencies": latencies}
+
+
+async def _nft(script: str) -> None:
+    proc = await asyncio.create_subprocess_exec("nft", script)
+    if await proc.wait() != 0:
+        raise RuntimeError(f"nft {script!r} failed")
+
+
+def _capacity_config(n: int) -> Config:
+    health = _tcp(1.0, 1.0, retry=1)
+    services = []
+    for first in range(0, n, PER_SERVICE):
+        real = tuple(
+            RealServer(ipaddress.IPv4Address(f"127.1.{i // 250}.{i % 250 + 1}"), 80)
+            for i in range(first, min(n, first + PER_SERVICE))
+        )
+        vip = ipaddress.IPv4Address(int(ipaddress.IPv4Address("10.200.0.0")) + len(services))
+        services.append(VirtualServer(vip, 80, health=health, real_servers=real))
+    return Config("bench", virtual_servers=tuple(services))
+
+
+class _Adverts:
+    """A master VirtualRouter driven like the daemon's: timerfd deadline, then on_timer, send."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.router = VirtualRouter(RouterParams(3, 51, 255, 0.1, LOCAL))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+        self.timer = DeadlineTimer()
+        self.lags: list[float] = []
+        self.recording = False
+        self.router.start(loop.time())
+        loop.add_reader(self.timer.fileno(), self._due)
+        self.timer.arm(self.router.next_deadline())
+
+    def _due(self) -> None:
+        self.timer.consume()
+        deadline = self.router.next_deadline()
+        for action in self.router.on_timer(self.loop.time()):
+            if isinstance(action, SendAdvert):
+                adv = Advert(3, 51, action.priority, 10, (LOCAL,))
+                self.sock.sendto(encode(adv, LOCAL, LOCAL), (str(LOCAL), 0))
+                if self.recording and deadline is not None:
+                    self.lags.append(self.loop.time() - deadline)
+        self.timer.arm(self.router.next_deadline())
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.timer.fileno())
+        self.timer.close()
+        self.sock.close()
+
+
+class _GcPauses:
+    """The longest garbage-collector pause, to tell our own stalls from the machine's."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._start = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.longest = max(self.longest, time.perf_counter() - self._start)
+
+
+async def _capacity(n: int, window: float, warmup: float = 2.5) -> dict[str, Any]:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    loop = asyncio.get_running_loop()
+    monitor = HealthMonitor(_capacity_config(n), lambda: None)
+    adverts = _Adverts(loop)
+    task = asyncio.create_task(monitor.run())
+    try:
+        await asyncio.sleep(warmup)  # first checks are spread over the first interval
+        monitor.drain_samples()
+        adverts.recording = True
+        pauses = _GcPauses()
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        checks = failed = 0
+        while time.monotonic() - t0 < window:
+            await asyncio.sleep(0.25)  # drain before the sample buffer can overflow
+            samples = monitor.drain_samples()
+            checks += len(samples)
+            failed += sum(not s.ok for s in samples)
+        r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
+    finally:
+        task.cancel()
+        adverts.close()
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return {
+        "servers": n, "cpu_pct": 100 * cpu / wall, "checks_per_s": checks / wall,
+        "failed": failed, "lags": adverts.lags, "concurrency": monitor.concurrency,
+        "gc_max": pauses.longest, "preempted": r1.ru_nivcsw - r0.ru_nivcsw,
+    }  # fmt: skip
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--max-servers", type=int, default=STEPS[-1])
+    args = p.parse_args()
+    if not args.child:
+        for line in run_health_bench(
+            reps=args.reps, steps=tuple(s for s in STEPS if s <= args.max_servers)
+        ):
+            print(line)
+        return 0
+    kind, *rest = args.child
+    if kind == "listen":
+        _listen()
+        return 0
+    if kind == "detect":
+        result = asyncio.run(_detect(rest[0], int(rest[1]), float(rest[2]), float(rest[3])))
+    else:
+        result = asyncio.run(_capacity(int(rest[0]), float(rest[1])))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

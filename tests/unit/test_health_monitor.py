@@ -1,0 +1,294 @@
+"""HealthMonitor with a scripted check: scheduling, verdicts to weights, reload, quorum, logs.
+
+The checks here are a dict lookup, so these tests exercise the monitor's own
+logic on a real event loop without touching the network; the real checks
+against real listeners are tests/netns/test_health.py.  Every wait is for an
+event (``on_change``) under a timeout, never a sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from lvsagent.config.schema import Config, HealthCheck, RealServer, VirtualServer
+from lvsagent.health.monitor import HealthMonitor
+from lvsagent.health.tracker import CheckResult
+from lvsagent.ipvs.desired import desired_table
+from lvsagent.ipvs.model import DestKey, ServiceKey
+
+VIP = ipaddress.IPv4Address("172.16.0.30")
+A = ipaddress.IPv4Address("172.16.0.31")
+B = ipaddress.IPv4Address("172.16.0.32")
+WEB = ServiceKey(protocol="tcp", address=VIP, port=80)
+OK = CheckResult(True, "connected", 0.001)
+REFUSED = CheckResult(False, "connection refused", 0.001)
+
+
+class NoJitter(random.Random):
+    """First checks at once, so a long interval cannot hide a test's first result."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+def health(**kw: Any) -> HealthCheck:
+    return HealthCheck(**{"interval": 3600.0, "retry": 0, **kw})
+
+
+def config(*servers: RealServer, **vs_kw: Any) -> Config:
+    vs_kw.setdefault("health", health())
+    return Config(
+        "t.toml", virtual_servers=(VirtualServer(VIP, 80, real_servers=servers, **vs_kw),)
+    )
+
+
+class Harness:
+    """A monitor on the running loop, its scripted check results and its on_change events."""
+
+    def __init__(self, cfg: Config, **kw: Any) -> None:
+        self.results: dict[ipaddress.IPv4Address, CheckResult] = {}
+        self.checked: list[ipaddress.IPv4Address] = []
+        self.changes = 0
+        self._changed = asyncio.Event()
+        kw.setdefault("check", self.check)
+        self.monitor = HealthMonitor(cfg, self.on_change, rng=NoJitter(), **kw)
+
+    async def check(self, h: HealthCheck, address: ipaddress.IPv4Address, port: int) -> CheckResult:
+        self.checked.append(address)
+        return self.results.get(address, OK)
+
+    def on_change(self) -> None:
+        self.changes += 1
+        self._changed.set()
+
+    async def until(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not cond():
+                self._changed.clear()
+                await self._changed.wait()
+
+
+@asynccontextmanager
+async def running(cfg: Config, **kw: Any) -> AsyncIterator[Harness]:
+    h = Harness(cfg, **kw)
+    task = asyncio.create_task(h.monitor.run())
+    try:
+        yield h
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(test())
+
+
+def test_alpha_servers_get_no_traffic_until_their_first_check_passes() -> None:
+    async def body() -> None:
+        cfg = config(RealServer(A, 80), RealServer(B, 80, weight=3))
+        async with running(cfg) as h:
+            m = h.monitor
+            assert m.weights() == {(WEB, DestKey(A, 80)): 0, (WEB, DestKey(B, 80)): 0}
+            assert m.server_up(A, 80) is None
+            await h.until(lambda: not m.weights())
+            assert m.server_up(A, 80) is True and m.server_up(B, 80) is True
+            assert desired_table(cfg, m.weights(), m.removed()) == desired_table(cfg)
+
+    run(body)
+
+
+def test_a_failed_server_is_drained_or_removed_per_on_failure() -> None:
+    async def body() -> None:
+        cfg = config(RealServer(A, 80), RealServer(B, 80, health=health(on_failure="remove")))
+        h = Harness(cfg)
+        h.results = {A: REFUSED, B: REFUSED}
+        task = asyncio.create_task(h.monitor.run())
+        try:
+            await h.until(lambda: h.monitor.server_up(B, 80) is False)
+            await h.until(lambda: h.monitor.server_up(A, 80) is False)
+            assert h.monitor.weights() == {(WEB, DestKey(A, 80)): 0}
+            assert h.monitor.removed() == {(WEB, DestKey(B, 80))}
+        finally:
+            task.cancel()
+
+    run(body)
+
+
+def test_transitions_are_logged_with_journal_fields(caplog: pytest.LogCaptureFixture) -> None:
+    async def body() -> None:
+        cfg = config(RealServer(A, 80), health=health(alpha=False))
+        async with running(cfg) as h:
+            h.results[A] = REFUSED
+            await h.until(lambda: h.monitor.server_up(A, 80) is False)
+
+    caplog.set_level(logging.INFO, "lvsagent.health")
+    run(body)
+    (record,) = [r for r in caplog.records if "DOWN" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert (
+        record.getMessage()
+        == "RS 172.16.0.31:80 of 172.16.0.30:80 DOWN (connection refused, 1 of 1)"
+    )
+    assert record.journal == {  # type: ignore[attr-defined]
+        "LVSAGENT_EVENT": "health",
+        "LVSAGENT_RS": "172.16.0.31:80",
+        "LVSAGENT_SERVICE": "172.16.0.30:80/tcp",
+        "LVSAGENT_HEALTH": "DOWN",
+    }
+
+
+def test_many_changes_in_one_loop_turn_call_on_change_once() -> None:
+    async def body() -> None:
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        servers = [RealServer(ipaddress.IPv4Address(f"10.0.0.{i}"), 80) for i in range(1, 21)]
+        h: Harness
+
+        async def held(hc: HealthCheck, address: ipaddress.IPv4Address, port: int) -> CheckResult:
+            h.checked.append(address)
+            await gate
+            return OK
+
+        h = Harness(config(*servers), check=held)
+        task = asyncio.create_task(h.monitor.run())
+        try:
+            async with asyncio.timeout(5):
+                while len(h.checked) < 20:
+                    await asyncio.sleep(0)  # let the scheduler start every check
+            gate.set_result(None)
+            await h.until(lambda: not h.monitor.weights())
+            assert h.changes == 1
+        finally:
+            task.cancel()
+
+    run(body)
+
+
+def test_recheck_checks_now_instead_of_an_hour_later() -> None:
+    async def body() -> None:
+        async with running(config(RealServer(A, 80), RealServer(B, 80))) as h:
+            await h.until(lambda: h.monitor.server_up(A, 80) is True)
+            await h.until(lambda: h.monitor.server_up(B, 80) is True)
+            h.results[A] = REFUSED
+            h.monitor.recheck([A])
+            await h.until(lambda: h.monitor.server_up(A, 80) is False)
+            assert h.checked.count(B) == 1, "only the named servers are rechecked"
+
+    run(body)
+
+
+def test_reload_keeps_known_servers_and_starts_new_ones_afresh() -> None:
+    async def body() -> None:
+        async with running(config(RealServer(A, 80), RealServer(B, 80))) as h:
+            m = h.monitor
+            await h.until(lambda: not m.weights())
+            c = ipaddress.IPv4Address("172.16.0.33")
+            h.results[c] = REFUSED
+            m.set_config(config(RealServer(A, 80, weight=5), RealServer(c, 80)))
+            assert m.server_up(A, 80) is True  # kept
+            assert m.server_up(B, 80) is None  # forgotten
+            assert m.server_up(c, 80) is None  # new, alpha
+            assert m.weights() == {(WEB, DestKey(c, 80)): 0}
+            assert [(s.address, s.weight) for s in m.snapshot()] == [(A, 5), (c, 1)]
+            await h.until(lambda: m.server_up(c, 80) is False)
+            assert h.checked.count(A) == 1, "a kept server keeps its schedule"
+
+    run(body)
+
+
+def test_sorry_server_while_quorum_is_lost(caplog: pytest.LogCaptureFixture) -> None:
+    sorry = (ipaddress.IPv4Address("192.0.2.200"), 80)
+
+    async def body() -> None:
+        cfg = config(RealServer(A, 80), RealServer(B, 80), quorum=2, sorry_server=sorry)
+        async with running(cfg) as h:
+            m = h.monitor
+            assert m.sorry() == {WEB}, "nothing has passed a check yet"
+            await h.until(lambda: not m.sorry())
+            h.results[B] = REFUSED
+            m.recheck([B])
+            await h.until(lambda: bool(m.sorry()))
+            table = desired_table(cfg, m.weights(), m.removed(), m.sorry())
+            assert [d.key for d in table.services[0].dests] == [
+                DestKey(A, 80),
+                DestKey(B, 80),
+                DestKey(*sorry),
+            ]
+            h.results[B] = OK
+            m.recheck([B])
+            await h.until(lambda: not m.sorry())
+
+    caplog.set_level(logging.WARNING, "lvsagent.health")
+    run(body)
+    quorum = [r.getMessage() for r in caplog.records if "quorum" in r.getMessage()]
+    assert quorum == [
+        "VS 172.16.0.30:80: lost quorum (live weight 0 < 2); sorry server 192.0.2.200:80 added",
+        "VS 172.16.0.30:80: quorum back (live weight 2 >= 2); sorry server 192.0.2.200:80 removed",
+        "VS 172.16.0.30:80: lost quorum (live weight 1 < 2); sorry server 192.0.2.200:80 added",
+        "VS 172.16.0.30:80: quorum back (live weight 2 >= 2); sorry server 192.0.2.200:80 removed",
+    ]
+
+
+def test_type_none_is_always_up_and_never_checked() -> None:
+    async def body() -> None:
+        async with running(config(RealServer(A, 80), health=health(type="none"))) as h:
+            assert h.monitor.server_up(A, 80) is True
+            assert h.monitor.weights() == {}
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert h.checked == []
+            (s,) = h.monitor.snapshot()
+            assert s.up is True and s.reason == "not checked (type none)"
+
+    run(body)
+
+
+def test_concurrency_is_bounded() -> None:
+    async def body() -> None:
+        in_flight = peak = 0
+        servers = [RealServer(ipaddress.IPv4Address(f"10.0.0.{i}"), 80) for i in range(1, 31)]
+        h: Harness
+
+        async def slow(hc: HealthCheck, address: ipaddress.IPv4Address, port: int) -> CheckResult:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            for _ in range(3):
+                await asyncio.sleep(0)
+            in_flight -= 1
+            return OK
+
+        h = Harness(config(*servers), check=slow, concurrency=4)
+        task = asyncio.create_task(h.monitor.run())
+        try:
+            await h.until(lambda: not h.monitor.weights())
+        finally:
+            task.cancel()
+        assert peak == 4
+
+    run(body)
+
+
+def test_samples_are_drained_once() -> None:
+    async def body() -> None:
+        async with running(config(RealServer(A, 80))) as h:
+            await h.until(lambda: not h.monitor.weights())
+            (sample,) = h.monitor.drain_samples()
+            assert (sample.service, sample.ok, sample.latency) == (
+                "172.16.0.30:80/tcp",
+                True,
+                0.001,
+            )
+            assert h.monitor.drain_samples() == []
+            (s,) = h.monitor.snapshot()
+            assert (s.up, s.reason, s.latency, s.transitions) == (True, "connected", 0.001, 1)
+
+    run(body)

@@ -1,0 +1,128 @@
+"""What the loop guard must guard: validated value objects (pure).
+
+Validation happens here, at construction, and never later: libnftables takes a
+malformed address such as ``10.0.0.300`` for a host name and resolves it
+through DNS (shared/FACTS.md), so nothing that reaches the JSON builder may be
+unchecked.  Every error is a ValueError naming the bad value.
+
+MAC addresses are normalised to lower case, colon separated, sorted and
+de-duplicated, which is the form ``nft -j list`` reads them back in: the desired
+table then compares equal to a readback without further massaging.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+GuardMode = Literal["bypass", "fwmark", "backup_only"]
+GuardProtocol = Literal["tcp", "udp"]
+
+_MAC = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
+_MAX_MARK = 0xFFFFFFFF
+
+
+def normalize_mac(value: object) -> str:
+    """``08:00:27:E1:3C:C5`` or ``08-00-27-e1-3c-c5`` -> ``08:00:27:e1:3c:c5``.
+
+    The all-zero and broadcast addresses are refused: no real peer sends from
+    them, and a rule excepting them would mark the peer's forwards too.
+    """
+    text = str(value).strip().lower()
+    if not isinstance(value, str) or not _MAC.match(text):
+        raise ValueError(f"peer MAC {value!r} is not a MAC address (want 08:00:27:e1:3c:c5)")
+    mac = text.replace("-", ":")
+    if mac in ("00:00:00:00:00:00", "ff:ff:ff:ff:ff:ff"):
+        raise ValueError(f"peer MAC {value!r} cannot be a sender address")
+    return mac
+
+
+@dataclass(frozen=True)
+class GuardedService:
+    """One virtual service the guard covers: protocol, VIP, port (None: every port).
+
+    ``fwmark`` is the mark of the fwmark virtual service that stands for it (the
+    seed's ``virtual_server fwmark 3``); only fwmark mode needs it.
+    """
+
+    protocol: GuardProtocol
+    vip: ipaddress.IPv4Address
+    port: int | None = None
+    fwmark: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.protocol not in get_args(GuardProtocol):
+            raise ValueError(f"protocol {self.protocol!r} is not tcp or udp")
+        if not isinstance(self.vip, ipaddress.IPv4Address):
+            try:
+                # A string is accepted from callers that skip the config types,
+                # but parsed here: never handed to libnftables as text.
+                object.__setattr__(self, "vip", ipaddress.IPv4Address(str(self.vip)))
+            except ValueError:
+                raise ValueError(f"VIP {self.vip!r} is not an IPv4 address") from None
+        if self.vip.is_unspecified or self.vip.is_multicast or self.vip.is_loopback:
+            raise ValueError(f"VIP {self.vip} cannot be a virtual service address")
+        if self.port is not None and (
+            isinstance(self.port, bool) or not isinstance(self.port, int)
+            or not 1 <= self.port <= 65535
+        ):  # fmt: skip
+            raise ValueError(f"port {self.port!r} of {self.vip} is not in 1..65535")
+        if self.fwmark is not None and (
+            isinstance(self.fwmark, bool) or not isinstance(self.fwmark, int)
+            or not 1 <= self.fwmark <= _MAX_MARK
+        ):  # fmt: skip
+            raise ValueError(f"fwmark {self.fwmark!r} of {self.vip} is not in 1..{_MAX_MARK}")
+
+    @property
+    def label(self) -> str:
+        """``172.16.0.30:80/tcp`` (``:*`` for every port): names the service in logs and rules."""
+        port = "*" if self.port is None else str(self.port)
+        return f"{self.vip}:{port}/{self.protocol}"
+
+
+@dataclass(frozen=True)
+class GuardSpec:
+    """The loop guard's whole configuration: mode, services, and the peer directors' MACs."""
+
+    mode: GuardMode
+    services: tuple[GuardedService, ...] = ()
+    peer_macs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.mode not in get_args(GuardMode):
+            raise ValueError(f"loop_guard {self.mode!r} is not bypass, fwmark or backup_only")
+        for svc in self.services:
+            if not isinstance(svc, GuardedService):
+                raise ValueError(f"service {svc!r} is not a GuardedService")
+        macs = tuple(sorted({normalize_mac(m) for m in self.peer_macs}))
+        object.__setattr__(self, "peer_macs", macs)
+        object.__setattr__(self, "services", tuple(self.services))
+        if self.mode == "fwmark":
+            marks: dict[str, int] = {}
+            for svc in self.services:
+                if svc.fwmark is None:
+                    raise ValueError(
+                        f"service {svc.label} has no fwmark: loop_guard fwmark needs one each"
+                    )
+                if marks.setdefault(svc.label, svc.fwmark) != svc.fwmark:
+                    raise ValueError(
+                        f"service {svc.label} has two fwmarks ({marks[svc.label]} and {svc.fwmark})"
+                    )
+
+    def unique_services(self) -> list[GuardedService]:
+        """Services in order, each match once (two config entries for one VIP:port share a rule)."""
+        seen: set[tuple[str, ipaddress.IPv4Address, int | None]] = set()
+        out = []
+        for svc in self.services:
+            key = (svc.protocol, svc.vip, svc.port)
+            if key not in seen:
+                seen.add(key)
+                out.append(svc)
+        return out
+
+    @property
+    def vips(self) -> tuple[ipaddress.IPv4Address, ...]:
+        """Every VIP the services use, once, sorted: what fwmark mode puts on lo."""
+        return tuple(sorted({s.vip for s in self.services}))

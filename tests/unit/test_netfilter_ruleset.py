@@ -1,0 +1,318 @@
+"""The loop guard's table as JSON: golden transactions per mode and state, validation,
+and the readback comparison against JSON recorded from the kernel (nftables 1.0.6)."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from typing import Any
+
+import pytest
+
+from lvsagent.netfilter.ruleset import (
+    BYPASS,
+    CT_KEEP,
+    FWMARK,
+    Chain,
+    TableState,
+    describe_drift,
+    desired_table,
+    parse_counters,
+    parse_table,
+    transaction,
+)
+from lvsagent.netfilter.spec import GuardedService, GuardSpec, normalize_mac
+
+A = ipaddress.IPv4Address
+WEB = GuardedService("tcp", A("172.16.0.30"), 80, 3)
+DNS_ANY = GuardedService("udp", A("172.16.0.30"), None, 4)
+T = {"family": "ip", "table": "lvsagent"}
+CT_RULE = {**T, "chain": "ct_keep",
+           "comment": "lvsagent: keeps conntrack hooked for redirected connections",
+           "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "invalid"}},
+                    {"counter": None}]}  # fmt: skip
+DADDR = {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                   "right": "172.16.0.30"}}  # fmt: skip
+DPORT80 = {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                     "right": 80}}  # fmt: skip
+ANY_UDP = {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "udp"}}
+
+
+def chain(name: str, type_: str, prio: int) -> dict[str, Any]:
+    return {"add": {"chain": {**T, "name": name, "type": type_, "hook": "prerouting",
+                              "prio": prio, "policy": "accept"}}}  # fmt: skip
+
+
+def flush(name: str) -> dict[str, Any]:
+    return {"flush": {"chain": {**T, "name": name}}}
+
+
+ADD_TABLE = {"add": {"table": {"family": "ip", "name": "lvsagent"}}}
+
+
+def test_bypass_active_redirects_each_service_by_protocol_vip_and_port() -> None:
+    doc = transaction(desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), active=True), None)
+    assert doc == {"nftables": [
+        ADD_TABLE,
+        chain("ct_keep", "filter", -150),
+        chain("bypass", "nat", -100),
+        flush("ct_keep"),
+        flush("bypass"),
+        {"add": {"rule": CT_RULE}},
+        {"add": {"rule": {**T, "chain": "bypass", "comment": "bypass 172.16.0.30:80/tcp",
+                          "expr": [DADDR, DPORT80, {"counter": None}, {"redirect": None}]}}},
+        {"add": {"rule": {**T, "chain": "bypass", "comment": "bypass 172.16.0.30:*/udp",
+                          "expr": [DADDR, ANY_UDP, {"counter": None}, {"redirect": None}]}}},
+    ]}  # fmt: skip
+
+
+def test_bypass_inactive_keeps_the_chains_and_empties_the_redirects() -> None:
+    doc = transaction(desired_table(GuardSpec("bypass", (WEB,)), active=False), None)
+    assert doc == {"nftables": [
+        ADD_TABLE,
+        chain("ct_keep", "filter", -150),
+        chain("bypass", "nat", -100),
+        flush("ct_keep"),
+        flush("bypass"),
+        {"add": {"rule": CT_RULE}},
+    ]}  # fmt: skip
+
+
+def test_fwmark_marks_what_the_peer_did_not_send_whatever_the_state() -> None:
+    spec = GuardSpec("fwmark", (WEB,), ("08:00:27:E1:3C:C5",))
+    for active in (True, False):
+        doc = transaction(desired_table(spec, active), None)
+        assert doc == {"nftables": [
+            ADD_TABLE,
+            chain("ct_keep", "filter", -150),
+            chain("fwmark_guard", "filter", -150),
+            flush("ct_keep"),
+            flush("fwmark_guard"),
+            {"add": {"rule": CT_RULE}},
+            {"add": {"rule": {**T, "chain": "fwmark_guard",
+                              "comment": "fwmark 3 172.16.0.30:80/tcp", "expr": [
+                DADDR, DPORT80,
+                {"match": {"op": "!=",
+                           "left": {"payload": {"protocol": "ether", "field": "saddr"}},
+                           "right": "08:00:27:e1:3c:c5"}},
+                {"counter": None},
+                {"mangle": {"key": {"meta": {"key": "mark"}}, "value": 3}},
+            ]}}},
+        ]}  # fmt: skip
+
+
+def test_fwmark_with_two_peer_macs_uses_a_sorted_set() -> None:
+    spec = GuardSpec("fwmark", (WEB,), ("08:00:27:e1:3c:c5", "08:00:27:77:84:EF"))
+    (rule,) = desired_table(spec, False).rules_of("fwmark_guard")
+    assert rule.expr[2]["match"]["right"] == {"set": ["08:00:27:77:84:ef", "08:00:27:e1:3c:c5"]}
+
+
+def test_fwmark_without_a_peer_mac_marks_nothing() -> None:
+    """Marking everything would let both boxes balance: the loop.  Nothing is the safe side."""
+    table = desired_table(GuardSpec("fwmark", (WEB,)), False)
+    assert table.chains == (CT_KEEP, FWMARK)
+    assert table.rules_of("fwmark_guard") == []
+
+
+def test_backup_only_has_only_the_conntrack_keeper() -> None:
+    for active in (True, False):
+        table = desired_table(GuardSpec("backup_only", (WEB,)), active)
+        assert table.chains == (CT_KEEP,)
+        assert [r.chain for r in table.rules] == ["ct_keep"]
+
+
+def test_every_mode_keeps_conntrack_hooked() -> None:
+    for mode in ("bypass", "fwmark", "backup_only"):
+        for active in (True, False):
+            table = desired_table(GuardSpec(mode, (WEB,), ("02:00:00:00:00:01",)), active)
+            assert table.rules[0].expr[0]["match"]["left"] == {"ct": {"key": "state"}}
+
+
+def test_duplicate_services_share_one_rule() -> None:
+    table = desired_table(GuardSpec("bypass", (WEB, WEB, DNS_ANY)), True)
+    assert len(table.rules_of("bypass")) == 2
+
+
+def test_unwanted_or_changed_chains_are_flushed_and_deleted_first() -> None:
+    """Switching mode bypass -> fwmark, and a chain whose priority someone changed."""
+    changed_ct = Chain("ct_keep", "filter", "prerouting", 0)
+    actual = TableState((changed_ct, BYPASS, Chain("extra", "", "", 0, "")), ())
+    doc = transaction(desired_table(GuardSpec("fwmark", (WEB,)), False), actual)
+    cmds = doc["nftables"]
+    deleted = [c["delete"]["chain"]["name"] for c in cmds if "delete" in c]
+    assert deleted == ["ct_keep", "bypass", "extra"]
+    first_add_chain = next(i for i, c in enumerate(cmds) if "chain" in c.get("add", {}))
+    last_delete = max(i for i, c in enumerate(cmds) if "delete" in c)
+    assert last_delete < first_add_chain
+
+
+def test_no_deletes_when_the_chains_are_right() -> None:
+    desired = desired_table(GuardSpec("bypass", (WEB,)), True)
+    doc = transaction(desired, TableState(desired.chains, ()))
+    assert not [c for c in doc["nftables"] if "delete" in c]
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (lambda: GuardedService("tcp", "10.0.0.300", 80), "10.0.0.300"),  # type: ignore[arg-type]
+        (lambda: GuardedService("tcp", "example.com", 80), "example.com"),  # type: ignore[arg-type]
+        (lambda: GuardedService("tcp", A("0.0.0.0"), 80), "0.0.0.0"),
+        (lambda: GuardedService("tcp", A("224.0.0.18"), 80), "224.0.0.18"),
+        (lambda: GuardedService("sctp", A("10.0.0.1"), 80), "sctp"),  # type: ignore[arg-type]
+        (lambda: GuardedService("tcp", A("10.0.0.1"), 0), "0"),
+        (lambda: GuardedService("tcp", A("10.0.0.1"), 65536), "65536"),
+        (lambda: GuardedService("tcp", A("10.0.0.1"), True), "True"),
+        (lambda: GuardedService("tcp", A("10.0.0.1"), 80, 0), "fwmark 0"),
+        (lambda: GuardedService("tcp", A("10.0.0.1"), 80, 2**32), str(2**32)),
+        (lambda: GuardSpec("bypass", (WEB,), ("08:00:27:e1:3c",)), "08:00:27:e1:3c"),
+        (lambda: GuardSpec("bypass", (WEB,), ("gg:00:27:e1:3c:c5",)), "gg:00:27:e1:3c:c5"),
+        (lambda: GuardSpec("bypass", (WEB,), ("ff:ff:ff:ff:ff:ff",)), "ff:ff:ff:ff:ff:ff"),
+        (lambda: GuardSpec("bypass", (WEB,), ("00:00:00:00:00:00",)), "00:00:00:00:00:00"),
+        (lambda: GuardSpec("bypass", (WEB,), (b"\x08" * 6,)), "x08"),  # type: ignore[arg-type]
+        (lambda: GuardSpec("loop", (WEB,)), "loop"),  # type: ignore[arg-type]
+        (lambda: GuardSpec("fwmark", (GuardedService("tcp", A("10.0.0.1"), 80),)), "10.0.0.1"),
+        (lambda: GuardSpec("fwmark", (WEB, GuardedService("tcp", WEB.vip, 80, 9))), "9"),
+    ],
+)
+def test_bad_values_are_refused_before_any_json_naming_the_value(make: Any, named: str) -> None:
+    with pytest.raises(ValueError, match=named.replace(".", r"\.")):
+        make()
+
+
+def test_macs_are_normalised_to_the_readback_form() -> None:
+    assert normalize_mac("08-00-27-E1-3C-C5") == "08:00:27:e1:3c:c5"
+    spec = GuardSpec("fwmark", (WEB,), ("08:00:27:E1:3C:C5", "08:00:27:e1:3c:c5"))
+    assert spec.peer_macs == ("08:00:27:e1:3c:c5",)
+
+
+def test_a_string_vip_is_parsed_not_passed_on() -> None:
+    svc = GuardedService("tcp", "172.16.0.30", 80)  # type: ignore[arg-type]
+    assert svc.vip == A("172.16.0.30")
+
+
+# Recorded with `nft -j list table ip lvsagent` after NftGuard.apply (nftables 1.0.6,
+# kernel 6.18), bypass mode, active, with traffic on the first service.
+READBACK_BYPASS: dict[str, Any] = {"nftables": [
+    {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5",
+                  "json_schema_version": 1}},
+    {"table": {"family": "ip", "name": "lvsagent", "handle": 1}},
+    {"chain": {"family": "ip", "table": "lvsagent", "name": "ct_keep", "handle": 1,
+               "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
+    {"chain": {"family": "ip", "table": "lvsagent", "name": "bypass", "handle": 2,
+               "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}},
+    {"rule": {"family": "ip", "table": "lvsagent", "chain": "ct_keep", "handle": 3,
+              "comment": "lvsagent: keeps conntrack hooked for redirected connections",
+              "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}},
+                                  "right": "invalid"}},
+                       {"counter": {"packets": 0, "bytes": 0}}]}},
+    {"rule": {"family": "ip", "table": "lvsagent", "chain": "bypass", "handle": 4,
+              "comment": "bypass 172.16.0.30:80/tcp",
+              "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip",
+                                                                   "field": "daddr"}},
+                                  "right": "172.16.0.30"}},
+                       {"match": {"op": "==", "left": {"payload": {"protocol": "tcp",
+                                                                   "field": "dport"}},
+                                  "right": 80}},
+                       {"counter": {"packets": 7, "bytes": 420}}, {"redirect": None}]}},
+    {"rule": {"family": "ip", "table": "lvsagent", "chain": "bypass", "handle": 5,
+              "comment": "bypass 172.16.0.30:*/udp",
+              "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip",
+                                                                   "field": "daddr"}},
+                                  "right": "172.16.0.30"}},
+                       {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}},
+                                  "right": "udp"}},
+                       {"counter": {"packets": 0, "bytes": 0}}, {"redirect": None}]}},
+]}  # fmt: skip
+
+# The same, fwmark mode with two peer MACs (first service only).
+READBACK_FWMARK: dict[str, Any] = {"nftables": [
+    {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5",
+                  "json_schema_version": 1}},
+    {"table": {"family": "ip", "name": "lvsagent", "handle": 2}},
+    {"chain": {"family": "ip", "table": "lvsagent", "name": "ct_keep", "handle": 1,
+               "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
+    {"chain": {"family": "ip", "table": "lvsagent", "name": "fwmark_guard", "handle": 2,
+               "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
+    {"rule": {"family": "ip", "table": "lvsagent", "chain": "ct_keep", "handle": 3,
+              "comment": "lvsagent: keeps conntrack hooked for redirected connections",
+              "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}},
+                                  "right": "invalid"}},
+                       {"counter": {"packets": 0, "bytes": 0}}]}},
+    {"rule": {"family": "ip", "table": "lvsagent", "chain": "fwmark_guard", "handle": 5,
+              "comment": "fwmark 3 172.16.0.30:80/tcp",
+              "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip",
+                                                                   "field": "daddr"}},
+                                  "right": "172.16.0.30"}},
+                       {"match": {"op": "==", "left": {"payload": {"protocol": "tcp",
+                                                                   "field": "dport"}},
+                                  "right": 80}},
+                       {"match": {"op": "!=", "left": {"payload": {"protocol": "ether",
+                                                                   "field": "saddr"}},
+                                  "right": {"set": ["08:00:27:77:84:ef",
+                                                    "08:00:27:e1:3c:c5"]}}},
+                       {"counter": {"packets": 12, "bytes": 800}},
+                       {"mangle": {"key": {"meta": {"key": "mark"}}, "value": 3}}]}},
+]}  # fmt: skip
+
+
+def test_recorded_readbacks_equal_the_desired_tables() -> None:
+    bypass = desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
+    assert parse_table(READBACK_BYPASS).same_as(bypass)
+    assert describe_drift(bypass, parse_table(READBACK_BYPASS)) == []
+    fwmark = desired_table(GuardSpec("fwmark", (WEB,), ("08:00:27:E1:3C:C5", "08:00:27:77:84:ef")),
+                           False)  # fmt: skip
+    assert parse_table(READBACK_FWMARK).same_as(fwmark)
+
+
+def test_readback_of_another_state_or_spec_differs() -> None:
+    actual = parse_table(READBACK_BYPASS)
+    assert not actual.same_as(desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), False))
+    assert not actual.same_as(desired_table(GuardSpec("bypass", (WEB,)), True))
+    other_port = GuardedService("tcp", A("172.16.0.30"), 8080)
+    assert not actual.same_as(desired_table(GuardSpec("bypass", (other_port, DNS_ANY)), True))
+    assert not actual.same_as(desired_table(GuardSpec("fwmark", (WEB, DNS_ANY)), True))
+
+
+def test_rule_order_matters_chain_order_does_not() -> None:
+    desired = desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
+    swapped = copy.deepcopy(READBACK_BYPASS)
+    items = swapped["nftables"]
+    items[2], items[3] = items[3], items[2]
+    assert parse_table(swapped).same_as(desired)
+    items[5], items[6] = items[6], items[5]
+    assert not parse_table(swapped).same_as(desired)
+
+
+def test_drift_is_described_in_words() -> None:
+    desired = desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
+    assert describe_drift(desired, None) == ["table ip lvsagent missing"]
+    flushed = copy.deepcopy(READBACK_BYPASS)
+    flushed["nftables"] = [i for i in flushed["nftables"] if i.get("rule", {}).get("chain")
+                           != "bypass"]  # fmt: skip
+    assert describe_drift(desired, parse_table(flushed)) == [
+        "chain bypass: 0 rules differ from the 2 wanted"
+    ]
+    no_ct = copy.deepcopy(READBACK_BYPASS)
+    no_ct["nftables"] = [i for i in no_ct["nftables"]
+                         if "ct_keep" not in (i.get("chain", {}).get("name"),
+                                              i.get("rule", {}).get("chain"))]  # fmt: skip
+    assert describe_drift(desired, parse_table(no_ct)) == ["chain ct_keep missing"]
+
+
+def test_counters_are_keyed_by_the_rule_comment() -> None:
+    counters = parse_counters(READBACK_BYPASS)
+    assert counters["bypass 172.16.0.30:80/tcp"] == {"packets": 7, "bytes": 420}
+    assert counters["bypass 172.16.0.30:*/udp"] == {"packets": 0, "bytes": 0}
+    assert parse_counters(READBACK_FWMARK)["fwmark 3 172.16.0.30:80/tcp"]["packets"] == 12
+
+
+def test_foreign_tables_in_a_readback_are_ignored() -> None:
+    doc = copy.deepcopy(READBACK_BYPASS)
+    doc["nftables"].append({"chain": {"family": "inet", "table": "filter", "name": "input",
+                                      "handle": 1, "type": "filter", "hook": "input",
+                                      "prio": 0, "policy": "drop"}})  # fmt: skip
+    doc["nftables"].append({"rule": {"family": "inet", "table": "filter", "chain": "input",
+                                     "handle": 2, "expr": [{"accept": None}]}})  # fmt: skip
+    desired = desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
+    assert parse_table(doc).same_as(desired)

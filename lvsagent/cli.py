@@ -1,4 +1,4 @@
-"""The ``lvsagent`` command: run, check, plan.
+"""The ``lvsagent`` command: run, check, plan, status.
 
 Exit codes follow sysexits(3) so that systemd's journal and scripts can tell
 a bad config (78) from a missing privilege (77) or an OS failure (71).
@@ -17,7 +17,9 @@ from lvsagent.config.schema import DEFAULT_CONFIG_PATH, Config
 
 EX_OK = 0
 EX_USAGE = 64
+EX_UNAVAILABLE = 69
 EX_OSERR = 71
+EX_PROTOCOL = 76
 EX_NOPERM = 77
 EX_CONFIG = 78
 
@@ -34,6 +36,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("config", nargs="?", default=DEFAULT_CONFIG_PATH)
     plan = sub.add_parser("plan", help="print what the config would change in IPVS; change nothing")
     plan.add_argument("config", nargs="?", default=DEFAULT_CONFIG_PATH)
+    status = sub.add_parser("status", help="ask the running daemon for its state")
+    status.add_argument("--json", action="store_true", help="the snapshot as JSON, for scripts")
+    where = status.add_mutually_exclusive_group()
+    where.add_argument("--socket", help="the control socket (default: the config's or the default)")
+    where.add_argument("--config", help="read control_socket from this config file")
     return p
 
 
@@ -119,12 +126,38 @@ def cmd_run(path: str, level: str) -> int:
     return EX_OK
 
 
+def cmd_status(socket_path: str | None, config_path: str | None, as_json: bool) -> int:
+    """Exit 0 with the report; 69 when no daemon answers, 77 without access, 76 on nonsense."""
+    import time
+
+    from lvsagent.config.schema import Global
+    from lvsagent.observe.control import ControlError, format_status, status
+
+    if socket_path is None and config_path is not None:
+        config = _load(config_path)
+        if config is None:
+            return EX_CONFIG
+        socket_path = config.global_.control_socket
+    path = socket_path or Global().control_socket
+    try:
+        snap = status(path)
+    except ControlError as exc:
+        print(f"lvsagent: {exc}", file=sys.stderr)
+        if exc.denied:
+            return EX_NOPERM
+        return EX_UNAVAILABLE if exc.unavailable else EX_PROTOCOL
+    print(snap.to_json() if as_json else format_status(snap, time.time()))
+    return EX_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.verb == "check":
         return cmd_check(args.config)
     if args.verb == "plan":
         return cmd_plan(args.config)
+    if args.verb == "status":
+        return cmd_status(args.socket, args.config, args.json)
     if args.verb == "run":
         return cmd_run(args.config, args.log_level)
     return EX_USAGE

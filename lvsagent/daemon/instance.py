@@ -21,6 +21,7 @@ from pyroute2 import AsyncIPRoute
 
 from lvsagent.config.schema import VrrpInstance
 from lvsagent.daemon.clock import DeadlineTimer
+from lvsagent.observe.snapshot import InstanceStatus, split_brain
 from lvsagent.vrrp import addresses, track
 from lvsagent.vrrp.fastaddr import AddressFastPath
 from lvsagent.vrrp.io import VRRP_GROUP, ArpSender, VrrpSocket
@@ -266,6 +267,35 @@ class InstanceRunner:
         verdict = self._tracking()
         await self.execute(
             self.router.set_tracking(verdict.fault, verdict.adjustment, verdict.why, now)
+        )
+
+    def status(self, now: float) -> InstanceStatus:
+        """This instance for `lvsagent status` and /metrics (``now`` on the loop's clock)."""
+        r, c, peer = self.router, self.counters, self.router.peer
+        t = r.last_transition
+        return InstanceStatus(
+            name=self.inst.name,
+            vrid=self.inst.vrid,
+            interface=self.inst.interface,
+            state=r.state.value,
+            priority=self.inst.priority,
+            effective_priority=r.priority,
+            master_seen=str(self._master_seen) if self._master_seen is not None else None,
+            last_transition_at=self.last_transition_at,
+            last_transition_reason=(f"{t.old.value} -> {t.new.value}: {t.reason}" if t else None),
+            transitions=c.transitions,
+            adverts_sent=c.adverts_sent,
+            adverts_received=c.adverts_received,
+            priority_zero_sent=c.priority_zero_sent,
+            priority_zero_received=c.priority_zero_received,
+            discards=dict(c.discards),
+            split_brain=split_brain(
+                r.state.value,
+                peer.priority if peer else None,
+                peer.at if peer else None,
+                peer.interval if peer else None,
+                now,
+            ),
         )
 
     # ----- outputs ------------------------------------------------------------

@@ -1,0 +1,132 @@
+"""Boot the kernel lab with systemd as PID 1, to test lvsagent's unit file for real.
+
+Why: Type=notify readiness, reload, the watchdog and the stop sequence are
+systemd's behaviour, not ours; only a real systemd shows that the daemon and
+the unit agree.  systemd 252 runs as PID 1 in the lab's user-mode Linux
+(shared/FACTS.md) when it gets a root it may write to: an overlayfs with a
+tmpfs upper layer over the hostfs root, so nothing it writes (units, /etc,
+/var) reaches the host.
+
+How it fits the runner (tests/kernel/uml.py): the runner boots whatever
+``init`` it copies into the shared directory and expects ``output`` and
+``status`` there afterwards.  This module's init builds the overlay, bind-mounts
+the shared directory through it (so results reach the host), installs a
+``lvsagent-lab.service`` that runs the runner's ``run.sh`` as the only job of
+a minimal target, and execs systemd.  The unit powers the guest off when the
+command ends, whatever its status.
+
+The runner has no parameter for another init yet; until it does,
+``run_under_systemd`` swaps the module's INIT_SCRIPT for the duration of the
+call.  The runner change wanted: ``run_in_uml(..., init=INIT_SCRIPT)``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TextIO
+from unittest import mock
+
+from tests.kernel import uml
+
+# In the guest: the kernel command line has no systemd.unit=, so init names the target.
+LAB_TARGET = "lvsagent-lab.target"
+LAB_SERVICE = "lvsagent-lab.service"
+# Added to the command's environment: how a test knows it runs under the lab's systemd.
+LAB_ENV = "LVSAGENT_SYSTEMD_LAB"
+BOOT_SECONDS = 60.0  # systemd's boot in UML takes ~30 s; on top of the caller's own time
+
+INIT = r"""#!/bin/sh
+# PID 1 until systemd: an overlay root over the hostfs root, then exec systemd in it.
+# Written by tests/kernel/systemd_boot.py.
+PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH
+shared=${lvsagent_shared:-}
+unset lvsagent_shared lvsagent_keep
+
+fail() {
+    echo "systemd-boot: $*" >&2
+    [ -n "$shared" ] && echo "systemd-boot: $*" >>"$shared/init-error"
+    sync
+    echo o >/proc/sysrq-trigger
+    while :; do sleep 60; done
+}
+
+[ -n "$shared" ] || fail "no lvsagent_shared= on the kernel command line"
+mount -t proc proc /proc || fail "cannot mount /proc"
+# /var/tmp/... is on the hostfs root; the overlay's layers live on a tmpfs at /tmp.
+mount -t tmpfs -o mode=0755 tmpfs /tmp || fail "cannot mount the overlay's tmpfs"
+mkdir -p /tmp/upper /tmp/work /tmp/root
+mount -t overlay overlay -o lowerdir=/,upperdir=/tmp/upper,workdir=/tmp/work /tmp/root \
+    || fail "cannot mount the overlay root"
+root=/tmp/root
+# The shared dir straight through to the host (through the overlay, writes would stay here).
+mount --bind "$shared" "$root$shared" || fail "cannot bind $shared"
+units=$root/etc/systemd/system
+mkdir -p "$units"
+cat >"$units/lvsagent-lab.target" <<EOF
+[Unit]
+Description=lvsagent lab: the command under test, nothing else
+Requires=lvsagent-lab.service
+After=lvsagent-lab.service
+EOF
+cat >"$units/lvsagent-lab.service" <<EOF
+[Unit]
+Description=lvsagent lab: run the test command, then power off
+After=basic.target
+SuccessAction=poweroff-force
+FailureAction=poweroff-force
+
+[Service]
+Type=oneshot
+StandardOutput=journal+console
+ExecStart=/bin/sh -c '/bin/sh $shared/run.sh </dev/null >$shared/output 2>&1; \
+echo \$? >$shared/status.new; mv $shared/status.new $shared/status; sync'
+EOF
+# Nothing a test needs and slow or noisy in UML.
+for unit in systemd-udev-trigger.service systemd-udevd.service systemd-timesyncd.service \
+        systemd-pstore.service getty.target keepalived.service postgresql.service \
+        apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer fstrim.timer \
+        dpkg-db-backup.timer systemd-networkd.service systemd-resolved.service; do
+    ln -sf /dev/null "$units/$unit"
+done
+hostname lvsagent-systemd 2>/dev/null || true
+umount /proc
+exec chroot "$root" /lib/systemd/systemd --unit=lvsagent-lab.target --show-status=no
+"""
+
+
+def inside_systemd_lab() -> bool:
+    """True in a command that ``run_under_systemd`` runs: a lab guest whose PID 1 is systemd."""
+    try:
+        pid1 = Path("/proc/1/comm").read_text().strip()
+    except OSError:
+        return False
+    return os.environ.get(LAB_ENV) == "1" and pid1 == "systemd" and uml.inside_lab()
+
+
+def run_under_systemd(
+    cmd: Sequence[str],
+    timeout: float,
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    stream: TextIO | None = None,
+) -> tuple[int, str]:
+    """Boot the lab with systemd as PID 1, run ``cmd`` as a oneshot service, power off.
+
+    Returns its exit status and output, as ``uml.run_in_uml`` does; ``timeout``
+    is for the command, the boot's own time is added.  Raises the runner's
+    UmlError subclasses (KernelMissing when the lab kernel is not built).
+    """
+    with tempfile.TemporaryDirectory(prefix="lvsagent-systemd-") as scratch:
+        init = Path(scratch) / "init"
+        init.write_text(INIT)
+        init.chmod(0o755)
+        environment = {**(os.environ if env is None else env), LAB_ENV: "1"}
+        with mock.patch.object(uml, "INIT_SCRIPT", init):
+            return uml.run_in_uml(
+                cmd, timeout + BOOT_SECONDS, "1G", cwd=cwd, env=environment, stream=stream
+            )

@@ -1,0 +1,396 @@
+"""The seed's two-box LVS in the kernel lab: a client, box A and box B on one bridge.
+
+Why: issue 5's proofs and figures are about this topology with real traffic — each box both
+IPVS director (while MASTER) and real server, the loop between them, what a client sees when the
+master is killed or stopped. This module builds it inside the lab (user-mode Linux: IPVS and
+nf_tables), runs either agent on the boxes (lvsagent, or keepalived as the seed configures it:
+tests/kernel/twobox_agents.py), drives client traffic (tests/kernel/twobox_traffic.py) and
+injects the faults. Tests, `make bench` and `make demo` share it.
+
+    with twobox_lab(tmp_path) as lab:
+        a, b = lab.start_pair("keepalived")          # settled: A MASTER, B BACKUP + bypass
+        with lab.traffic() as traffic:               # a new connection every 20 ms
+            ...; a.kill9(); b.wait_state("MASTER", 15)
+        print(describe(traffic.records, event))
+
+Topology (all inside namespaces made here, inside the guest; nothing leaves it):
+
+    client 172.16.0.10 ─┐
+    box A  172.16.0.31 ─┼─ br0 (namespace "sw"; ports port0, port1, port2)
+    box B  172.16.0.32 ─┘      VIP 172.16.0.30/24 on the master's eth0
+
+Each box: eth0, lo up, net.ipv4.ip_forward=1 (the article's bypass scheme), arp_ignore=1 and
+arp_announce=2 (the article's DR real-server settings), and a web server on 0.0.0.0:80 that
+answers with the box's name ("boxa", "boxb").
+
+Faults: Agent.kill9() / Agent.sigterm(); link_down(box) pulls the box's cable (its bridge port
+goes down, the box sees carrier loss) or downs the box's own eth0; partition() cuts box A off
+from box B while both still reach the client, with the bridge's port isolation (isolated ports
+forward only to non-isolated ones: no ARP, VRRP, health check or DR-forwarded packet crosses;
+the lab kernel has no bridge or netdev nf_tables for a filter rule).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from tests.kernel import setns
+from tests.kernel.test_lab import Netns, bridge, namespaces
+from tests.kernel.twobox_agents import (
+    PORT,
+    VIP,
+    Agent,
+    AgentKind,
+    bypass_runs,
+    start_keepalived_on,
+    start_lvsagent_on,
+    wait_until,
+)
+from tests.kernel.twobox_traffic import Traffic
+from tests.netns.lab import ROOT
+
+IFACE = "eth0"
+CLIENT = "172.16.0.10"
+ADDRESS = {"a": "172.16.0.31", "b": "172.16.0.32"}
+SERVICE = f"TCP  {VIP}:{PORT}"  # as ipvsadm -Ln prints it
+START_TIMEOUT = 30.0
+T = TypeVar("T")
+
+
+def in_netns(path: str, make: Callable[[], T]) -> T:
+    """Call ``make`` in a thread that has entered the namespace at ``path`` (sockets stay there)."""
+    result: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            setns.enter(path)
+            result.append(make())
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=run, name=f"setns-{path}")
+    worker.start()
+    worker.join()
+    if failed:
+        raise failed[0]
+    return result[0]
+
+
+@dataclass
+class Box:
+    """One box: its namespace, address, bridge port and web server."""
+
+    label: str  # "a" or "b", as in etc/box-<label>.toml
+    ns: Netns
+    address: str
+    port: str  # its bridge port in the "sw" namespace
+    server: subprocess.Popen[str] | None = None
+
+    @property
+    def name(self) -> str:
+        return f"box{self.label}"
+
+    @property
+    def netns_path(self) -> str:
+        return f"/run/netns/{self.ns.name}"
+
+    @property
+    def mac(self) -> str:
+        """The MAC address of its eth0 (what the fwmark guard tells the peer apart by)."""
+        out = self.ns.run("ip", "-o", "link", "show", IFACE).stdout
+        found = re.search(r"link/ether (\S+)", out)
+        if found is None:
+            raise AssertionError(f"{self.name}: no MAC address on {IFACE}: {out}")
+        return found.group(1)
+
+    def has_vip(self) -> bool:
+        out = self.ns.run("ip", "-4", "-o", "addr", "show", "dev", IFACE).stdout
+        return f"inet {VIP}/" in out
+
+    def ipvs(self) -> str:
+        """``ipvsadm -Ln`` in this box."""
+        return self.ns.run("ipvsadm", "-Ln").stdout
+
+    def ruleset(self) -> str:
+        return self.ns.run("nft", "list", "ruleset").stdout
+
+    def has_redirect(self) -> bool:
+        """A nat redirect is in place (the bypass of either agent)."""
+        return bool(re.search(r"^\s+.*\bredirect\b", self.ruleset(), re.MULTILINE))
+
+    def state(self) -> str:
+        """One line for a report: VIP, IPVS service, redirect."""
+        dests = re.findall(r"->\s+(\S+)\s+Route\s+(\d+)", self.ipvs())
+        table = ", ".join(f"{d} w{w}" for d, w in dests) if SERVICE in self.ipvs() else "none"
+        return (
+            f"{self.name}: VIP {'yes' if self.has_vip() else 'no'}; IPVS {table}; "
+            f"redirect {'yes' if self.has_redirect() else 'no'}"
+        )
+
+
+@dataclass
+class TwoBox:
+    """The running lab; everything it starts is stopped by the ExitStack, by PID."""
+
+    sw: Netns
+    client: Netns
+    a: Box
+    b: Box
+    tmp: Path
+    stack: ExitStack
+    agents: list[Agent] = field(default_factory=list)
+
+    def box(self, label: str) -> Box:
+        return self.a if label == "a" else self.b
+
+    def other(self, box: Box) -> Box:
+        return self.b if box is self.a else self.a
+
+    # ----- agents ----------------------------------------------------------------------------
+
+    def start_lvsagent(self, label: str, **config: Any) -> Agent:
+        """``lvsagent run`` on box ``label``; ``config``: lvsagent_config_text keywords."""
+        config.setdefault("interface", IFACE)
+        return self._track(start_lvsagent_on(self.box(label).ns, label, self.tmp, **config))
+
+    def start_keepalived(self, label: str, **options: Any) -> Agent:
+        """keepalived as the seed runs it on box ``label`` (version, advert_int, delay_loop)."""
+        return self._track(
+            start_keepalived_on(self.box(label).ns, label, self.tmp, interface=IFACE, **options)
+        )
+
+    def _track(self, agent: Agent) -> Agent:
+        self.agents.append(agent)
+        self.stack.callback(agent.stop)
+        return agent
+
+    def start_pair(
+        self,
+        kind: AgentKind,
+        *,
+        version: int = 2,
+        advert_int: float = 1.0,
+        expect_bypass: bool | None = None,
+        **config: Any,
+    ) -> tuple[Agent, Agent]:
+        """Both boxes' agents, settled: A MASTER with the VIP, B BACKUP, both IPVS tables
+        programmed, and with ``expect_bypass`` (default: keepalived only, until lvsagent's loop
+        guard is wired in) a redirect on B and none on A. Extra keywords go to the agents'
+        config (lvsagent_config_text keywords, or keepalived's delay_loop)."""
+        start = self.start_keepalived if kind == "keepalived" else self.start_lvsagent
+        a = start("a", version=version, advert_int=advert_int, **config)
+        b = start("b", version=version, advert_int=advert_int, **config)
+        a.wait_state("MASTER", START_TIMEOUT)
+        b.wait_state("BACKUP", START_TIMEOUT)
+        for box in (self.a, self.b):
+            wait_until(functools.partial(ipvs_ready, box), START_TIMEOUT, f"{box.name}: IPVS")
+        wait_until(self.a.has_vip, START_TIMEOUT, "box a: VIP")
+        if kind == "keepalived":
+            # Its notify scripts run asynchronously: wait for A's "del" (MASTER) and B's "add".
+            for label, action in (("a", "del"), ("b", "add")):
+                wait_until(
+                    functools.partial(_last_bypass_run_is, self.tmp, label, action),
+                    START_TIMEOUT,
+                    f"box {label}: bypass script {action}",
+                )
+        if expect_bypass if expect_bypass is not None else kind == "keepalived":
+            wait_until(self.b.has_redirect, START_TIMEOUT, "box b: redirect rule")
+            wait_until(lambda: not self.a.has_redirect(), START_TIMEOUT, "box a: no redirect")
+        return a, b
+
+    # ----- traffic ---------------------------------------------------------------------------
+
+    def traffic(self, **options: Any) -> Traffic:
+        """A (not yet started) traffic generator in the client namespace, to VIP:80."""
+        return Traffic(f"/run/netns/{self.client.name}", VIP, PORT, **options)
+
+    # ----- faults ----------------------------------------------------------------------------
+
+    def link_down(self, box: Box, where: Literal["cable", "box"] = "cable") -> None:
+        """The box's link goes down: "cable", its bridge port (the box sees carrier loss);
+        "box", its own eth0."""
+        if where == "cable":
+            self.sw.run("ip", "link", "set", box.port, "down")
+        else:
+            box.ns.run("ip", "link", "set", IFACE, "down")
+
+    def link_up(self, box: Box, where: Literal["cable", "box"] = "cable") -> None:
+        if where == "cable":
+            self.sw.run("ip", "link", "set", box.port, "up")
+        else:
+            box.ns.run("ip", "link", "set", IFACE, "up")
+
+    def partition(self) -> None:
+        """Box A and box B no longer reach each other; the client still reaches both."""
+        for box in (self.a, self.b):
+            self.sw.run("bridge", "link", "set", "dev", box.port, "isolated", "on")
+
+    def heal(self) -> None:
+        for box in (self.a, self.b):
+            self.sw.run("bridge", "link", "set", "dev", box.port, "isolated", "off")
+
+
+def _last_bypass_run_is(tmp: Path, label: str, action: str) -> bool:
+    runs = bypass_runs(tmp, label)
+    return bool(runs) and runs[-1][1] == action
+
+
+def ipvs_ready(box: Box) -> bool:
+    """Box ``box`` has the VIP:80 service with both real servers at a non-zero weight."""
+    listing = box.ipvs()
+    dests = re.findall(r"->\s+(\S+)\s+Route\s+(\d+)", listing)
+    wanted = {f"{address}:{PORT}" for address in ADDRESS.values()}
+    return SERVICE in listing and {d for d, w in dests if int(w) > 0} == wanted
+
+
+# ----- IPVS counters ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counters:
+    conns: int
+    inpkts: int
+    outpkts: int
+    inbytes: int
+    outbytes: int
+
+
+_STATS_ROW = re.compile(
+    r"^\s*(?:(TCP|UDP|FWM)\s+|->\s+)(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$"
+)
+
+
+def ipvs_stats(box: Box) -> dict[str, Counters]:
+    """``ipvsadm -Ln --stats --exact`` of a box: "TCP 172.16.0.30:80" for a service, and
+    "TCP 172.16.0.30:80 -> 172.16.0.31:80" for each of its real servers.
+
+    The kernel folds these counters in every 2 s (FACTS): read them after that, e.g. once the
+    master's own counters show the traffic. Packets that the backup re-balanced are its
+    service's InPkts; with a working loop guard they stay 0.
+    """
+    out = box.ns.run("ipvsadm", "-Ln", "--stats", "--exact").stdout
+    stats: dict[str, Counters] = {}
+    service = ""
+    for line in out.splitlines():
+        m = _STATS_ROW.match(line)
+        if not m:
+            continue
+        values = Counters(*(int(v) for v in m.groups()[2:]))
+        if m.group(1):
+            service = f"{m.group(1)} {m.group(2)}"
+            stats[service] = values
+        else:
+            stats[f"{service} -> {m.group(2)}"] = values
+    return stats
+
+
+def ipvs_connections(box: Box) -> list[str]:
+    """The rows of the box's IPVS connection table (``ipvsadm -Lnc``), current at once."""
+    out = box.ns.run("ipvsadm", "-Lnc").stdout
+    return [line for line in out.splitlines() if re.match(r"^(TCP|UDP)\s", line)]
+
+
+# ----- VRRP adverts as a box receives them -----------------------------------------------------
+
+
+class Adverts:
+    """A raw VRRP socket in a box's namespace: when the next advert from an address arrives.
+
+    Used to kill a master right after the backup heard it, so that every run measures the whole
+    Master_Down_Interval rather than a random part of it (as tests/bench/takeover.py does).
+    """
+
+    def __init__(self, box: Box) -> None:
+        def make() -> socket.socket:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+            group = socket.inet_aton("224.0.0.18") + socket.inet_aton(box.address)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, group)
+            return sock
+
+        self.sock = in_netns(box.netns_path, make)
+
+    def next_from(self, source: str, timeout: float) -> None:
+        """Discard what is queued, then block until an advert from ``source`` arrives."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self.sock.recv(2048)
+        except BlockingIOError:
+            pass
+        self.sock.settimeout(timeout)
+        while True:
+            try:
+                _, (src, _) = self.sock.recvfrom(2048)
+            except TimeoutError as exc:
+                raise AssertionError(f"no VRRP advert from {source} within {timeout} s") from exc
+            if src == source:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# ----- the lab ---------------------------------------------------------------------------------
+
+
+def _start_server(box: Box) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", box.ns.name, sys.executable, "-u", "-m",
+         "tests.kernel.twobox_http", box.name, str(PORT)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=str(ROOT),
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # blocks until it listens, or EOF if it died
+    if first.strip() != "ready":
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"{box.name}: web server did not start: {first!r}")
+    return proc
+
+
+def _stop_server(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+@contextmanager
+def twobox_lab(tmp: Path) -> Iterator[TwoBox]:
+    """Build the topology with both web servers up; take it all down afterwards."""
+    with ExitStack() as stack:
+        sw, client, ns_a, ns_b = stack.enter_context(namespaces("sw", "client", "boxa", "boxb"))
+        bridge(sw, [client, ns_a, ns_b])  # eth0 in each; ports port0, port1, port2
+        client.run("ip", "addr", "add", f"{CLIENT}/24", "dev", IFACE)
+        boxes = []
+        for i, (label, ns) in enumerate((("a", ns_a), ("b", ns_b)), start=1):
+            box = Box(label, ns, ADDRESS[label], f"port{i}")
+            ns.sysctl("net.ipv4.ip_forward", "1")
+            for conf in ("all", IFACE):
+                ns.sysctl(f"net.ipv4.conf.{conf}.arp_ignore", "1")
+                ns.sysctl(f"net.ipv4.conf.{conf}.arp_announce", "2")
+            ns.run("ip", "addr", "add", f"{box.address}/24", "dev", IFACE)
+            box.server = _start_server(box)
+            stack.callback(_stop_server, box.server)
+            boxes.append(box)
+        # Agents are registered on the stack later, so they stop before the web servers.
+        yield TwoBox(sw, client, boxes[0], boxes[1], tmp, stack)

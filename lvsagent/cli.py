@@ -94,12 +94,10 @@ def cmd_plan(path: str) -> int:
 
 
 def cmd_run(path: str, level: str) -> int:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        stream=sys.stderr,
-        format="%(asctime)s.%(msecs)03d %(name)s %(levelname)s %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-    )
+    from lvsagent.observe.journal import setup_logging
+
+    # The journal with structured fields under systemd, plain stderr lines otherwise.
+    setup_logging(level)
     # pyroute2 logs every netlink message at debug; ours are the ones an operator needs.
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
     config = _load(path)

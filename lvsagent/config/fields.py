@@ -211,10 +211,13 @@ class Checker:
         return None if address is None or number is None else (address, number)
 
     def listen(self, key: str, value: object) -> str | None:
-        """``host:port`` with an IP literal (``[::1]:port`` for v6), never a name to resolve."""
+        """``host:port`` with an IP literal (``[::1]:port`` for v6), never a name to resolve.
+
+        The empty string is allowed: it turns the listener off.
+        """
         text = self.string(key, value)
-        if text is None:
-            return None
+        if text is None or text == "":
+            return text
         host, sep, port = text.rpartition(":")
         if host.startswith("[") and host.endswith("]"):
             host = host[1:-1]

@@ -1,20 +1,25 @@
 """The daemon: wiring, signals, reload, and an ordered, bounded shutdown.
 
 Startup order: read every interface the config names (and fail, changing
-nothing, if one is missing), open every socket, then start the IPVS
-reconciler and the VRRP instances.  Signal handlers only post events.
+nothing, if one is missing), open every socket, engage the loop guard (the
+box starts in the BACKUP kernel state: a restart after kill -9 must not
+re-balance what the other box sends it), then start the health checks, the
+IPVS reconciler and the VRRP instances.  READY=1 goes to systemd after the
+first IPVS pass.  Signal handlers only post events.
 SIGHUP re-reads the config: an invalid one is logged and the running one
 kept; a valid one is applied as a difference.
 Shutdown order on SIGTERM/SIGINT: each instance sends priority 0 if it is
-master and removes its addresses; IPVS is left as it is, so connections
-keep their entries; the whole stop is bounded by SHUTDOWN_TIMEOUT so systemd
-never has to SIGKILL us mid-way.
+master, engages the loop guard and removes its addresses; IPVS is left as it
+is, so connections keep their entries, and the box stays a working real
+server (``decommission_on_stop`` undoes the guard instead); the whole stop is
+bounded by SHUTDOWN_TIMEOUT so systemd never has to SIGKILL us mid-way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import signal
 
@@ -22,10 +27,14 @@ from pyroute2 import AsyncIPRoute
 
 from lvsagent.config.loader import ConfigError, load_config
 from lvsagent.config.schema import Config
+from lvsagent.daemon.guard import LoopGuard, guarded_instance
 from lvsagent.daemon.instance import InstanceRunner
+from lvsagent.daemon.observing import Observer
+from lvsagent.health.monitor import HealthMonitor
 from lvsagent.ipvs.desired import desired_table
 from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.kernel import IpvsKernel
+from lvsagent.ipvs.model import Table
 from lvsagent.ipvs.reconciler import IpvsReconciler
 from lvsagent.vrrp import addresses
 
@@ -39,7 +48,11 @@ class Agent:
         self.config = config
         self.runners: list[InstanceRunner] = []
         self.reconciler: IpvsReconciler | None = None
+        self.health: HealthMonitor | None = None
+        self.guard: LoopGuard | None = None
+        self.observer = Observer(config)
         self.stopping = asyncio.Event()
+        self.first_pass = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     # ----- signals (handlers only post) -------------------------------------
@@ -49,6 +62,7 @@ class Agent:
         # advert a few loop turns; the shutdown itself runs in their tasks.
         if not self.stopping.is_set():
             self.stopping.set()
+            self.observer.notifier.stopping()
             for r in self.runners:
                 r.stop()
 
@@ -59,6 +73,13 @@ class Agent:
 
     def reload(self) -> None:
         """Re-read the config file; apply a valid one as a difference, keep the old otherwise."""
+        self.observer.notifier.reloading()
+        try:
+            self._reload()
+        finally:
+            self.observer.notifier.ready()
+
+    def _reload(self) -> None:
         path = self.config.path
         try:
             new = load_config(path)
@@ -78,16 +99,44 @@ class Agent:
                 path,
             )
             new = Config(new.path, new.global_, self.config.vrrp_instances, new.virtual_servers)
+        if new.global_.loop_guard != self.config.global_.loop_guard:
+            log.warning(
+                "reload: loop_guard changed in %s; it takes effect at the next restart", path
+            )
         self.config = new
+        self.observer.config = new
+        if self.health is not None:
+            self.health.set_config(new)
+        if self.guard is not None:
+            asyncio.get_running_loop().create_task(self.guard.reload(new))
         if self.reconciler is not None:
             g = new.global_
             self.reconciler.timeouts = Timeouts(
                 g.ipvs_timeout_tcp, g.ipvs_timeout_tcpfin, g.ipvs_timeout_udp
             )
-            self.reconciler.set_desired(desired_table(new))
+            self.reconciler.set_desired(self._desired())
         elif new.virtual_servers:
             log.warning("reload: virtual servers were added; IPVS starts at the next restart")
-        log.info("reload: %s applied", path)
+        self._health_changed()
+        log.info("reload: %s applied", path, extra={"journal": {"LVSAGENT_EVENT": "reload"}})
+
+    def _desired(self) -> Table:
+        """The config's table with the health verdicts laid over it."""
+        h = self.health
+        if h is None:
+            return desired_table(self.config)
+        return desired_table(self.config, h.weights(), h.removed(), h.sorry())
+
+    def _health_changed(self) -> None:
+        if self.reconciler is not None:
+            self.reconciler.set_desired(self._desired())
+        for r in self.runners:
+            if r.inst.track_real_servers:
+                r.links_changed()
+
+    def _peer_lost(self, address: ipaddress.IPv4Address) -> None:
+        if self.health is not None:
+            self.health.recheck([address])
 
     # ----- run ------------------------------------------------------------------
 
@@ -95,41 +144,69 @@ class Agent:
         """Run until SIGTERM or SIGINT; raise InterfaceError/OSError on a startup failure."""
         loop = asyncio.get_running_loop()
         async with AsyncIPRoute() as ipr:
+            guarded = guarded_instance(self.config)
+            if self.config.virtual_servers:
+                self.health = HealthMonitor(self.config, self._health_changed)
+            server_up = self.health.server_up if self.health is not None else None
             try:
                 for inst in self.config.vrrp_instances:
                     link = await addresses.read_link(ipr, inst.interface)
-                    self.runners.append(InstanceRunner(inst, link, ipr))
+                    hook = None
+                    if guarded is not None and inst.name == guarded.name:
+                        self.guard = LoopGuard(self.config, inst)
+                        hook = self.guard.set
+                    self.runners.append(
+                        InstanceRunner(inst, link, ipr, hook, server_up, self._peer_lost)
+                    )
+                if self.guard is not None:
+                    await self.guard.prepare()
             except BaseException:
                 for r in self.runners:
                     r.close()
                 raise
+            self.observer.runners = self.runners
+            self.observer.health = self.health
+            self.observer.guard = self.guard
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.on_stop_signal)
             loop.add_signal_handler(signal.SIGHUP, self.on_reload_signal)
             links = addresses.LinkEvents()
             loop.add_reader(links.fileno(), self._on_link_event, links)
             ipvs = await self._start_ipvs()
+            await self.observer.start()
             try:
                 await self._supervise()
             finally:
                 loop.remove_reader(links.fileno())
                 links.close()
+                if self.guard is not None:
+                    await self.guard.stop(self.config.global_.decommission_on_stop)
                 if ipvs is not None:
                     ipvs.close()
+                await self.observer.stop()
 
     async def _start_ipvs(self) -> IpvsKernel | None:
+        if self.health is not None:
+            self._tasks.append(asyncio.create_task(self.health.run(), name="health"))
+        if self.guard is not None:
+            self._tasks.append(asyncio.create_task(self.guard.run_checks(), name="loop-guard"))
         if not self.config.virtual_servers:
+            self.first_pass.set()
             return None
         kernel = IpvsKernel()
         g = self.config.global_
         self.reconciler = IpvsReconciler(
             kernel,
-            desired_table(self.config),
+            self._desired(),
             g.foreign_services,
             g.ipvs_resync_interval,
             Timeouts(g.ipvs_timeout_tcp, g.ipvs_timeout_tcpfin, g.ipvs_timeout_udp),
         )
-        self._tasks.append(asyncio.create_task(self.reconciler.run(), name="ipvs"))
+        reconciler = self.reconciler
+        self.observer.known_table = lambda: reconciler.known
+        self._tasks.append(
+            asyncio.create_task(self.reconciler.run(self.first_pass), name="ipvs")
+        )
         return kernel
 
     async def _supervise(self) -> None:
@@ -141,6 +218,7 @@ class Agent:
             len(self.config.virtual_servers),
         )
         stopper = asyncio.create_task(self.stopping.wait())
+        ready = asyncio.create_task(self._ready())
         crashed: BaseException | None = None
         try:
             done, _ = await asyncio.wait(
@@ -162,12 +240,19 @@ class Agent:
                     task.cancel()
         finally:
             stopper.cancel()
+            ready.cancel()
             for task in self._tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if crashed is not None:
             raise crashed
+
+    async def _ready(self) -> None:
+        """READY=1 once the kernel holds the configured IPVS table (or IPVS failed once)."""
+        await self.first_pass.wait()
+        self.observer.publish()
+        self.observer.notifier.ready(self.observer.status_text())
 
     def _on_link_event(self, links: addresses.LinkEvents) -> None:
         links.drain()

@@ -21,6 +21,7 @@ from pyroute2 import AsyncIPRoute
 
 from lvsagent.config.schema import VrrpInstance
 from lvsagent.daemon.clock import DeadlineTimer
+from lvsagent.health.track import combine, evaluate_servers
 from lvsagent.observe.snapshot import InstanceStatus, split_brain
 from lvsagent.vrrp import addresses, track
 from lvsagent.vrrp.fastaddr import AddressFastPath
@@ -84,6 +85,8 @@ _Event = _Rx | _Links | _Reconcile | _Stop
 
 # Engage (True) or release (False) the loop guard, with the transition's reason.
 GuardHook = Callable[[bool, str], Awaitable[None]]
+# Whether a real server passes its health check (None: not checked yet).
+ServerUp = Callable[[ipaddress.IPv4Address, int], bool | None]
 
 
 class InstanceRunner:
@@ -93,9 +96,16 @@ class InstanceRunner:
         link: addresses.LinkInfo,
         ipr: AsyncIPRoute,
         guard: GuardHook | None = None,
+        server_up: ServerUp | None = None,
+        peer_lost: Callable[[ipaddress.IPv4Address], None] | None = None,
     ) -> None:
         self.inst = inst
         self.guard = guard
+        self.server_up = server_up
+        # Called with the old master's address when we take over from it, so the
+        # health checker re-checks that box's real servers now, not at their next
+        # interval (keepalived kept sending to a dead box until its delay_loop).
+        self.peer_lost = peer_lost
         self.link = link
         self.ipr = ipr
         self.tag = f"{inst.name} (vrid {inst.vrid} on {inst.interface})"
@@ -160,6 +170,7 @@ class InstanceRunner:
             self._post(_Rx(adv, ip.src))
 
     def links_changed(self) -> None:
+        """An interface or a tracked real server changed: re-evaluate tracking."""
         self._post(_Links())
 
     def stop(self) -> None:
@@ -261,7 +272,11 @@ class InstanceRunner:
     def _tracking(self) -> track.TrackVerdict:
         names = [self.inst.interface, *(t.name for t in self.inst.track_interfaces)]
         up = {n: addresses.link_is_up(n) for n in names}
-        return track.evaluate(self.inst.interface, self.inst.track_interfaces, up)
+        verdict = track.evaluate(self.inst.interface, self.inst.track_interfaces, up)
+        if self.inst.track_real_servers and self.server_up is not None:
+            servers = evaluate_servers(self.inst.track_real_servers, self.server_up)
+            verdict = combine(verdict, servers)
+        return verdict
 
     async def _apply_tracking(self, now: float) -> None:
         verdict = self._tracking()
@@ -322,6 +337,9 @@ class InstanceRunner:
             elif isinstance(action, SendGratuitousArp):
                 self._send_garp(action.repeat)
         for t in transitions:
+            peer = self.router.peer
+            if t.new == State.MASTER and peer is not None and self.peer_lost is not None:
+                self.peer_lost(peer.address)
             self._master_seen = None
             self.counters.transitions += 1
             self.last_transition_at = time.time()

@@ -66,6 +66,10 @@ def default_concurrency() -> int:
     return max(16, min(MAX_CONCURRENCY, soft // 2))
 
 
+# The first checks of new servers are spread over at most this many seconds.
+FIRST_CHECK_SPREAD = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class ServerHealth:
     """One real server of one service, for status output and metrics."""
@@ -85,6 +89,7 @@ class CheckSample:
     """One finished attempt, for the latency histogram."""
 
     service: str
+    rs: str  # "ip:port", the histogram's label
     ok: bool
     latency: float
 
@@ -178,7 +183,11 @@ class HealthMonitor:
                     continue
                 tracker = None
                 if health.type != "none":
-                    jitter = self._rng.uniform(0.0, health.interval)
+                    # Spread, but within a second: under alpha a server gets no
+                    # traffic until its first check, so a restart must not wait
+                    # a whole delay_loop (30 s in the seed) to serve again.
+                    spread = min(health.interval, FIRST_CHECK_SPREAD)
+                    jitter = self._rng.uniform(0.0, spread)
                     tracker = Tracker(name, _policy(health), now, first_delay=jitter)
                 entries[ident] = entry = _Entry(ident, vs, rs, health, tracker)
                 self._push(entry)
@@ -326,7 +335,8 @@ class HealthMonitor:
     def _record(self, entry: _Entry, result: CheckResult) -> None:
         if not entry.live or entry.tracker is None:
             return  # forgotten by a reload while in flight
-        self._samples.append(CheckSample(entry.vs.label, result.ok, result.latency))
+        rs = f"{entry.rs.address}:{entry.rs.port}"
+        self._samples.append(CheckSample(entry.vs.label, rs, result.ok, result.latency))
         transition = entry.tracker.finish(result, self._clock())
         self._push(entry)
         if transition is not None:

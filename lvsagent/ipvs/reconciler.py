@@ -178,9 +178,18 @@ class IpvsReconciler:
             )
         self._reported = current
 
-    async def run(self) -> None:
-        """Reconcile at start, on every new desired table, and every resync_interval."""
-        ok = await self.reconcile("start")
+    async def run(self, started: asyncio.Event | None = None) -> None:
+        """Reconcile at start, on every new desired table, and every resync_interval.
+
+        ``started`` is set after the first pass, whatever its outcome: the daemon
+        tells systemd it is ready then (a kernel without IPVS is logged and retried,
+        as keepalived does, and must not hold VRRP's readiness back forever).
+        """
+        try:
+            ok = await self.reconcile("start")
+        finally:
+            if started is not None:
+                started.set()
         failures = 0 if ok else 1
         while True:
             # After a failure retry soon, then back off (a kernel without IPVS would

@@ -274,6 +274,10 @@ def agent_config(
     path.write_text(
         f"""[global]
 router_id = "{path.stem}"
+# Several agents share this filesystem: each its own socket and state; no metrics port.
+control_socket = "{path.with_suffix(".sock")}"
+state_dir = "{path.parent}"
+metrics_listen = ""
 
 [[vrrp_instance]]
 name = "VI_1"

@@ -1,0 +1,224 @@
+"""The loop guard as the daemon drives it: one object, called in order from the VRRP task.
+
+The two-box design loops when the backup's IPVS balances again what the master
+already balanced to it.  Which kernel state prevents that depends on the mode
+(see README, "Loop guard"):
+
+- bypass: an nft redirect of each service's traffic to the local real server,
+  in force while BACKUP, FAULT or stopped;
+- fwmark: permanent nft marking of client packets (not the peer's), the IPVS
+  services built on the mark, and the VIP on lo; nothing toggles;
+- backup_only: the sysctl, with the IPVS sync daemons following the state.
+
+``set(engaged)`` is awaited inside the instance's action list (vrrp/machine.py
+puts it before the VIP goes and after it comes), so it is never an
+asynchronous script racing the addresses.  Everything here is reconciled: the
+nft table is compared with the kernel's before anything is sent, the sync
+daemons are read back, and ``check()`` repairs drift on a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from dataclasses import replace
+from typing import Any
+
+from lvsagent.config.schema import Config, VrrpInstance
+from lvsagent.ipvs.genl import SyncState
+from lvsagent.ipvs.kernel import IpvsKernel
+from lvsagent.netfilter import loopback, sysctl
+from lvsagent.netfilter.nft import NftGuard
+from lvsagent.netfilter.ruleset import GuardedService, GuardSpec
+from lvsagent.observe.snapshot import GuardStatus
+
+log = logging.getLogger("lvsagent.guard")
+
+# How often the guard's kernel state is re-read and repaired.
+CHECK_INTERVAL = 5.0
+
+
+def guarded_instance(config: Config) -> VrrpInstance | None:
+    """The VRRP instance whose state the services follow (config/guard.py makes it one)."""
+    if not config.virtual_servers or not config.vrrp_instances:
+        return None
+    name = config.virtual_servers[0].instance or config.vrrp_instances[0].name
+    return config.instance(name)
+
+
+def guard_spec(config: Config, peer_macs: tuple[str, ...] = ()) -> GuardSpec:
+    services = tuple(
+        GuardedService(
+            protocol=vs.protocol,
+            vip=vs.address,
+            port=vs.port,
+            fwmark=vs.fwmark if config.global_.loop_guard == "fwmark" else None,
+        )
+        for vs in config.virtual_servers
+        if vs.address is not None
+    )
+    return GuardSpec(mode=config.global_.loop_guard, services=services, peer_macs=peer_macs)
+
+
+class LoopGuard:
+    def __init__(self, config: Config, inst: VrrpInstance) -> None:
+        g = config.global_
+        self.mode = g.loop_guard
+        self.inst = inst
+        self.state_dir = g.state_dir
+        self.peer_macs: tuple[str, ...] = (g.peer_mac,) if g.peer_mac else ()
+        self.config = config
+        # libnftables stays in the namespace of the thread that made the context: this one.
+        self.nft = NftGuard(guard_spec(config, self.peer_macs))
+        self.vips = _vips(config)
+        self.sync_on = g.ipvs_sync_daemon or g.loop_guard == "backup_only"
+        self.sync_ifname = g.ipvs_sync_interface or inst.interface
+        self.sync_id = g.ipvs_sync_id or inst.vrid
+        self.engaged: bool | None = None
+        self._kernel: IpvsKernel | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def saved_sysctls(self) -> str:
+        return f"{self.state_dir}/sysctl-saved.json"
+
+    # ----- start, transitions, drift ------------------------------------------------
+
+    async def prepare(self) -> None:
+        """Before anything else at start: the box in the BACKUP kernel state.
+
+        A killed agent may have left its VIP and IPVS services with no guard;
+        the restarted one engages the guard before the reconciler or VRRP runs.
+        """
+        # The seed sets the ARP sysctls on the VRRP interface only; the kernel takes
+        # the larger of "all" and the interface's value, so that is enough.
+        desired = sysctl.desired_sysctls(self.mode, [self.inst.interface])
+        sysctl.apply_sysctls(desired, self.saved_sysctls)  # logs each change itself
+        if self.mode == "fwmark":
+            loopback.reconcile_lo_vips(self.vips)
+        await self.set(True, "startup")
+
+    async def set(self, engaged: bool, why: str) -> None:
+        async with self._lock:
+            changed = self.nft.apply(engaged)
+            if self.sync_on:
+                await self._sync_follow(engaged)
+            if changed or engaged != self.engaged:
+                word = "engaged" if engaged else "released"
+                log.info(
+                    "loop guard %s %s (%s)",
+                    self.mode,
+                    word,
+                    why,
+                    extra={
+                        "journal": {
+                            "LVSAGENT_EVENT": "loop_guard",
+                            "LVSAGENT_LOOP_GUARD": self.mode,
+                            "LVSAGENT_INSTANCE": self.inst.name,
+                            "LVSAGENT_BYPASS": "on" if engaged else "off",
+                        }
+                    },
+                )
+            self.engaged = engaged
+
+    async def check(self) -> None:
+        """Re-read and repair (someone ran `nft flush ruleset` or `ipvsadm --stop-daemon`)."""
+        if self.engaged is None:
+            return
+        async with self._lock:
+            try:
+                self.nft.check()
+                if self.sync_on:
+                    await self._sync_follow(self.engaged)
+            except OSError as exc:
+                log.error("loop guard %s: cannot repair: %s; retrying", self.mode, exc)
+
+    async def run_checks(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL)
+            await self.check()
+
+    async def learn_peer_mac(self, mac: str) -> None:
+        """fwmark: the peer's MAC, once known, is excluded from marking."""
+        if mac in self.peer_macs:
+            return
+        async with self._lock:
+            self.peer_macs = (*self.peer_macs, mac)
+            self.nft.reconfigure(guard_spec(self.config, self.peer_macs))
+        log.info("loop guard fwmark: peer MAC %s learned; its packets are not marked", mac)
+
+    async def reload(self, config: Config) -> None:
+        """A reload: new services mean new rules; the mode itself changes only at restart."""
+        async with self._lock:
+            self.config = replace(config, global_=replace(config.global_, loop_guard=self.mode))
+            vips = _vips(self.config)
+            if self.mode == "fwmark" and vips != self.vips:
+                loopback.reconcile_lo_vips(vips, managed=self.vips)
+            self.vips = vips
+            self.nft.reconfigure(guard_spec(self.config, self.peer_macs))
+
+    # ----- the sync daemons (backup_only) -------------------------------------------
+
+    async def _sync_follow(self, engaged: bool) -> None:
+        """Backup daemon only while engaged, master only while not: never both at once."""
+        kernel = self._kernel or IpvsKernel()
+        self._kernel = kernel
+        stop: SyncState = "master" if engaged else "backup"
+        start: SyncState = "backup" if engaged else "master"
+        try:
+            if await kernel.stop_sync_daemon(stop):
+                log.info("loop guard: %s sync daemon stopped", stop)
+            if await kernel.start_sync_daemon(start, self.sync_ifname, self.sync_id):
+                log.info(
+                    "loop guard: %s sync daemon started on %s (syncid %d)",
+                    start,
+                    self.sync_ifname,
+                    self.sync_id,
+                )
+        except OSError as exc:
+            log.error(
+                "loop guard: cannot switch the IPVS sync daemon to %s on %s: %s",
+                start,
+                self.sync_ifname,
+                exc,
+            )
+
+    # ----- stop -------------------------------------------------------------------------
+
+    async def stop(self, decommission: bool) -> None:
+        """Default: leave the engaged state (a working real server).  Decommission: undo all."""
+        if not decommission:
+            return
+        async with self._lock:
+            try:
+                self.nft.remove()
+                if self.mode == "fwmark":
+                    loopback.remove_lo_vips(self.vips)
+                sysctl.restore_sysctls(self.saved_sysctls)
+                if self.sync_on:
+                    kernel = self._kernel or IpvsKernel()
+                    self._kernel = kernel
+                    states: tuple[SyncState, ...] = ("master", "backup")
+                    for state in states:
+                        await kernel.stop_sync_daemon(state)
+            except OSError as exc:
+                log.error("loop guard: decommission incomplete: %s", exc)
+            else:
+                log.info("loop guard: decommissioned: nft table removed, sysctls restored")
+            if self._kernel is not None:
+                self._kernel.close()
+
+    def status(self) -> GuardStatus:
+        detail: dict[str, Any] = {"services": len(self.vips)}
+        if self.mode == "fwmark":
+            detail["peer_macs"] = list(self.peer_macs)
+        if self.sync_on:
+            detail["sync"] = f"{self.sync_ifname} syncid {self.sync_id}"
+        text = ", ".join(f"{k} {v}" for k, v in detail.items())
+        return GuardStatus(mode=self.mode, active=self.engaged, detail=text)
+
+
+
+def _vips(config: Config) -> tuple[ipaddress.IPv4Address, ...]:
+    return tuple(sorted({vs.address for vs in config.virtual_servers if vs.address is not None}))

@@ -1,0 +1,150 @@
+"""What the daemon shows the outside: snapshot, systemd notify, /metrics and the control socket.
+
+One snapshot is built on the event loop (every second and after each
+event that matters) and published by replacing one reference; the
+Prometheus thread and the control socket only ever read a whole one.  None
+of this may stop the agent: a busy metrics port or an unwritable socket
+directory is logged, and VRRP runs on without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from lvsagent.config.schema import Config
+from lvsagent.daemon.guard import LoopGuard
+from lvsagent.daemon.instance import InstanceRunner
+from lvsagent.health.monitor import HealthMonitor
+from lvsagent.ipvs.desired import service_key
+from lvsagent.ipvs.model import DestKey, ServiceKey, Table
+from lvsagent.observe.control import ControlError, ControlServer
+from lvsagent.observe.metrics import Metrics
+from lvsagent.observe.notify import Notifier
+from lvsagent.observe.snapshot import AgentSnapshot, ServerStatus
+
+log = logging.getLogger("lvsagent")
+
+PUBLISH_INTERVAL = 1.0
+
+
+class Observer:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.started_at = time.time()
+        self.snapshot: AgentSnapshot | None = None
+        self.notifier = Notifier()
+        self.metrics = Metrics.with_kernel(lambda: self.snapshot)
+        self.control = ControlServer(config.global_.control_socket, lambda: self.snapshot)
+        self.runners: Sequence[InstanceRunner] = ()
+        self.health: HealthMonitor | None = None
+        self.guard: LoopGuard | None = None
+        self.known_table: Callable[[], Table | None] = lambda: None
+        self._status_text = ""
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        g = self.config.global_
+        try:
+            bound = self.metrics.start(g.metrics_listen)
+            if bound is not None:
+                log.info("metrics on http://%s:%d/metrics", *bound)
+        except OSError as exc:
+            log.error(
+                "cannot serve metrics on %s: %s; running without them (change metrics_listen)",
+                g.metrics_listen,
+                exc,
+            )
+        try:
+            await self.control.start()
+        except (OSError, ControlError) as exc:
+            log.error(
+                "cannot open the control socket %s: %s; `lvsagent status` will not answer",
+                g.control_socket,
+                exc,
+            )
+        self._tasks = [
+            asyncio.create_task(self.notifier.watchdog_task(), name="watchdog"),
+            asyncio.create_task(self._publish_loop(), name="publish"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.control.stop()
+        except OSError as exc:
+            log.warning("control socket: %s", exc)
+        self.metrics.close()
+
+    # ----- the snapshot -----------------------------------------------------------------
+
+    async def _publish_loop(self) -> None:
+        while True:
+            self.publish()
+            await asyncio.sleep(PUBLISH_INTERVAL)
+
+    def publish(self) -> None:
+        now = asyncio.get_running_loop().time()
+        self._feed_latencies()
+        self.snapshot = AgentSnapshot(
+            instances=tuple(r.status(now) for r in self.runners),
+            servers=self._servers(),
+            loop_guard=self.guard.status() if self.guard is not None else None,
+            config_path=self.config.path,
+            started_at=self.started_at,
+            loop_lag=self.notifier.loop_lag,
+        )
+        text = self.status_text()
+        if text != self._status_text:
+            self._status_text = text
+            self.notifier.status(text)
+
+    def status_text(self) -> str:
+        """systemd's STATUS= line: each instance's state, servers up, the loop guard."""
+        snap = self.snapshot
+        if snap is None:
+            return "starting"
+        parts = [f"{i.name} {i.state}" for i in snap.instances]
+        if snap.servers:
+            up = sum(1 for s in snap.servers if s.up)
+            parts.append(f"{up}/{len(snap.servers)} real servers up")
+        if snap.loop_guard is not None:
+            on = {True: "engaged", False: "released", None: "unset"}[snap.loop_guard.active]
+            parts.append(f"loop guard {snap.loop_guard.mode} {on}")
+        return "; ".join(parts)
+
+    def _feed_latencies(self) -> None:
+        if self.health is None:
+            return
+        for sample in self.health.drain_samples():
+            self.metrics.observe_check(sample.service, sample.rs, sample.latency)
+
+    def _servers(self) -> tuple[ServerStatus, ...]:
+        if self.health is None:
+            return ()
+        keys = {vs.label: service_key(vs) for vs in self.config.virtual_servers}
+        weights = _kernel_weights(self.known_table())
+        return tuple(
+            ServerStatus(
+                service=h.service,
+                address=str(h.address),
+                port=h.port,
+                up=h.up,
+                weight_configured=h.weight,
+                reason=h.reason or None,
+                latency=h.latency,
+                transitions=h.transitions,
+                weight_kernel=weights.get((keys.get(h.service), DestKey(h.address, h.port))),
+            )
+            for h in self.health.snapshot()
+        )
+
+
+def _kernel_weights(table: Table | None) -> dict[tuple[ServiceKey | None, DestKey], int]:
+    if table is None:
+        return {}
+    return {(s.key, d.key): d.weight for s in table.services for d in s.dests}

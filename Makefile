@@ -42,10 +42,11 @@ KERNEL_TIMEOUT ?= 900
 uml-kernel:
 	bash tests/kernel/build-uml.sh >/dev/null
 
-# Host: the runner's own tests.  Guest: every other tests/kernel/test_*.py (IPVS, nft, the agents).
+# Host: the runner's own tests, and systemd as PID 1 in a lab of its own (test_systemd boots it).
+# Guest: every other tests/kernel/test_*.py (IPVS, nft, the agents, the two-box topology).
 test-kernel: venv uml-kernel
-	$(PYTEST) tests/kernel/test_uml_runner.py
-	$(PY) -m tests.kernel.uml --timeout $(KERNEL_TIMEOUT) -- $(abspath $(PY)) -m pytest tests/kernel --ignore=tests/kernel/test_uml_runner.py
+	$(PYTEST) tests/kernel/test_uml_runner.py tests/kernel/test_systemd.py
+	$(PY) -m tests.kernel.uml --timeout $(KERNEL_TIMEOUT) -- $(abspath $(PY)) -m pytest tests/kernel --ignore=tests/kernel/test_uml_runner.py --ignore=tests/kernel/test_systemd.py
 
 test: lint test-unit test-netns test-kernel
 

@@ -22,6 +22,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
+from collections.abc import Callable
 
 from pyroute2 import AsyncIPRoute
 
@@ -151,13 +152,12 @@ class Agent:
             try:
                 for inst in self.config.vrrp_instances:
                     link = await addresses.read_link(ipr, inst.interface)
-                    hook = None
+                    runner = InstanceRunner(inst, link, ipr, None, server_up, self._peer_lost)
                     if guarded is not None and inst.name == guarded.name:
                         self.guard = LoopGuard(self.config, inst)
-                        hook = self.guard.set
-                    self.runners.append(
-                        InstanceRunner(inst, link, ipr, hook, server_up, self._peer_lost)
-                    )
+                        runner.guard = self.guard.set
+                        self.guard.peer_address = _peer_of(runner)
+                    self.runners.append(runner)
                 if self.guard is not None:
                     await self.guard.prepare()
             except BaseException:
@@ -258,6 +258,14 @@ class Agent:
         links.drain()
         for r in self.runners:
             r.links_changed()
+
+
+def _peer_of(runner: InstanceRunner) -> Callable[[], ipaddress.IPv4Address | None]:
+    def peer() -> ipaddress.IPv4Address | None:
+        seen = runner.router.peer
+        return seen.address if seen is not None else None
+
+    return peer
 
 
 async def serve(config: Config) -> None:

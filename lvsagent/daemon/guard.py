@@ -22,8 +22,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
+
+from pyroute2 import AsyncIPRoute
 
 from lvsagent.config.schema import Config, VrrpInstance
 from lvsagent.ipvs.genl import SyncState
@@ -37,6 +41,8 @@ log = logging.getLogger("lvsagent.guard")
 
 # How often the guard's kernel state is re-read and repaired.
 CHECK_INTERVAL = 5.0
+# Neighbour states with a usable link-layer address: REACHABLE, STALE, DELAY, PROBE, PERMANENT.
+_NUD_VALID = 0x02 | 0x04 | 0x08 | 0x10 | 0x80
 
 
 def guarded_instance(config: Config) -> VrrpInstance | None:
@@ -76,6 +82,8 @@ class LoopGuard:
         self.sync_ifname = g.ipvs_sync_interface or inst.interface
         self.sync_id = g.ipvs_sync_id or inst.vrid
         self.engaged: bool | None = None
+        # The VRRP peer's address as last heard (set by the daemon), for learning its MAC.
+        self.peer_address: Callable[[], ipaddress.IPv4Address | None] = lambda: None
         self._kernel: IpvsKernel | None = None
         self._lock = asyncio.Lock()
 
@@ -136,8 +144,33 @@ class LoopGuard:
 
     async def run_checks(self) -> None:
         while True:
-            await asyncio.sleep(CHECK_INTERVAL)
+            await asyncio.sleep(CHECK_INTERVAL if self.peer_macs or self.mode != "fwmark" else 1.0)
             await self.check()
+            if self.mode == "fwmark" and not self.peer_macs:
+                await self._learn_peer_mac()
+
+    async def _learn_peer_mac(self) -> None:
+        """The peer's MAC from the neighbour table, once the peer has been heard.
+
+        Multicast adverts create no neighbour entry, but the health checks of the
+        peer's real server (the same address) do.  Until it is known nothing is
+        marked: every packet is served locally, which cannot loop.
+        """
+        peer = self.peer_address()
+        if peer is None:
+            return
+        try:
+            async with AsyncIPRoute() as ipr:
+                found = [
+                    msg.get("NDA_LLADDR")
+                    async for msg in await ipr.neigh("dump", family=socket.AF_INET)
+                    if msg.get("NDA_DST") == str(peer) and msg["state"] & _NUD_VALID
+                ]
+        except OSError as exc:
+            log.warning("loop guard fwmark: cannot read the neighbour table: %s", exc)
+            return
+        if found and found[0]:
+            await self.learn_peer_mac(str(found[0]).lower())
 
     async def learn_peer_mac(self, mac: str) -> None:
         """fwmark: the peer's MAC, once known, is excluded from marking."""

@@ -97,17 +97,22 @@ def ns_socket(ns: Netns) -> socket.socket:
 
 
 class LineServer:
-    """Listens on VIP:80 in a real server's namespace; answers every line with its name."""
+    """Listens on port 80 in a real server's namespace; answers every line with its name.
+
+    Bound to every address: DR traffic arrives for the VIP (on lo), health checks
+    for the server's own address.
+    """
 
     def __init__(self, ns: Netns, name: str) -> None:
         self.name = name
+        self.ns = ns
         self.accepted = 0
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._listener = ns_socket(ns)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((VIP, PORT))
+        self._listener.bind(("0.0.0.0", PORT))
         self._listener.listen(64)  # ready from here: no wait needed before the first connect
         self._acceptor = threading.Thread(target=self._accept, name=f"{name}-accept")
         self._acceptor.start()
@@ -184,7 +189,9 @@ def ask_new(client: Netns, count: int) -> Counter[str]:
 # ----- the daemon ----------------------------------------------------------------------------
 
 
-def write_config(path: Path, weights: dict[str, int], resync: float = 30.0) -> Path:
+def write_config(
+    path: Path, weights: dict[str, int], resync: float = 30.0, health: str = 'type = "none"\n'
+) -> Path:
     """The director's config: one VRRP instance owning the VIP, one DR rr service."""
     reals = "".join(
         f"""
@@ -217,8 +224,7 @@ scheduler = "rr"
 forwarding = "dr"
 
 [virtual_server.health]
-type = "none"
-{reals}"""
+{health}{reals}"""
     )
     return path
 

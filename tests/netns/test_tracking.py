@@ -1,0 +1,73 @@
+"""A box whose own real server is dead hands the VIP over (track_real_servers), for real.
+
+Two `lvsagent run` processes on a veth pair; box A tracks its own web server, which
+is a real server of the virtual service, so the health checker decides A's fate:
+weight 0 means FAULT while it is down (A's VIP goes to B), and A takes the VIP back
+once its server passes again.  The host kernel has no IPVS: the reconciler's errors
+are expected and beside the point here; VRRP, the checks and tracking are all real.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.netns.conftest import Pair
+from tests.netns.lab import agent_config
+
+VIP = "10.99.0.100"
+SERVICE = f"""
+[[virtual_server]]
+address = "{VIP}"
+port = 80
+[virtual_server.health]
+type = "tcp"
+interval = 0.5
+[virtual_server.health.tcp]
+connect_timeout = 0.5
+[[virtual_server.real_server]]
+address = "10.99.0.1"
+port = 8080
+[[virtual_server.real_server]]
+address = "10.99.0.2"
+port = 8080
+"""
+
+
+def web(pair: Pair) -> subprocess.Popen[str]:
+    """A's real server: a listener on its own address (stopped by the test, by PID)."""
+    return pair.a.popen(
+        [sys.executable, "-m", "http.server", "8080", "--bind", "10.99.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_dead_own_real_server_puts_the_box_in_fault_and_hands_the_vip_over(pair: Pair) -> None:
+    track = f'track_real_servers = ["10.99.0.1:8080"]\n{SERVICE}'
+    ca = agent_config(pair.tmp / "a.toml", interface="eth0", priority=100, extra=track)
+    cb = agent_config(pair.tmp / "b.toml", interface="eth0", priority=50, extra=SERVICE)
+    server = web(pair)
+    try:
+        da, db = pair.settled_pair(ca, cb)
+        assert pair.a.has_address("eth0", VIP)
+
+        mark_a, mark_b = da.mark(), db.mark()
+        server.kill()
+        server.wait()
+        da.wait_for(r"RS 10\.99\.0\.1:8080 of \S+ DOWN", 10, after=mark_a)
+        line = da.wait_for(r"\): MASTER -> FAULT \(", 5, after=mark_a)
+        assert "10.99.0.1:8080" in line, line
+        db.wait_for(r"BACKUP -> MASTER", 5, after=mark_b)
+        pair.b.wait_address("eth0", VIP, present=True, timeout=2)
+        assert not pair.a.has_address("eth0", VIP)
+
+        mark_a = da.mark()
+        server = web(pair)
+        da.wait_for(r"RS 10\.99\.0\.1:8080 of \S+ UP", 10, after=mark_a)
+        da.wait_for(r"\): FAULT -> BACKUP \(", 5, after=mark_a)
+        da.wait_for(r"BACKUP -> MASTER", 10, after=mark_a)  # preempts: priority 100 > 50
+        pair.a.wait_address("eth0", VIP, present=True, timeout=2)
+    finally:
+        server.kill()
+        server.wait()

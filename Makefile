@@ -45,7 +45,7 @@ uml-kernel:
 # Host: the runner's own tests, and systemd as PID 1 in a lab of its own (test_systemd boots it).
 # Guest: every other tests/kernel/test_*.py (IPVS, nft, the agents, the two-box topology).
 test-kernel: venv uml-kernel
-	$(PYTEST) tests/kernel/test_uml_runner.py tests/kernel/test_systemd.py
+	$(PYTEST) tests/kernel/test_uml_runner.py tests/kernel/test_systemd.py::test_lvsagent_under_systemd_pid1
 	$(PY) -m tests.kernel.uml --timeout $(KERNEL_TIMEOUT) -- $(abspath $(PY)) -m pytest tests/kernel --ignore=tests/kernel/test_uml_runner.py --ignore=tests/kernel/test_systemd.py
 
 test: lint test-unit test-netns test-kernel

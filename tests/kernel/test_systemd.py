@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.kernel import uml
 from tests.kernel.systemd_boot import inside_systemd_lab, run_under_systemd
@@ -318,6 +319,10 @@ def test_inside_status_and_metrics_answer(installed: None) -> None:
     with urllib.request.urlopen("http://127.0.0.1:9650/metrics", timeout=WAIT) as reply:
         text = reply.read().decode()
     assert 'lvsagent_vrrp_state{instance="VI_1",state="MASTER"} 1.0' in text
+    # What Prometheus would read: every family parses, and the state has one series per state.
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    states = {s.labels["state"]: s.value for s in families["lvsagent_vrrp_state"].samples}
+    assert states == {"INIT": 0.0, "BACKUP": 0.0, "MASTER": 1.0, "FAULT": 0.0}, states
     # IPVS read from the kernel at scrape time, inside the service's sandbox.
     assert 'lvsagent_ipvs_service_connections_total{service="10.77.0.100:80/tcp"}' in text
 

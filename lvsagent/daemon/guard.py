@@ -41,6 +41,10 @@ log = logging.getLogger("lvsagent.guard")
 
 # How often the guard's kernel state is re-read and repaired.
 CHECK_INTERVAL = 5.0
+# Modes in which the backup accepts the master's forwards (direct routing, destination
+# the VIP) as local traffic only with the VIP on lo: fwmark (the peer's packets are not
+# marked and miss IPVS) and backup_only (IPVS ignores everything on the backup).
+LO_VIP_MODES = ("fwmark", "backup_only")
 # Neighbour states with a usable link-layer address: REACHABLE, STALE, DELAY, PROBE, PERMANENT.
 _NUD_VALID = 0x02 | 0x04 | 0x08 | 0x10 | 0x80
 
@@ -75,6 +79,15 @@ class LoopGuard:
         self.state_dir = g.state_dir
         self.peer_macs: tuple[str, ...] = (g.peer_mac,) if g.peer_mac else ()
         self.config = config
+        if self.mode == "bypass":
+            for vs in config.virtual_servers:
+                if vs.address is None:
+                    log.warning(
+                        "loop guard bypass: %s has no address:port to redirect, so the "
+                        "bypass does not cover it; if this box is also its real server, "
+                        'that traffic can loop: use loop_guard = "fwmark" or "backup_only"',
+                        vs.label,
+                    )
         # libnftables stays in the namespace of the thread that made the context: this one.
         self.nft = NftGuard(guard_spec(config, self.peer_macs))
         self.vips = _vips(config)
@@ -103,7 +116,7 @@ class LoopGuard:
         # the larger of "all" and the interface's value, so that is enough.
         desired = sysctl.desired_sysctls(self.mode, [self.inst.interface])
         sysctl.apply_sysctls(desired, self.saved_sysctls)  # logs each change itself
-        if self.mode == "fwmark":
+        if self.mode in LO_VIP_MODES:
             loopback.reconcile_lo_vips(self.vips)
         await self.set(True, "startup")
 
@@ -186,7 +199,7 @@ class LoopGuard:
         async with self._lock:
             self.config = replace(config, global_=replace(config.global_, loop_guard=self.mode))
             vips = _vips(self.config)
-            if self.mode == "fwmark" and vips != self.vips:
+            if self.mode in LO_VIP_MODES and vips != self.vips:
                 loopback.reconcile_lo_vips(vips, managed=self.vips)
             self.vips = vips
             self.nft.reconfigure(guard_spec(self.config, self.peer_macs))
@@ -226,7 +239,7 @@ class LoopGuard:
         async with self._lock:
             try:
                 self.nft.remove()
-                if self.mode == "fwmark":
+                if self.mode in LO_VIP_MODES:
                     loopback.remove_lo_vips(self.vips)
                 sysctl.restore_sysctls(self.saved_sysctls)
                 if self.sync_on:

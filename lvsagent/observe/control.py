@@ -222,7 +222,9 @@ def format_status(snap: AgentSnapshot, now: float) -> str:
     if guard is None:
         lines.append("Loop guard: not reported")
     else:
-        state = {True: "active", False: "NOT ACTIVE", None: "unknown"}[guard.active]
+        # Released is the normal state of a master; engaged that of a backup.
+        words = {True: "engaged (BACKUP state)", False: "released (MASTER state)", None: "unknown"}
+        state = words[guard.active]
         detail = f" ({guard.detail})" if guard.detail else ""
         lines.append(f"Loop guard: {guard.mode}, {state}{detail}")
     return "\n".join(lines)

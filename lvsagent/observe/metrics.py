@@ -108,10 +108,10 @@ class AgentCollector:
             yield guard
 
     def _instances(self, snap: AgentSnapshot) -> Iterator[Metric]:
-        i = ["instance"]
+        i = ["vrrp_instance"]
         info = _gauge(
             "lvsagent_vrrp_instance_info", "VRRP instances, by VRID and interface.",
-            ["instance", "vrid", "interface"],
+            ["vrrp_instance", "vrid", "interface"],
         )  # fmt: skip
         state = _gauge("lvsagent_vrrp_state", "1 for the instance's current state.", [*i, "state"])
         prio = _gauge("lvsagent_vrrp_priority", "Configured priority.", i)

@@ -318,7 +318,7 @@ def test_inside_status_and_metrics_answer(installed: None) -> None:
     assert "VI_1  vrid 51 on lab0: MASTER, priority 100" in human
     with urllib.request.urlopen("http://127.0.0.1:9650/metrics", timeout=WAIT) as reply:
         text = reply.read().decode()
-    assert 'lvsagent_vrrp_state{instance="VI_1",state="MASTER"} 1.0' in text
+    assert 'lvsagent_vrrp_state{state="MASTER",vrrp_instance="VI_1"} 1.0' in text
     # What Prometheus would read: every family parses, and the state has one series per state.
     families = {f.name: f for f in text_string_to_metric_families(text)}
     states = {s.labels["state"]: s.value for s in families["lvsagent_vrrp_state"].samples}

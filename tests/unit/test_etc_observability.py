@@ -27,9 +27,8 @@ ETC = Path(__file__).resolve().parents[2] / "etc"
 DASHBOARD = ETC / "grafana-lvsagent.json"
 RULES = ETC / "prometheus-lvsagent-rules.yml"
 
-# Added by Prometheus at scrape time; with honor_labels: false the exporter's own
-# `instance` (the VRRP instance) is renamed `exported_instance`.
-TARGET_LABELS = frozenset({"job", "instance", "exported_instance"})
+# Added by Prometheus at scrape time (the box).
+TARGET_LABELS = frozenset({"job", "instance"})
 
 SNAP = AgentSnapshot(
     instances=(

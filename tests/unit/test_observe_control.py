@@ -182,7 +182,7 @@ def test_the_human_report() -> None:
     )
     assert "    10.99.0.3:0  unchecked  weight 1, not in IPVS" in lines
     assert lines[-1] == (
-        "Loop guard: bypass, active (redirecting 10.99.0.100:80/tcp to the local server)"
+        "Loop guard: bypass, engaged (BACKUP state) (redirecting 10.99.0.100:80/tcp to the local server)"
     )
 
 
@@ -199,7 +199,7 @@ def test_cli_status_prints_the_report(daemon: Daemon, capsys: pytest.CaptureFixt
     assert cli.main(["status", "--socket", daemon.path]) == cli.EX_OK
     out = capsys.readouterr().out
     assert "VI_1  vrid 51 on eth0: BACKUP, priority 100 (effective 80)" in out
-    assert "Loop guard: bypass, active" in out
+    assert "Loop guard: bypass, engaged (BACKUP state)" in out
 
 
 def test_cli_status_json(daemon: Daemon, capsys: pytest.CaptureFixture[str]) -> None:

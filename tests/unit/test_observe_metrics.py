@@ -89,33 +89,33 @@ def scraper(published: list[AgentSnapshot | None]) -> Iterator[Scraper]:
 
 def test_instance_series(scraper: Scraper) -> None:
     got = scraper.samples()
-    assert got[key("lvsagent_vrrp_state", instance="VI_1", state="MASTER")] == 1
+    assert got[key("lvsagent_vrrp_state", vrrp_instance="VI_1", state="MASTER")] == 1
     for other in ("INIT", "BACKUP", "FAULT"):
-        assert got[key("lvsagent_vrrp_state", instance="VI_1", state=other)] == 0
-    assert got[key("lvsagent_vrrp_state", instance="VI_2", state="BACKUP")] == 1
-    assert got[key("lvsagent_vrrp_instance_info", instance="VI_2", vrid="52", interface="eth1")]
-    assert got[key("lvsagent_vrrp_priority", instance="VI_1")] == 100
-    assert got[key("lvsagent_vrrp_effective_priority", instance="VI_1")] == 90
-    assert got[key("lvsagent_vrrp_transitions_total", instance="VI_1")] == 2
-    assert got[key("lvsagent_vrrp_adverts_sent_total", instance="VI_1")] == 40
-    assert got[key("lvsagent_vrrp_adverts_received_total", instance="VI_1")] == 3
-    assert got[key("lvsagent_vrrp_priority_zero_sent_total", instance="VI_1")] == 1
-    assert got[key("lvsagent_vrrp_split_brain", instance="VI_1")] == 1
-    assert got[key("lvsagent_vrrp_split_brain", instance="VI_2")] == 0
-    assert got[key("lvsagent_vrrp_last_transition_timestamp_seconds", instance="VI_1")] == (
+        assert got[key("lvsagent_vrrp_state", vrrp_instance="VI_1", state=other)] == 0
+    assert got[key("lvsagent_vrrp_state", vrrp_instance="VI_2", state="BACKUP")] == 1
+    assert got[key("lvsagent_vrrp_instance_info", vrrp_instance="VI_2", vrid="52", interface="eth1")]
+    assert got[key("lvsagent_vrrp_priority", vrrp_instance="VI_1")] == 100
+    assert got[key("lvsagent_vrrp_effective_priority", vrrp_instance="VI_1")] == 90
+    assert got[key("lvsagent_vrrp_transitions_total", vrrp_instance="VI_1")] == 2
+    assert got[key("lvsagent_vrrp_adverts_sent_total", vrrp_instance="VI_1")] == 40
+    assert got[key("lvsagent_vrrp_adverts_received_total", vrrp_instance="VI_1")] == 3
+    assert got[key("lvsagent_vrrp_priority_zero_sent_total", vrrp_instance="VI_1")] == 1
+    assert got[key("lvsagent_vrrp_split_brain", vrrp_instance="VI_1")] == 1
+    assert got[key("lvsagent_vrrp_split_brain", vrrp_instance="VI_2")] == 0
+    assert got[key("lvsagent_vrrp_last_transition_timestamp_seconds", vrrp_instance="VI_1")] == (
         1_700_000_000.0
     )
-    assert key("lvsagent_vrrp_last_transition_timestamp_seconds", instance="VI_2") not in got
+    assert key("lvsagent_vrrp_last_transition_timestamp_seconds", vrrp_instance="VI_2") not in got
 
 
 def test_discards_by_keepalived_name_every_reason_present(scraper: Scraper) -> None:
     got = scraper.samples()
     for reason in Reason:
-        value = got[key("lvsagent_vrrp_rx_discarded_total", instance="VI_2", reason=reason.value)]
+        value = got[key("lvsagent_vrrp_rx_discarded_total", vrrp_instance="VI_2", reason=reason.value)]
         assert value == 0
-    assert got[key("lvsagent_vrrp_rx_discarded_total", instance="VI_1", reason="ip_ttl_err")] == 3
+    assert got[key("lvsagent_vrrp_rx_discarded_total", vrrp_instance="VI_1", reason="ip_ttl_err")] == 3
     # A reason this build does not know still shows.
-    assert got[key("lvsagent_vrrp_rx_discarded_total", instance="VI_1", reason="something_new")]
+    assert got[key("lvsagent_vrrp_rx_discarded_total", vrrp_instance="VI_1", reason="something_new")]
 
 
 def test_real_server_series_and_latency_histogram(scraper: Scraper) -> None:
@@ -173,7 +173,7 @@ def test_ipvs_series_from_the_kernel_reader(scraper: Scraper) -> None:
 def test_each_scrape_reads_the_latest_snapshot(
     scraper: Scraper, published: list[AgentSnapshot | None]
 ) -> None:
-    assert scraper.samples()[key("lvsagent_vrrp_state", instance="VI_1", state="MASTER")] == 1
+    assert scraper.samples()[key("lvsagent_vrrp_state", vrrp_instance="VI_1", state="MASTER")] == 1
     inst = SNAP.instances[0]
     published[0] = AgentSnapshot(
         instances=(
@@ -181,9 +181,9 @@ def test_each_scrape_reads_the_latest_snapshot(
         ),
     )  # fmt: skip
     got = scraper.samples()
-    assert got[key("lvsagent_vrrp_state", instance="VI_1", state="MASTER")] == 0
-    assert got[key("lvsagent_vrrp_state", instance="VI_1", state="FAULT")] == 1
-    assert key("lvsagent_vrrp_state", instance="VI_2", state="BACKUP") not in got
+    assert got[key("lvsagent_vrrp_state", vrrp_instance="VI_1", state="MASTER")] == 0
+    assert got[key("lvsagent_vrrp_state", vrrp_instance="VI_1", state="FAULT")] == 1
+    assert key("lvsagent_vrrp_state", vrrp_instance="VI_2", state="BACKUP") not in got
 
 
 def test_before_the_first_snapshot_only_ipvs_is_served(
@@ -217,7 +217,7 @@ def test_a_failing_ipvs_read_is_logged_once_and_spares_the_rest(
         s = Scraper(metrics)
         with caplog.at_level(logging.WARNING, logger="lvsagent.metrics"):
             for _ in range(3):
-                assert key("lvsagent_vrrp_priority", instance="VI_1") in s.samples()
+                assert key("lvsagent_vrrp_priority", vrrp_instance="VI_1") in s.samples()
     finally:
         metrics.close()
     assert len([r for r in caplog.records if "IPVS statistics" in r.message]) == 1
@@ -225,7 +225,7 @@ def test_a_failing_ipvs_read_is_logged_once_and_spares_the_rest(
 
 def test_render_matches_what_is_served(scraper: Scraper) -> None:
     text = scraper.metrics.render().decode()
-    assert 'lvsagent_vrrp_state{instance="VI_1",state="MASTER"} 1.0' in text
+    assert 'lvsagent_vrrp_state{state="MASTER",vrrp_instance="VI_1"} 1.0' in text
 
 
 @pytest.mark.parametrize(

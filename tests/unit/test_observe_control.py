@@ -182,7 +182,8 @@ def test_the_human_report() -> None:
     )
     assert "    10.99.0.3:0  unchecked  weight 1, not in IPVS" in lines
     assert lines[-1] == (
-        "Loop guard: bypass, engaged (BACKUP state) (redirecting 10.99.0.100:80/tcp to the local server)"
+        "Loop guard: bypass, engaged (BACKUP state) "
+        "(redirecting 10.99.0.100:80/tcp to the local server)"
     )
 
 

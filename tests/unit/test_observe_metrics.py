@@ -93,7 +93,9 @@ def test_instance_series(scraper: Scraper) -> None:
     for other in ("INIT", "BACKUP", "FAULT"):
         assert got[key("lvsagent_vrrp_state", vrrp_instance="VI_1", state=other)] == 0
     assert got[key("lvsagent_vrrp_state", vrrp_instance="VI_2", state="BACKUP")] == 1
-    assert got[key("lvsagent_vrrp_instance_info", vrrp_instance="VI_2", vrid="52", interface="eth1")]
+    assert got[
+        key("lvsagent_vrrp_instance_info", vrrp_instance="VI_2", vrid="52", interface="eth1")
+    ]
     assert got[key("lvsagent_vrrp_priority", vrrp_instance="VI_1")] == 100
     assert got[key("lvsagent_vrrp_effective_priority", vrrp_instance="VI_1")] == 90
     assert got[key("lvsagent_vrrp_transitions_total", vrrp_instance="VI_1")] == 2
@@ -111,11 +113,17 @@ def test_instance_series(scraper: Scraper) -> None:
 def test_discards_by_keepalived_name_every_reason_present(scraper: Scraper) -> None:
     got = scraper.samples()
     for reason in Reason:
-        value = got[key("lvsagent_vrrp_rx_discarded_total", vrrp_instance="VI_2", reason=reason.value)]
+        value = got[
+            key("lvsagent_vrrp_rx_discarded_total", vrrp_instance="VI_2", reason=reason.value)
+        ]
         assert value == 0
-    assert got[key("lvsagent_vrrp_rx_discarded_total", vrrp_instance="VI_1", reason="ip_ttl_err")] == 3
+    assert (
+        got[key("lvsagent_vrrp_rx_discarded_total", vrrp_instance="VI_1", reason="ip_ttl_err")] == 3
+    )
     # A reason this build does not know still shows.
-    assert got[key("lvsagent_vrrp_rx_discarded_total", vrrp_instance="VI_1", reason="something_new")]
+    assert got[
+        key("lvsagent_vrrp_rx_discarded_total", vrrp_instance="VI_1", reason="something_new")
+    ]
 
 
 def test_real_server_series_and_latency_histogram(scraper: Scraper) -> None:

@@ -36,6 +36,7 @@ from lvsagent.ipvs.desired import desired_table
 from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.model import Table
+from lvsagent.ipvs.plan import DelService
 from lvsagent.ipvs.reconciler import IpvsReconciler
 from lvsagent.vrrp import addresses
 
@@ -179,9 +180,12 @@ class Agent:
             finally:
                 loop.remove_reader(links.fileno())
                 links.close()
+                decommission = self.config.global_.decommission_on_stop
                 if self.guard is not None:
-                    await self.guard.stop(self.config.global_.decommission_on_stop)
+                    await self.guard.stop(decommission)
                 if ipvs is not None:
+                    if decommission:
+                        await self._remove_services(ipvs)
                     ipvs.close()
                 await self.observer.stop()
 
@@ -247,6 +251,19 @@ class Agent:
                     await task
         if crashed is not None:
             raise crashed
+
+    async def _remove_services(self, kernel: IpvsKernel) -> None:
+        """Decommission: the services this config owns go, with their connections."""
+        ops = [DelService(service.key) for service in desired_table(self.config).services]
+        try:
+            results = await kernel.apply_many(ops)
+        except OSError as exc:
+            log.error("decommission: cannot remove the IPVS services: %s", exc)
+            return
+        failed = [r for r in results if isinstance(r, OSError)]
+        for error in failed:
+            log.error("decommission: %s", error)
+        log.info("decommission: %d IPVS service(s) removed", len(ops) - len(failed))
 
     async def _ready(self) -> None:
         """READY=1 once the kernel holds the configured IPVS table (or IPVS failed once)."""

@@ -181,7 +181,8 @@ class Global:
     # table once the peer has been heard.
     peer_mac: str | None = None
     # On SIGTERM the box stays a working real server (bypass in place, sysctls
-    # kept).  True removes lvsagent's nft table and restores the sysctls it changed.
+    # kept, IPVS kept).  True removes lvsagent's nft table, restores the sysctls it
+    # changed and removes the IPVS services the config owns.
     decommission_on_stop: bool = False
     # Where lvsagent keeps what it must be able to undo (original sysctl values).
     state_dir: str = "/run/lvsagent"

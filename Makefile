@@ -53,7 +53,7 @@ test: lint test-unit test-netns test-kernel
 bench: venv uml-kernel
 	$(PY) -m tests.bench.run
 
-demo: venv
+demo: venv uml-kernel
 	$(PY) -m tests.demo
 
 clean:

@@ -176,9 +176,10 @@ class Global:
     ipvs_timeout_tcp: int = 0
     ipvs_timeout_tcpfin: int = 0
     ipvs_timeout_udp: int = 0
-    # fwmark loop guard: the other box's MAC on the VRRP link, whose packets are
-    # not marked (they were balanced already).  None: learned from the neighbour
-    # table once the peer has been heard.
+    # The other box's MAC on the VRRP link: its packets were balanced already.
+    # fwmark does not mark them; bypass serves them locally even in MASTER (so a
+    # box whose agent was killed cannot balance them again).  None: learned from
+    # the neighbour table once the peer has been heard.
     peer_mac: str | None = None
     # On SIGTERM the box stays a working real server (bypass in place, sysctls
     # kept, IPVS kept).  True removes lvsagent's nft table, restores the sysctls it

@@ -157,17 +157,19 @@ class LoopGuard:
 
     async def run_checks(self) -> None:
         while True:
-            await asyncio.sleep(CHECK_INTERVAL if self.peer_macs or self.mode != "fwmark" else 1.0)
+            learning = self.mode != "backup_only" and not self.peer_macs
+            await asyncio.sleep(1.0 if learning else CHECK_INTERVAL)
             await self.check()
-            if self.mode == "fwmark" and not self.peer_macs:
+            if learning:
                 await self._learn_peer_mac()
 
     async def _learn_peer_mac(self) -> None:
         """The peer's MAC from the neighbour table, once the peer has been heard.
 
         Multicast adverts create no neighbour entry, but the health checks of the
-        peer's real server (the same address) do.  Until it is known nothing is
-        marked: every packet is served locally, which cannot loop.
+        peer's real server (the same address) do.  Until it is known, fwmark marks
+        nothing (every packet is served locally, which cannot loop) and bypass has
+        only its role-driven rules.
         """
         peer = self.peer_address()
         if peer is None:
@@ -186,13 +188,13 @@ class LoopGuard:
             await self.learn_peer_mac(str(found[0]).lower())
 
     async def learn_peer_mac(self, mac: str) -> None:
-        """fwmark: the peer's MAC, once known, is excluded from marking."""
+        """The peer's MAC: fwmark does not mark its packets, bypass always serves them locally."""
         if mac in self.peer_macs:
             return
         async with self._lock:
             self.peer_macs = (*self.peer_macs, mac)
             self.nft.reconfigure(guard_spec(self.config, self.peer_macs))
-        log.info("loop guard fwmark: peer MAC %s learned; its packets are not marked", mac)
+        log.info("loop guard %s: peer MAC %s learned", self.mode, mac)
 
     async def reload(self, config: Config) -> None:
         """A reload: new services mean new rules; the mode itself changes only at restart."""
@@ -257,7 +259,7 @@ class LoopGuard:
 
     def status(self) -> GuardStatus:
         detail: dict[str, Any] = {"services": len(self.vips)}
-        if self.mode == "fwmark":
+        if self.mode != "backup_only":
             detail["peer_macs"] = list(self.peer_macs)
         if self.sync_on:
             detail["sync"] = f"{self.sync_ifname} syncid {self.sync_id}"

@@ -269,6 +269,8 @@ class NftGuard:
                    "local real server, not to IPVS)")  # fmt: skip
         elif spec.mode == "bypass":
             msg = f"bypass off (MASTER: IPVS balances {services})"
+            if spec.peer_macs:
+                msg += f"; what {', '.join(spec.peer_macs)} (the peer) sends is served locally"
         elif spec.mode == "fwmark" and not spec.peer_macs:
             log.warning(
                 "table %s: fwmark guard has no peer MAC: nothing is marked, so this box serves "

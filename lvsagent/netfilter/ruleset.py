@@ -162,6 +162,27 @@ def bypass_rule(svc: GuardedService) -> Rule:
     )
 
 
+def _from_peer(peer_macs: tuple[str, ...]) -> Json:
+    macs: object = peer_macs[0] if len(peer_macs) == 1 else {"set": list(peer_macs)}
+    return _match({"payload": {"protocol": "ether", "field": "saddr"}}, macs)
+
+
+def peer_bypass_rule(svc: GuardedService, peer_macs: tuple[str, ...]) -> Rule:
+    """What the peer director sends for ``svc`` is never balanced again, whatever our role.
+
+    In MASTER this is the only bypass rule.  It matters when our agent is gone:
+    kill -9 leaves the VIP and the IPVS table, the other box takes over and
+    balances to us, and without this rule our kernel would balance that again
+    (the loop that kept a quarter of all requests failing in the seed's setup).
+    The rule is kernel state, so it holds with no agent running.
+    """
+    return Rule(
+        BYPASS_CHAIN,
+        f"bypass {svc.label} from the peer",
+        (*_service_match(svc), _from_peer(peer_macs), {"counter": None}, {"redirect": None}),
+    )
+
+
 def fwmark_rule(svc: GuardedService, peer_macs: tuple[str, ...]) -> Rule:
     """Mark ``svc``'s packets unless the peer director sent them (then they are its forwards)."""
     assert svc.fwmark is not None  # GuardSpec validation guarantees it in fwmark mode
@@ -181,6 +202,9 @@ def fwmark_rule(svc: GuardedService, peer_macs: tuple[str, ...]) -> Rule:
 def desired_table(spec: GuardSpec, active: bool) -> TableState:
     """The table for ``spec``; ``active`` (BACKUP/FAULT) only matters in bypass mode.
 
+    Bypass: active redirects every service's traffic; inactive (MASTER) only
+    what the peer director sent, once its MAC is known (see peer_bypass_rule).
+
     With no peer MAC known in fwmark mode the chain stays empty: marking
     everything would let both boxes balance (the loop), marking nothing only
     costs the spread until the MAC is configured or learned.
@@ -192,6 +216,8 @@ def desired_table(spec: GuardSpec, active: bool) -> TableState:
         chains.append(BYPASS)
         if active:
             rules.extend(bypass_rule(s) for s in services)
+        elif spec.peer_macs:
+            rules.extend(peer_bypass_rule(s, spec.peer_macs) for s in services)
     elif spec.mode == "fwmark":
         chains.append(FWMARK)
         if spec.peer_macs:

@@ -314,3 +314,32 @@ def test_sysctls_round_trip_in_a_namespace(lab: tuple[Netns, Netns], tmp_path: P
             w.call(apply_sysctls, desired_sysctls("backup_only", ["eth0"]), saved)
         assert read(box, "net.ipv4.ip_forward") == "0"
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == host_forward
+
+
+def test_released_bypass_still_serves_the_peers_forwards_locally(tmp_path: Path) -> None:
+    """MASTER with the peer's MAC known: a client's packets reach IPVS (no redirect), the
+    peer's are served here.  This rule is what keeps a box whose agent was killed from
+    balancing again what the new master balanced to it."""
+    with namespaces("client", "peer", "box") as (client, peer, box):
+        veth(client, "eth0", "10.98.0.1/24", box, "eth0", "10.98.0.2/24")
+        veth(peer, "eth0", "10.98.2.1/24", box, "eth1", "10.98.2.2/24")
+        client.run("ip", "route", "add", f"{VIP}/32", "via", "10.98.0.2")
+        peer.run("ip", "route", "add", f"{VIP}/32", "via", "10.98.2.2")
+        spec = GuardSpec("bypass", (WEB,), (mac_of(peer, "eth0"),))
+        with inside(client, peer, box) as (wc, wp, wb):
+            guard = wb.call(NftGuard, spec)
+            assert wb.call(guard.apply, False) is True
+            server = EchoServer(wb, 80)  # on the box's own addresses, not on the VIP
+            try:
+                with connect(wp, 80) as s:
+                    assert echo(s, b"from the peer") == b"from the peer"
+                counters = wb.call(guard.state)["counters"]
+                assert counters[f"bypass {VIP}:80/tcp from the peer"]["packets"] >= 1
+                # A client's packets are not redirected: with no VIP here nothing answers.
+                before = counters[f"bypass {VIP}:80/tcp from the peer"]["packets"]
+                with pytest.raises(OSError):  # dropped: not ours, and no forwarding
+                    wc.call(socket.create_connection, (VIP, 80), 1).close()
+                after = wb.call(guard.state)["counters"][f"bypass {VIP}:80/tcp from the peer"]
+                assert after["packets"] == before
+            finally:
+                server.close()

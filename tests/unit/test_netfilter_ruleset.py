@@ -78,6 +78,20 @@ def test_bypass_inactive_keeps_the_chains_and_empties_the_redirects() -> None:
     ]}  # fmt: skip
 
 
+def test_bypass_inactive_with_a_peer_mac_still_serves_the_peers_forwards_locally() -> None:
+    peer = "08:00:27:e1:3c:c5"
+    spec = GuardSpec("bypass", (WEB,), (peer,))
+    saddr = {"match": {"op": "==", "right": peer,
+                       "left": {"payload": {"protocol": "ether", "field": "saddr"}}}}  # fmt: skip
+    doc = transaction(desired_table(spec, active=False), None)
+    assert doc["nftables"][-1] == {"add": {"rule": {
+        **T, "chain": "bypass", "comment": "bypass 172.16.0.30:80/tcp from the peer",
+        "expr": [DADDR, DPORT80, saddr, {"counter": None}, {"redirect": None}]}}}  # fmt: skip
+    # Engaged, everything is redirected anyway: no separate peer rule.
+    active = desired_table(spec, active=True)
+    assert [r.comment for r in active.rules_of("bypass")] == ["bypass 172.16.0.30:80/tcp"]
+
+
 def test_fwmark_marks_what_the_peer_did_not_send_whatever_the_state() -> None:
     spec = GuardSpec("fwmark", (WEB,), ("08:00:27:E1:3C:C5",))
     for active in (True, False):

@@ -204,7 +204,12 @@ def nft_table(box: Box) -> str | None:
 
 
 def redirect_rules(table: str) -> list[str]:
-    return [line.strip() for line in table.splitlines() if re.search(r"\bredirect\b", line)]
+    """The engaged bypass's redirects; the MASTER's peer-only one (``ether saddr``) is not."""
+    return [
+        line.strip()
+        for line in table.splitlines()
+        if re.search(r"\bredirect\b", line) and "ether saddr" not in line
+    ]
 
 
 def bypass_text(box: Box) -> str:
@@ -213,7 +218,9 @@ def bypass_text(box: Box) -> str:
         return f"no nft table {' '.join(NFT_TABLE)}"
     rules = redirect_rules(table)
     if not rules:
-        return f"nft table {' '.join(NFT_TABLE)} present, redirect OFF"
+        peer = re.search(r"ether saddr (\S+)", table)
+        also = f" (what the peer {peer.group(1)} forwards is served here)" if peer else ""
+        return f"nft table {' '.join(NFT_TABLE)} present, redirect OFF{also}"
     return f"nft table {' '.join(NFT_TABLE)} present, redirect ON: {rules[0]}"
 
 

@@ -157,7 +157,7 @@ class Agent:
                     if guarded is not None and inst.name == guarded.name:
                         self.guard = LoopGuard(self.config, inst)
                         runner.guard = self.guard.set
-                        self.guard.peer_address = _peer_of(runner)
+                        self.guard.peer_address = _peer_of(runner, self.config)
                     self.runners.append(runner)
                 if self.guard is not None:
                     await self.guard.prepare()
@@ -277,10 +277,24 @@ class Agent:
             r.links_changed()
 
 
-def _peer_of(runner: InstanceRunner) -> Callable[[], ipaddress.IPv4Address | None]:
+def _peer_of(
+    runner: InstanceRunner, config: Config
+) -> Callable[[], ipaddress.IPv4Address | None]:
+    """The other box's address, for learning its MAC.
+
+    The last advert's source when we have heard one; a master that started first
+    never has, so then the unicast peer, or else the one real server that is not
+    this box (the two-box design has exactly one).
+    """
+    own = {a.ip for a in runner.link.addresses}
+    others = {rs.address for vs in config.virtual_servers for rs in vs.real_servers} - own
+    fallback = runner.inst.unicast_peers[0] if runner.inst.unicast_peers else None
+    if fallback is None and len(others) == 1:
+        fallback = next(iter(others))
+
     def peer() -> ipaddress.IPv4Address | None:
         seen = runner.router.peer
-        return seen.address if seen is not None else None
+        return seen.address if seen is not None else fallback
 
     return peer
 

@@ -60,7 +60,17 @@ class Locator:
     """Where each key path of one TOML text starts (first occurrence wins)."""
 
     def __init__(self, text: str) -> None:
-        self._lines = _Scanner(text).run()
+        # Scanned on first use: a valid file never needs a line number, and the
+        # index of a 1000-service file costs more memory than the config itself
+        # (the daemon's RSS keeps such a peak).
+        self._text = text
+        self._index: dict[str, int] | None = None
+
+    @property
+    def _lines(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = _Scanner(self._text).run()
+        return self._index
 
     def exact(self, path: str) -> int | None:
         """The line where ``path`` itself is written, or None."""

@@ -28,6 +28,7 @@ from pyroute2 import AsyncIPRoute
 
 from lvsagent.config.loader import ConfigError, load_config
 from lvsagent.config.schema import Config
+from lvsagent.daemon import memory
 from lvsagent.daemon.guard import LoopGuard, guarded_instance
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.daemon.observing import Observer
@@ -268,6 +269,7 @@ class Agent:
     async def _ready(self) -> None:
         """READY=1 once the kernel holds the configured IPVS table (or IPVS failed once)."""
         await self.first_pass.wait()
+        memory.trim()  # the first pass's encoding of every entry is garbage now
         self.observer.publish()
         self.observer.notifier.ready(self.observer.status_text())
 

@@ -30,6 +30,7 @@ from typing import Any
 from pyroute2 import AsyncIPRoute
 
 from lvsagent.config.schema import Config, VrrpInstance
+from lvsagent.daemon import memory
 from lvsagent.ipvs.genl import SyncState
 from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.netfilter import loopback, sysctl
@@ -123,6 +124,8 @@ class LoopGuard:
     async def set(self, engaged: bool, why: str) -> None:
         async with self._lock:
             changed = self.nft.apply(engaged)
+            if changed:
+                memory.trim()
             if self.sync_on:
                 await self._sync_follow(engaged)
             if changed or engaged != self.engaged:
@@ -150,6 +153,7 @@ class LoopGuard:
         async with self._lock:
             try:
                 self.nft.check()
+                memory.trim()
                 if self.sync_on:
                     await self._sync_follow(self.engaged)
             except OSError as exc:

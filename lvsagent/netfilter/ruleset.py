@@ -219,9 +219,14 @@ def desired_table(spec: GuardSpec, active: bool) -> TableState:
         elif spec.peer_macs:
             rules.extend(peer_bypass_rule(s, spec.peer_macs) for s in services)
     elif spec.mode == "fwmark":
-        chains.append(FWMARK)
+        # The mark keeps the peer's forwards out of the fwmark services, but IPVS
+        # looks up its connection table first: a reused client port whose old entry
+        # points at the peer would bounce back (seen in the lab).  Redirecting the
+        # peer's forwards before IPVS, as the released bypass does, closes that.
+        chains += [FWMARK, BYPASS]
         if spec.peer_macs:
             rules.extend(fwmark_rule(s, spec.peer_macs) for s in services)
+            rules.extend(peer_bypass_rule(s, spec.peer_macs) for s in services)
     return TableState(tuple(chains), tuple(rules))
 
 

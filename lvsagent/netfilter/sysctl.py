@@ -64,13 +64,13 @@ def conf_key(ifname: str, param: str) -> str:
 def desired_sysctls(mode: GuardMode, interfaces: Iterable[str]) -> dict[str, str]:
     """The sysctls ``mode`` needs; ``interfaces`` are the VRRP instances' interfaces."""
     wanted = {IP_FORWARD: "1"}
-    if mode == "fwmark":
+    if mode in ("fwmark", "backup_only"):  # both put the VIP on lo: it must not answer ARP
         for ifname in sorted(set(interfaces)):
             wanted[conf_key(ifname, "arp_ignore")] = "1"
             wanted[conf_key(ifname, "arp_announce")] = "2"
-    elif mode == "backup_only":
+    if mode == "backup_only":
         wanted[BACKUP_ONLY] = "1"
-    elif mode != "bypass":
+    if mode not in ("bypass", "fwmark", "backup_only"):
         raise ValueError(f"loop_guard {mode!r} is not bypass, fwmark or backup_only")
     return wanted
 

@@ -63,6 +63,9 @@ IFACE = "eth0"
 CLIENT = "172.16.0.10"
 ADDRESS = {"a": "172.16.0.31", "b": "172.16.0.32"}
 SERVICE = f"TCP  {VIP}:{PORT}"  # as ipvsadm -Ln prints it
+FWMARK = 3  # the mark of the fwmark loop guard's service (the seed's "fwmark 3")
+# Either form of the lab's virtual service in ``ipvsadm -Ln``: VIP:80, or the fwmark service.
+_SERVICE_LINE = re.compile(rf"^(TCP  {re.escape(VIP)}:{PORT}|FWM  {FWMARK}) ", re.MULTILINE)
 START_TIMEOUT = 30.0
 T = TypeVar("T")
 
@@ -125,14 +128,53 @@ class Box:
     def ruleset(self) -> str:
         return self.ns.run("nft", "list", "ruleset").stdout
 
+    def has_lo_vip(self) -> bool:
+        """The VIP as /32 on lo (the fwmark guard's "this box accepts the peer's forwards")."""
+        out = self.ns.run("ip", "-4", "-o", "addr", "show", "dev", "lo").stdout
+        return f"inet {VIP}/32" in out
+
+    def sysctl(self, key: str) -> str:
+        return self.ns.run("cat", f"/proc/sys/{key.replace('.', '/')}").stdout.strip()
+
+    def sync_daemons(self) -> set[str]:
+        """The IPVS connection-sync daemons running here: a subset of {"master", "backup"}."""
+        out = self.ns.run("ipvsadm", "-Ln", "--daemon").stdout
+        return set(re.findall(r"^(master|backup) sync daemon", out, re.MULTILINE))
+
+    def marks_all_but(self, mac: str) -> bool:
+        """An nft rule marks the service's packets with FWMARK unless they come from ``mac``."""
+        ruleset = self.ruleset()
+        return bool(
+            re.search(rf"ether saddr != {re.escape(mac.lower())}\b.*meta mark set 0x0*{FWMARK}\b",
+                      ruleset)
+        )  # fmt: skip
+
     def has_redirect(self) -> bool:
-        """A nat redirect is in place (the bypass of either agent)."""
-        return bool(re.search(r"^\s+.*\bredirect\b", self.ruleset(), re.MULTILINE))
+        """A nat redirect of all the service's traffic is in place (the engaged bypass).
+
+        lvsagent's released bypass keeps a redirect of what the peer's MAC sends
+        (``ether saddr``): that one does not count, it is the MASTER's state.
+        """
+        lines = re.findall(r"^\s+.*\bredirect\b.*$", self.ruleset(), re.MULTILINE)
+        return any("ether saddr" not in line for line in lines)
+
+    def redirects_from(self, mac: str) -> bool:
+        """A nat redirect of what ``mac`` sends (lvsagent's released bypass: the peer's
+        forwards are served here, never balanced again, even with no agent running)."""
+        lines = re.findall(r"^\s+.*\bredirect\b.*$", self.ruleset(), re.MULTILINE)
+        return any(f"ether saddr {mac.lower()}" in line for line in lines)
+
+    def has_service(self) -> bool:
+        """The lab's virtual service (VIP:80 or the fwmark service) is in this box's IPVS."""
+        return bool(_SERVICE_LINE.search(self.ipvs()))
 
     def state(self) -> str:
         """One line for a report: VIP, IPVS service, redirect."""
-        dests = re.findall(r"->\s+(\S+)\s+Route\s+(\d+)", self.ipvs())
-        table = ", ".join(f"{d} w{w}" for d, w in dests) if SERVICE in self.ipvs() else "none"
+        listing = self.ipvs()
+        dests = re.findall(r"->\s+(\S+)\s+Route\s+(\d+)", listing)
+        table = (
+            ", ".join(f"{d} w{w}" for d, w in dests) if _SERVICE_LINE.search(listing) else "none"
+        )
         return (
             f"{self.name}: VIP {'yes' if self.has_vip() else 'no'}; IPVS {table}; "
             f"redirect {'yes' if self.has_redirect() else 'no'}"
@@ -160,8 +202,15 @@ class TwoBox:
     # ----- agents ----------------------------------------------------------------------------
 
     def start_lvsagent(self, label: str, **config: Any) -> Agent:
-        """``lvsagent run`` on box ``label``; ``config``: lvsagent_config_text keywords."""
+        """``lvsagent run`` on box ``label``; ``config``: lvsagent_config_text keywords.
+
+        With ``loop_guard="fwmark"`` the services get the mark FWMARK and ``peer_mac`` defaults
+        to the other box's MAC (pass ``peer_mac=None`` to leave it to be learned).
+        """
         config.setdefault("interface", IFACE)
+        if config.get("loop_guard") == "fwmark":
+            config.setdefault("fwmark", FWMARK)
+            config.setdefault("peer_mac", self.other(self.box(label)).mac)
         return self._track(start_lvsagent_on(self.box(label).ns, label, self.tmp, **config))
 
     def start_keepalived(self, label: str, **options: Any) -> Agent:
@@ -185,9 +234,9 @@ class TwoBox:
         **config: Any,
     ) -> tuple[Agent, Agent]:
         """Both boxes' agents, settled: A MASTER with the VIP, B BACKUP, both IPVS tables
-        programmed, and with ``expect_bypass`` (default: keepalived only, until lvsagent's loop
-        guard is wired in) a redirect on B and none on A. Extra keywords go to the agents'
-        config (lvsagent_config_text keywords, or keepalived's delay_loop)."""
+        programmed, and with ``expect_bypass`` (default: keepalived, and lvsagent with the
+        bypass loop guard, its default) a redirect on B and none on A. Extra keywords go to
+        the agents' config (lvsagent_config_text keywords, or keepalived's delay_loop)."""
         start = self.start_keepalived if kind == "keepalived" else self.start_lvsagent
         a = start("a", version=version, advert_int=advert_int, **config)
         b = start("b", version=version, advert_int=advert_int, **config)
@@ -204,7 +253,9 @@ class TwoBox:
                     START_TIMEOUT,
                     f"box {label}: bypass script {action}",
                 )
-        if expect_bypass if expect_bypass is not None else kind == "keepalived":
+        if expect_bypass is None:
+            expect_bypass = kind == "keepalived" or config.get("loop_guard", "bypass") == "bypass"
+        if expect_bypass:
             wait_until(self.b.has_redirect, START_TIMEOUT, "box b: redirect rule")
             wait_until(lambda: not self.a.has_redirect(), START_TIMEOUT, "box a: no redirect")
         return a, b
@@ -247,11 +298,12 @@ def _last_bypass_run_is(tmp: Path, label: str, action: str) -> bool:
 
 
 def ipvs_ready(box: Box) -> bool:
-    """Box ``box`` has the VIP:80 service with both real servers at a non-zero weight."""
+    """Box ``box`` has the lab's service (VIP:80, or the fwmark service) with both real
+    servers at a non-zero weight."""
     listing = box.ipvs()
     dests = re.findall(r"->\s+(\S+)\s+Route\s+(\d+)", listing)
     wanted = {f"{address}:{PORT}" for address in ADDRESS.values()}
-    return SERVICE in listing and {d for d, w in dests if int(w) > 0} == wanted
+    return bool(_SERVICE_LINE.search(listing)) and {d for d, w in dests if int(w) > 0} == wanted
 
 
 # ----- IPVS counters ---------------------------------------------------------------------------
@@ -293,6 +345,12 @@ def ipvs_stats(box: Box) -> dict[str, Counters]:
         else:
             stats[f"{service} -> {m.group(2)}"] = values
     return stats
+
+
+def client_endpoints(box: Box) -> set[str]:
+    """The client ends (ip:port) of the box's IPVS connection entries: which connections it
+    balanced (or, as a backup, received by the sync daemon)."""
+    return {line.split()[3] for line in ipvs_connections(box)}
 
 
 def ipvs_connections(box: Box) -> list[str]:

@@ -73,7 +73,11 @@ def lvsagent_config_text(
     advert_int: float | None = None,
     loop_guard: str | None = None,
     health_interval: float | None = None,
+    connect_timeout: float | None = None,
     control_socket: str | None = None,
+    state_dir: str | None = None,
+    fwmark: int | None = None,
+    peer_mac: str | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> str:
     """etc/box-<label>.toml with the lab's changes, as TOML text.
@@ -81,7 +85,9 @@ def lvsagent_config_text(
     The one place lvsagent's lab config is made: a keyword here for each setting tests vary,
     and ``overrides`` for anything else (merged into the document: tables key by key, arrays
     of tables element by element, ``None`` deletes a key), so a new config key needs no new
-    code. VRRPv3 has no authentication, so version 3 drops auth_pass.
+    code. VRRPv3 has no authentication, so version 3 drops auth_pass. ``fwmark`` goes on
+    every virtual server (the fwmark loop guard's form: address, port and mark), ``peer_mac``
+    into [global] (the fwmark guard's peer; unset, it is learned).
     """
     doc: dict[str, Any] = tomllib.loads((ETC / f"box-{label}.toml").read_text())
     for inst in doc["vrrp_instance"]:
@@ -96,9 +102,17 @@ def lvsagent_config_text(
         doc["global"]["loop_guard"] = loop_guard
     if control_socket is not None:
         doc["global"]["control_socket"] = control_socket
-    if health_interval is not None:
-        for vs in doc["virtual_server"]:
+    if state_dir is not None:
+        doc["global"]["state_dir"] = state_dir
+    if peer_mac is not None:
+        doc["global"]["peer_mac"] = peer_mac
+    for vs in doc["virtual_server"]:
+        if health_interval is not None:
             vs.setdefault("health", {})["interval"] = health_interval
+        if connect_timeout is not None:
+            vs.setdefault("health", {}).setdefault("tcp", {})["connect_timeout"] = connect_timeout
+        if fwmark is not None:
+            vs["fwmark"] = fwmark
     if overrides:
         _merge(doc, overrides)
     return dump_toml(doc)
@@ -362,6 +376,8 @@ def start_lvsagent_on(ns: Named, label: str, tmp: Path, **config: Any) -> Agent:
     """Write box ``label``'s config (lvsagent_config_text keywords) and run ``lvsagent run``."""
     name = f"lvsagent-{label}"
     config.setdefault("control_socket", str(tmp / f"{name}.sock"))
+    # The boxes share one file system: each keeps its saved sysctls apart.
+    config.setdefault("state_dir", str(tmp / f"{name}-state"))
     path = tmp / f"{name}.toml"
     path.write_text(lvsagent_config_text(label, **config))
     return Agent("lvsagent", f"box{label}", start_agent(ns, path, name, log_level="info"))

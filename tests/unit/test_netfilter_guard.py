@@ -149,8 +149,8 @@ def test_switching_mode_replaces_the_chains(nft: FakeNft) -> None:
     guard = NftGuard(BYPASS, nft)
     guard.apply(True)
     assert guard.reconfigure(GuardSpec("fwmark", (WEB,), ("02:00:00:00:00:02",))) is True
-    assert set(nft.tables["lvsagent"]["chains"]) == {"ct_keep", "fwmark_guard"}
-    assert nft.rule_count("fwmark_guard") == 1
+    assert set(nft.tables["lvsagent"]["chains"]) == {"ct_keep", "fwmark_guard", "bypass"}
+    assert nft.rule_count("fwmark_guard") == nft.rule_count("bypass") == 1
     assert guard.reconfigure(GuardSpec("backup_only", (WEB,))) is True
     assert set(nft.tables["lvsagent"]["chains"]) == {"ct_keep"}
 

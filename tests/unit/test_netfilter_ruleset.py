@@ -100,8 +100,10 @@ def test_fwmark_marks_what_the_peer_did_not_send_whatever_the_state() -> None:
             ADD_TABLE,
             chain("ct_keep", "filter", -150),
             chain("fwmark_guard", "filter", -150),
+            chain("bypass", "nat", -100),
             flush("ct_keep"),
             flush("fwmark_guard"),
+            flush("bypass"),
             {"add": {"rule": CT_RULE}},
             {"add": {"rule": {**T, "chain": "fwmark_guard",
                               "comment": "fwmark 3 172.16.0.30:80/tcp", "expr": [
@@ -111,6 +113,15 @@ def test_fwmark_marks_what_the_peer_did_not_send_whatever_the_state() -> None:
                            "right": "08:00:27:e1:3c:c5"}},
                 {"counter": None},
                 {"mangle": {"key": {"meta": {"key": "mark"}}, "value": 3}},
+            ]}}},
+            # The peer's forwards go around IPVS's connection table (a reused port).
+            {"add": {"rule": {**T, "chain": "bypass",
+                              "comment": "bypass 172.16.0.30:80/tcp from the peer", "expr": [
+                DADDR, DPORT80,
+                {"match": {"op": "==",
+                           "left": {"payload": {"protocol": "ether", "field": "saddr"}},
+                           "right": "08:00:27:e1:3c:c5"}},
+                {"counter": None}, {"redirect": None},
             ]}}},
         ]}  # fmt: skip
 
@@ -124,8 +135,8 @@ def test_fwmark_with_two_peer_macs_uses_a_sorted_set() -> None:
 def test_fwmark_without_a_peer_mac_marks_nothing() -> None:
     """Marking everything would let both boxes balance: the loop.  Nothing is the safe side."""
     table = desired_table(GuardSpec("fwmark", (WEB,)), False)
-    assert table.chains == (CT_KEEP, FWMARK)
-    assert table.rules_of("fwmark_guard") == []
+    assert table.chains == (CT_KEEP, FWMARK, BYPASS)
+    assert table.rules_of("fwmark_guard") == table.rules_of("bypass") == []
 
 
 def test_backup_only_has_only_the_conntrack_keeper() -> None:
@@ -154,7 +165,7 @@ def test_unwanted_or_changed_chains_are_flushed_and_deleted_first() -> None:
     doc = transaction(desired_table(GuardSpec("fwmark", (WEB,)), False), actual)
     cmds = doc["nftables"]
     deleted = [c["delete"]["chain"]["name"] for c in cmds if "delete" in c]
-    assert deleted == ["ct_keep", "bypass", "extra"]
+    assert deleted == ["ct_keep", "extra"]
     first_add_chain = next(i for i, c in enumerate(cmds) if "chain" in c.get("add", {}))
     last_delete = max(i for i, c in enumerate(cmds) if "delete" in c)
     assert last_delete < first_add_chain
@@ -248,6 +259,8 @@ READBACK_FWMARK: dict[str, Any] = {"nftables": [
                "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
     {"chain": {"family": "ip", "table": "lvsagent", "name": "fwmark_guard", "handle": 2,
                "type": "filter", "hook": "prerouting", "prio": -150, "policy": "accept"}},
+    {"chain": {"family": "ip", "table": "lvsagent", "name": "bypass", "handle": 3,
+               "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}},
     {"rule": {"family": "ip", "table": "lvsagent", "chain": "ct_keep", "handle": 3,
               "comment": "lvsagent: keeps conntrack hooked for redirected connections",
               "expr": [{"match": {"op": "in", "left": {"ct": {"key": "state"}},
@@ -267,6 +280,19 @@ READBACK_FWMARK: dict[str, Any] = {"nftables": [
                                                     "08:00:27:e1:3c:c5"]}}},
                        {"counter": {"packets": 12, "bytes": 800}},
                        {"mangle": {"key": {"meta": {"key": "mark"}}, "value": 3}}]}},
+    {"rule": {"family": "ip", "table": "lvsagent", "chain": "bypass", "handle": 8,
+              "comment": "bypass 172.16.0.30:80/tcp from the peer",
+              "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip",
+                                                                   "field": "daddr"}},
+                                  "right": "172.16.0.30"}},
+                       {"match": {"op": "==", "left": {"payload": {"protocol": "tcp",
+                                                                   "field": "dport"}},
+                                  "right": 80}},
+                       {"match": {"op": "==", "left": {"payload": {"protocol": "ether",
+                                                                   "field": "saddr"}},
+                                  "right": {"set": ["08:00:27:77:84:ef",
+                                                    "08:00:27:e1:3c:c5"]}}},
+                       {"counter": {"packets": 0, "bytes": 0}}, {"redirect": None}]}},
 ]}  # fmt: skip
 
 

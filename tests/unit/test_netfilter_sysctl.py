@@ -36,8 +36,10 @@ def test_each_mode_gets_what_it_needs() -> None:
         "net.ipv4.conf.eth1.arp_ignore": "1",
         "net.ipv4.conf.eth1.arp_announce": "2",
     }
-    assert desired_sysctls("backup_only", ["eth0"]) == {
+    assert desired_sysctls("backup_only", ["eth0"]) == {  # the VIP is on lo here too
         "net.ipv4.ip_forward": "1",
+        "net.ipv4.conf.eth0.arp_ignore": "1",
+        "net.ipv4.conf.eth0.arp_announce": "2",
         "net.ipv4.vs.backup_only": "1",
     }
 

@@ -1,0 +1,731 @@
+"""Issue 5's proof: the seed's two-box LVS run by lvsagent, in the kernel lab, with real traffic.
+
+Why: tests/kernel/test_twobox_keepalived.py shows what the seed's keepalived setup does to a
+client — after kill -9 of the master about a quarter of the requests keep failing, after a clean
+stop about half, forever. These tests run the same topology and faults with `lvsagent run` on
+both boxes, for each loop guard (``loop_guard = "bypass" | "fwmark" | "backup_only"``), and
+assert what the issue promises: new connections spread over both boxes and are never
+re-balanced by the backup; after every fault the failures END and every later request is
+served; the boxes' kernel state (VIP, bypass, marks, sync daemons) matches their roles.
+
+Outcomes are asserted (counts, "no failure after this point", states), never timings. The
+figures — outage, failure rate while the fault lasted, when failures ended — are printed as
+``lvsagent: ...`` lines (run with -s) next to keepalived's ``baseline: ...`` lines.
+
+"No loop" is also checked where it is hardest (ReusedPorts): a client source port that box A
+balanced to box B, used again once B is master. IPVS looks a packet up in its connection table
+before anything else, whatever its mark, and A's old entry (FIN_WAIT, real server B) sends
+B's forward straight back to B unless the guard keeps the peer's packets away from IPVS. The
+lab's single client reuses its ports within ~25 s, a busy client or a NAT gateway in real life.
+
+One lab per loop-guard mode: the cases of a mode run in order on the same two boxes, and each
+starts from a settled pair (A MASTER, B BACKUP), restarting whatever agent an earlier case
+left stopped. Not every fault runs in every mode (runtime): bypass gets all of them; fwmark the
+spread, kill -9, "no agent at all" and a learned peer MAC; backup_only the spread and kill -9
+with long-lived connections across the failover. About 4 minutes in the lab.
+
+    python -m tests.kernel.uml --timeout 900 -- "$PWD/.venv/bin/python" -m pytest -q -s \\
+        tests/kernel/test_twobox_lvsagent.py
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from tests.kernel.twobox import (
+    ADDRESS,
+    CLIENT,
+    Adverts,
+    Box,
+    TwoBox,
+    client_endpoints,
+    in_netns,
+    ipvs_ready,
+    ipvs_stats,
+    twobox_lab,
+)
+from tests.kernel.twobox_agents import PORT, VIP, Agent, wait_until
+from tests.kernel.twobox_scenario import TAKEOVER_TIMEOUT, Failover
+from tests.kernel.twobox_traffic import Record, Traffic, failure_rate, share, spread
+from tests.kernel.uml import inside_lab
+
+pytestmark = [
+    pytest.mark.skipif(
+        not inside_lab(),
+        reason="runs inside the kernel lab: python -m tests.kernel.uml -- "
+        "$PWD/.venv/bin/python -m pytest -s tests/kernel/test_twobox_lvsagent.py",
+    ),
+    pytest.mark.timeout(300),
+]
+
+VERSION = 2
+ADVERT_INT = 1.0  # the seed's advert_int, as in keepalived's baseline
+SETTLE_TIMEOUT = 30.0
+# "Failures have ended": this long without a failed request (by start time), on top of the
+# traffic's per-request timeout (so that every request of the stretch has finished).
+QUIET = 2.0
+# Then this much more traffic, all of which must be served.
+CONFIRM = 2.0
+# The kernel folds IPVS counters into what ipvsadm shows every 2 s, per network namespace.
+IPVS_FOLD = 2.2
+
+
+def agent_config(mode: str, **extra: Any) -> dict[str, Any]:
+    """lvsagent_config_text keywords for the lab: the mode, and quick health checks (each real
+    server every second, 1 s connect timeout, no retry), so that a dead box is drained soon.
+
+    IPVS keeps a direct-routing connection in FIN_WAIT for ipvs_timeout_tcpfin (kernel: 120 s)
+    after it ends, and a SYN from the same client address and port takes that entry's real
+    server again, even one drained since (or, in fwmark mode, loops: ReusedPorts). The lab's
+    one client reuses a source port after ~1200 connections (~25 s at 50 a second), so with
+    the kernel's 120 s, entries from an earlier case or phase would steer a later one's
+    connections at random. 15 s is shorter than that cycle and longer than ReusedPorts needs.
+    """
+    config: dict[str, Any] = {
+        "loop_guard": mode,
+        "health_interval": 1.0,
+        "connect_timeout": 1.0,
+        "overrides": {
+            "global": {"ipvs_timeout_tcpfin": 15},
+            "virtual_server": [{"health": {"retry": 0}}],
+        },
+    }
+    config.update(extra)
+    return config
+
+
+# ----- the lab of one mode, shared by its cases ----------------------------------------------
+
+
+@dataclass
+class Scene:
+    lab: TwoBox
+    mode: str
+    config: dict[str, Any]
+    agents: dict[str, Agent] = field(default_factory=dict)
+
+    def start(self, label: str) -> Agent:
+        """(Re)start box ``label``'s agent with the mode's config, as systemd would."""
+        agent = self.lab.start_lvsagent(
+            label, version=VERSION, advert_int=ADVERT_INT, **self.config
+        )
+        self.agents[label] = agent
+        return agent
+
+    def running(self, label: str) -> bool:
+        agent = self.agents.get(label)
+        return agent is not None and agent.daemon.proc.poll() is None
+
+    def settled(self, timeout: float = SETTLE_TIMEOUT) -> tuple[Agent, Agent]:
+        """A pair like start_pair's: A MASTER, B BACKUP, IPVS programmed, guards in place.
+
+        Restarts an agent an earlier case stopped; A, with the higher priority, preempts.
+        Links an earlier (failed) case left down or partitioned come back first.
+        """
+        self.lab.link_up(self.lab.a)
+        self.lab.link_up(self.lab.b)
+        self.lab.heal()
+        if not self.agents:
+            a, b = self.lab.start_pair(
+                "lvsagent", version=VERSION, advert_int=ADVERT_INT, **self.config
+            )
+            self.agents.update(a=a, b=b)
+        for label in ("a", "b"):
+            if not self.running(label):
+                self.start(label)
+        a, b = self.agents["a"], self.agents["b"]
+        wait_until(lambda: last_state(a) == "MASTER", SETTLE_TIMEOUT, "box a: MASTER")
+        wait_until(lambda: last_state(b) == "BACKUP", SETTLE_TIMEOUT, "box b: BACKUP")
+        for box in (self.lab.a, self.lab.b):
+            wait_until(lambda box=box: ipvs_ready(box), SETTLE_TIMEOUT, f"{box.name}: IPVS")
+        self.wait_guard(self.lab.a, "MASTER", timeout)
+        self.wait_guard(self.lab.b, "BACKUP", timeout)
+        return a, b
+
+    def wait_guard(self, box: Box, role: str, timeout: float) -> None:
+        """Until box ``box``'s kernel state is the loop guard's for ``role``."""
+        problems: list[str] = []
+
+        def matches() -> bool:
+            problems[:] = guard_problems(self, box, role)
+            return not problems
+
+        try:
+            wait_until(matches, timeout, f"{box.name}'s loop guard as {role}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {problems}") from None
+
+
+@pytest.fixture(scope="module", params=["bypass", "fwmark", "backup_only"])
+def scene(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Scene]:
+    mode: str = request.param
+    with twobox_lab(tmp_path_factory.mktemp(f"twobox-{mode}")) as lab:
+        yield Scene(lab, mode, agent_config(mode))
+
+
+@pytest.fixture(autouse=True)
+def logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a failed case, the agents' last log lines (pytest -s shows them)."""
+    failed = request.session.testsfailed
+    yield
+    scene: Scene | None = request.node.funcargs.get("scene")
+    if scene is None or request.session.testsfailed == failed:
+        return
+    for label, agent in sorted(scene.agents.items()):
+        print(f"\n----- box {label}'s agent, last lines:\n" + "\n".join(agent.daemon.lines[-40:]))
+
+
+def only(scene: Scene, *modes: str) -> None:
+    if scene.mode not in modes:
+        pytest.skip(f"not run in {scene.mode} mode (runtime): see the module's docstring")
+
+
+# ----- states --------------------------------------------------------------------------------
+
+_STATE = re.compile(r"VI_1 \(vrid \d+ on \S+\): \S+ -> (MASTER|BACKUP|FAULT)\b")
+
+
+def last_state(agent: Agent) -> str | None:
+    """The state the agent last logged entering (None before the first transition)."""
+    for line in reversed(agent.daemon.lines):
+        if found := _STATE.search(line):
+            return found.group(1)
+    return None
+
+
+def guard_problems(scene: Scene, box: Box, role: str) -> list[str]:
+    """How box ``box``'s kernel state differs from the loop guard's for ``role`` (MASTER or
+    BACKUP; a stopped agent leaves BACKUP's): [] when it matches."""
+    problems = []
+    vip = box.has_vip()
+    if vip != (role == "MASTER"):
+        problems.append(f"VIP on {box.name}'s eth0: {vip}")
+    if scene.mode == "bypass":
+        # Engaged (BACKUP): all of the service's traffic is redirected. Released (MASTER): only
+        # what the peer's MAC sends (configured or learned), so that a box whose agent dies
+        # never balances the new master's forwards again.
+        if box.has_redirect() != (role != "MASTER"):
+            problems.append(f"{box.name}: bypass {'engaged' if role == 'MASTER' else 'released'}")
+        peer = scene.lab.other(box)
+        if role == "MASTER" and not box.redirects_from(peer.mac):
+            problems.append(f"{box.name}: no redirect of what {peer.name} ({peer.mac}) sends")
+    elif scene.mode == "fwmark":
+        peer = scene.lab.other(box)
+        if box.has_redirect():
+            problems.append(f"{box.name}: a redirect in fwmark mode")
+        if not box.has_lo_vip():
+            problems.append(f"{box.name}: no VIP on lo")
+        if not box.marks_all_but(peer.mac):
+            problems.append(f"{box.name}: no rule marking all but {peer.mac}: {box.ruleset()}")
+    else:
+        if box.sysctl("net.ipv4.vs.backup_only") != "1":
+            problems.append(f"{box.name}: net.ipv4.vs.backup_only is not 1")
+        want = {"master"} if role == "MASTER" else {"backup"}
+        if box.sync_daemons() != want:
+            problems.append(f"{box.name}: sync daemons {box.sync_daemons()}, want {want}")
+    return problems
+
+
+def assert_roles(scene: Scene, master: Box) -> None:
+    """Exactly one master (``master``), and both boxes' guards match their roles."""
+    backup = scene.lab.other(master)
+    problems = guard_problems(scene, master, "MASTER") + guard_problems(scene, backup, "BACKUP")
+    assert problems == [], f"{problems}\n{master.state()}\n{backup.state()}"
+
+
+# ----- traffic figures -----------------------------------------------------------------------
+
+
+def wait_failures_end(traffic: Traffic, after: float, timeout: float = SETTLE_TIMEOUT) -> float:
+    """Until the requests started after ``after`` have gone QUIET s without a failure; returns
+    the start of that failure-free stretch (just after the last failure, or ``after``)."""
+    margin = QUIET + traffic.timeout
+
+    def quiet(records: list[Record]) -> bool:
+        later = [r for r in records if r.start >= after]
+        if not later:
+            return False
+        last_failure = max((r.start for r in later if not r.ok), default=after)
+        return max(r.start for r in later) - last_failure >= margin
+
+    traffic.wait(quiet, timeout, f"{QUIET} s without a failed request after {after:.3f}")
+    later = [r for r in traffic.records if r.start >= after]
+    return max((r.start for r in later if not r.ok), default=after)
+
+
+def confirm_all_served(traffic: Traffic, since: float) -> list[Record]:
+    """CONFIRM s more traffic; every request started after ``since`` must have been served.
+
+    Returns the records so far (sorted by start); the traffic goes on.
+    """
+    traffic.wait_started_after(time.time(), round(CONFIRM / traffic.interval), 30.0)
+    records = sorted(list(traffic.records), key=lambda r: r.start)
+    failed = [r for r in records if r.start > since and not r.ok]
+    assert failed == [], f"failed after {since:.3f}: {failures(failed)}; all: {spread(records)}"
+    return records
+
+
+def failures(records: list[Record]) -> str:
+    """The failed requests among ``records``: what and when (wall clock, as the logs)."""
+    failed = [r for r in records if not r.ok]
+    when = " ".join(
+        f"{time.strftime('%H:%M:%S', time.localtime(r.start))}.{int(r.start % 1 * 1000):03d}"
+        f" {r.outcome} ({r.latency:.3f} s)"
+        for r in failed[:10]
+    )
+    return f"{spread(failed)}: {when}" if failed else "none"
+
+
+def figure(mode: str, fault: str, result: Failover, extra: str = "") -> None:
+    """The case's figures in one greppable line (compare keepalived's ``baseline:``), then the
+    details."""
+    gap = result.outage
+    end = result.failures_end
+    print(
+        f"\nlvsagent: {mode} {fault}: outage "
+        + ("none" if gap is None else f"{gap * 1000:.0f} ms")
+        + f", {result.failure_rate_after * 100:.1f} % of requests failed after the takeover"
+        + f" ({result.tail_failure_rate * 100:.1f} % in the last {result.tail:g} s), failures end "
+        + ("never (within the run)" if end is None else f"+{end:.2f} s")
+        + (f"; {extra}" if extra else "")
+    )
+    print(result.report())
+
+
+def start_traffic(lab: TwoBox) -> Traffic:
+    traffic = lab.traffic()
+    traffic.start()
+    traffic.wait_successes(after=0.0, count=100, timeout=60.0)
+    return traffic
+
+
+# ----- reused client ports -------------------------------------------------------------------
+
+
+def fetch_from_ports(lab: TwoBox, ports: list[int]) -> dict[int, str]:
+    """One request to VIP:80 from each client source port, one after the other: the box that
+    answered, or why none did (2 s each at most)."""
+
+    def fetch(port: int) -> str:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((CLIENT, port))
+            s.settimeout(2.0)
+            try:
+                s.connect((VIP, PORT))
+                s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+                data = b""
+                while chunk := s.recv(4096):
+                    data += chunk
+            except OSError as exc:
+                return f"{type(exc).__name__}: {exc}"
+        return data.partition(b"\r\n\r\n")[2].decode(errors="replace").strip() or "empty"
+
+    return in_netns(f"/run/netns/{lab.client.name}", lambda: {p: fetch(p) for p in ports})
+
+
+class ReusedPorts:
+    """Client ports that box A balanced to box B while A was master, used again after B took
+    over: B balances about half of them to A, where A's IPVS still holds the old connection
+    entry (FIN_WAIT, real server B). Unless the loop guard keeps the peer's forwards away from
+    IPVS, A sends them straight back to B, which sends them to A: a loop for that connection,
+    seen by the client as ICMP time exceeded ("No route to host")."""
+
+    def __init__(self, lab: TwoBox, first: int, count: int = 20) -> None:
+        self.lab = lab
+        answers = fetch_from_ports(lab, list(range(first, first + 2 * count, 2)))  # no traffic
+        self.ports = [p for p, who in answers.items() if who == "boxb"]
+        assert len(self.ports) >= count // 2 - 1, answers  # rr: every other one
+
+    def again(self) -> dict[int, str]:
+        """Each port once more (B is master now); checks first that A still has their entries."""
+        stale = {f"{CLIENT}:{p}" for p in self.ports}
+        missing = stale - client_endpoints(self.lab.a)
+        assert missing == set(), f"A's IPVS no longer has entries for {sorted(missing)}"
+        return fetch_from_ports(self.lab, self.ports)
+
+
+def describe_reuse(answers: dict[int, str]) -> str:
+    served = {who: sum(1 for w in answers.values() if w == who) for who in ("boxa", "boxb")}
+    failed = {p: who for p, who in answers.items() if not who.startswith("box")}
+    return (
+        f"{len(answers)} client ports A had balanced to B, reused after the takeover: served "
+        f"by A {served['boxa']} (B balanced them to A, whose old entries point to B), by B "
+        f"{served['boxb']}; failed: {failed or 'none'}"
+    )
+
+
+# ----- long-lived connections (backup_only) ---------------------------------------------------
+
+
+class Held:
+    """Connections to VIP:80 that send half a request now and the rest later: a long-lived flow
+    whose packets after a failover take the new master's path."""
+
+    def __init__(self, lab: TwoBox, count: int) -> None:
+        def open_all() -> list[socket.socket]:
+            socks = []
+            for _ in range(count):
+                s = socket.create_connection((VIP, PORT), timeout=5.0)
+                s.sendall(b"GET / HTTP/1.0\r\n")
+                socks.append(s)
+            return socks
+
+        self.socks = in_netns(f"/run/netns/{lab.client.name}", open_all)
+        self.endpoints = [f"{CLIENT}:{s.getsockname()[1]}" for s in self.socks]
+
+    def destinations(self, director: Box) -> dict[str, str]:
+        """Each connection's real server, from the director's IPVS connection table."""
+        rows = director.ns.run("ipvsadm", "-Lnc").stdout.splitlines()
+        found = {}
+        for row in rows:
+            cols = row.split()
+            if len(cols) >= 6 and cols[3] in self.endpoints:
+                found[cols[3]] = cols[5]
+        return found
+
+    def finish(self) -> list[str]:
+        """Send the rest of each request; what each connection answered (a box name, or why
+        not)."""
+        answers = []
+        for s in self.socks:
+            try:
+                s.sendall(b"Host: vip\r\n\r\n")
+                data = b""
+                while chunk := s.recv(4096):
+                    data += chunk
+                answers.append(data.partition(b"\r\n\r\n")[2].decode().strip() or "empty")
+            except OSError as exc:
+                answers.append(f"error: {exc}")
+            finally:
+                s.close()
+        return answers
+
+
+# ----- the cases -----------------------------------------------------------------------------
+
+
+def test_new_connections_spread_over_both_boxes_and_the_backup_rebalances_none(
+    scene: Scene,
+) -> None:
+    lab = scene.lab
+    scene.settled()
+    before = {box.label: client_endpoints(box) for box in (lab.a, lab.b)}
+    master_conns = ipvs_stats(lab.a)
+
+    traffic = lab.traffic()
+    traffic.start(count=200)
+    records = traffic.wait_done(60.0)
+    counts = spread(records)
+    print(f"\nlvsagent: {scene.mode} spread of 200 new connections: {dict(sorted(counts.items()))}")
+
+    assert sum(1 for r in records if r.ok) == 200, failures(records)  # none hangs, none fails
+    assert 0.4 <= share(records, "boxa") <= 0.6, counts
+    assert 0.4 <= share(records, "boxb") <= 0.6, counts
+    # Every connection was balanced once, by the master ...
+    new_a = client_endpoints(lab.a) - before["a"]
+    new_b = client_endpoints(lab.b) - before["b"]
+    # (The client reuses source ports quickly: one may repeat an entry from before, which is
+    # then not new.)
+    assert len(new_a) >= 100, len(new_a)
+    if scene.mode != "backup_only":  # (its backup holds the synced copies of the master's)
+        assert new_b == set(), sorted(new_b)[:5]
+    # ... and the backup's IPVS counters show none: read after the master's and one more fold.
+    key = next(k for k in master_conns if "->" not in k)
+    wait_until(lambda: ipvs_stats(lab.a)[key].conns >= master_conns[key].conns + len(new_a),
+               10.0, f"box A's IPVS counters: {len(new_a)} more than {master_conns[key]}: "
+               f"{ipvs_stats(lab.a)}")  # fmt: skip
+    time.sleep(IPVS_FOLD)  # box B's namespace folds on its own 2 s timer
+    rebalanced = {k: v for k, v in ipvs_stats(lab.b).items() if v.inpkts or v.conns}
+    assert rebalanced == {}, rebalanced
+    assert_roles(scene, lab.a)
+
+
+def test_kill9_of_the_master_then_restart_ends_the_failures(scene: Scene) -> None:
+    """kill -9 of A's agent (its web server stays up), B takes over, then A's agent is started
+    again as systemd would: it comes up BACKUP with its guard engaged and its stale VIP gone,
+    then preempts. The failures end; every request afterwards is served.
+
+    bypass and fwmark: the killed A keeps its VIP and IPVS table, but its kernel still keeps
+    what B forwards it away from IPVS (bypass: a redirect of what B's MAC sends; fwmark: B's
+    packets are not marked), so there is no loop even before the restart — also for client
+    ports that A itself balanced to B before the kill (ReusedPorts). backup_only: the killed
+    A's IPVS still balances (its sync daemon is the master one) until the restart engages the
+    guard; connections opened before the kill and finished after the takeover (and others
+    finished after A's return) are served: the sync daemon carried their entries.
+    """
+    lab = scene.lab
+    a, b = scene.settled()
+    held_takeover = held_return = None
+    if scene.mode == "backup_only":
+        held_takeover, held_return = Held(lab, 4), Held(lab, 4)
+        dest = held_takeover.destinations(lab.a) | held_return.destinations(lab.a)
+        assert ADDRESS["a"] + f":{PORT}" in dest.values(), dest  # rr: some go to A itself
+        wait_until(
+            lambda: set(dest) <= client_endpoints(lab.b), 15.0, "the sync daemon: B has them"
+        )
+    reused = ReusedPorts(lab, 41000) if scene.mode != "backup_only" else None
+    reuse: dict[int, str] = {}
+    watch = Adverts(lab.b)
+    traffic = start_traffic(lab)
+    try:
+        mark = b.mark()
+        watch.next_from(lab.a.address, 10.0)
+        fault_at = a.kill9()
+        takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
+        notes = []
+        if held_takeover is not None:
+            answers = held_takeover.finish()
+            notes.append(f"long-lived connections finished after the takeover: {answers}")
+            assert all(x.startswith("box") for x in answers), answers
+        if reused is not None:
+            reuse = reused.again()
+            notes.append(describe_reuse(reuse))
+        # The killed agent left A's VIP and IPVS table. Let 2 s of traffic show what that does
+        # (backup_only: a loop), then restart A.
+        traffic.wait_started_after(takeover, 100, 30.0)
+        restart_at = time.time()
+        loop_rate = failure_rate(traffic.records, takeover, restart_at)
+        a2 = scene.start(a.box[-1])
+        a2.wait_state("BACKUP", SETTLE_TIMEOUT)
+        # Its first state: BACKUP, with the guard engaged before the stale VIP went (its log
+        # order), and the kernel in the BACKUP state if we look before it preempts.
+        backup_problems = guard_problems(scene, lab.a, "BACKUP")
+        preempted = last_state(a2) != "BACKUP"
+        lines = a2.daemon.lines
+        engaged = _index(lines, r"loop guard \S+ engaged \(startup\)")
+        removed = _index(lines, rf"removed virtual address {re.escape(VIP)}")
+        assert engaged is not None and removed is not None and engaged < removed, lines[-30:]
+        if not preempted:
+            assert backup_problems == [], backup_problems
+        else:
+            notes.append(f"A preempted before its BACKUP state was read: {backup_problems}")
+        mark_b = b.mark()
+        a2.wait_state("MASTER", SETTLE_TIMEOUT)
+        b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark_b)
+        since = wait_failures_end(traffic, restart_at)
+        records = confirm_all_served(traffic, since)
+    finally:
+        traffic.stop()
+        watch.close()
+    if held_return is not None:
+        answers = held_return.finish()
+        notes.append(f"long-lived connections finished after A's return: {answers}")
+        assert all(x.startswith("box") for x in answers), answers
+    result = Failover("lvsagent", "kill9", VERSION, ADVERT_INT, records, fault_at, takeover,
+                      after=[lab.a.state(), lab.b.state()], notes=notes)  # fmt: skip
+    figure(
+        scene.mode, "kill9", result,
+        f"{loop_rate * 100:.1f} % failed between the takeover and the restart (+"
+        f"{restart_at - fault_at:.1f} s)",
+    )  # fmt: skip
+    assert result.failures_end is not None, result.report()
+    assert_roles(scene, lab.a)
+    assert all(who.startswith("box") for who in reuse.values()), describe_reuse(reuse)
+
+
+def _index(lines: list[str], pattern: str) -> int | None:
+    rx = re.compile(pattern)
+    return next((i for i, line in enumerate(lines) if rx.search(line)), None)
+
+
+def test_sigterm_of_the_master_leaves_a_working_real_server_then_it_returns(
+    scene: Scene,
+) -> None:
+    """A clean stop of A's agent (maintenance; its web server stays up): B takes over, A stays
+    in the BACKUP kernel state (bypass in place, no VIP) and serves what B sends it. Then A's
+    agent starts again and preempts: one master again, and B, back to BACKUP, re-balances
+    nothing."""
+    only(scene, "bypass")
+    lab = scene.lab
+    a, b = scene.settled()
+    reused = ReusedPorts(lab, 42000)
+    traffic = start_traffic(lab)
+    try:
+        mark = b.mark()
+        fault_at = a.sigterm()
+        takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
+        assert a.daemon.proc.wait(15) == 0, a.daemon.lines[-20:]
+        assert_roles(scene, lab.b)  # A: stopped, in the BACKUP state; B: MASTER
+        reuse = reused.again()
+        since = wait_failures_end(traffic, fault_at)
+        records = confirm_all_served(traffic, since)
+        stop = Failover("lvsagent", "sigterm", VERSION, ADVERT_INT, records, fault_at, takeover,
+                        after=[lab.a.state(), lab.b.state()])  # fmt: skip
+
+        mark = b.mark()
+        back_at = time.time()
+        a2 = scene.start("a")
+        back = a2.wait_state("MASTER", SETTLE_TIMEOUT)
+        b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
+        b_before = client_endpoints(lab.b)
+        since = wait_failures_end(traffic, back_at)
+        records = confirm_all_served(traffic, since)
+        rebalanced = client_endpoints(lab.b) - b_before
+    finally:
+        traffic.stop()
+    ret = Failover("lvsagent", "return", VERSION, ADVERT_INT, records, back_at, back,
+                   after=[lab.a.state(), lab.b.state()])  # fmt: skip
+    stop.notes.append(describe_reuse(reuse))
+    figure(scene.mode, "sigterm", stop)
+    figure(scene.mode, "return after sigterm", ret)
+    assert all(who.startswith("box") for who in reuse.values()), describe_reuse(reuse)
+    assert stop.failures_end is not None and ret.failures_end is not None
+    assert rebalanced == set(), sorted(rebalanced)[:5]
+    assert_roles(scene, lab.a)
+
+
+def test_link_down_on_the_master_then_it_returns(scene: Scene) -> None:
+    """A's cable is pulled: B takes over, re-checks A's real server at once and drains it;
+    afterwards every request is served. The cable goes back: A preempts, one master, no loop."""
+    only(scene, "bypass")
+    lab = scene.lab
+    a, b = scene.settled()
+    a_down = rf"RS {re.escape(ADDRESS['a'])}:{PORT} of \S+ DOWN"
+    traffic = start_traffic(lab)
+    try:
+        mark, mark_a = b.mark(), a.mark()
+        lab.link_down(lab.a)
+        fault_at = time.time()
+        takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
+        b.daemon.wait_for(a_down, SETTLE_TIMEOUT, after=mark)
+        drained = time.time()
+        since = wait_failures_end(traffic, fault_at)
+        records = confirm_all_served(traffic, since)
+        cut = Failover("lvsagent", "link", VERSION, ADVERT_INT, records, fault_at, takeover,
+                       after=[lab.a.state(), lab.b.state()])  # fmt: skip
+        cut.notes.append(f"A's real server drained by B +{drained - fault_at:.2f} s after the cut")
+        cut.notes.append(f"box A while cut off: {last_state(a)}, {lab.a.state()}")
+        a_cut_problems = guard_problems(scene, lab.a, "BACKUP")
+
+        mark, mark_a = b.mark(), a.mark()
+        lab.link_up(lab.a)
+        back_at = time.time()
+        back = a.wait_state("MASTER", SETTLE_TIMEOUT, after=mark_a)
+        b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
+        b_before = client_endpoints(lab.b)
+        since = wait_failures_end(traffic, back_at)
+        records = confirm_all_served(traffic, since)
+        rebalanced = client_endpoints(lab.b) - b_before
+    finally:
+        traffic.stop()
+    ret = Failover("lvsagent", "link back", VERSION, ADVERT_INT, records, back_at, back,
+                   after=[lab.a.state(), lab.b.state()])  # fmt: skip
+    figure(scene.mode, "link down", cut)
+    figure(scene.mode, "link back up", ret)
+    assert cut.failures_end is not None and ret.failures_end is not None
+    # Cut off, A lost its carrier: FAULT, the BACKUP kernel state (no VIP, bypass in place).
+    assert a_cut_problems == [], a_cut_problems
+    assert rebalanced == set(), sorted(rebalanced)[:5]
+    assert_roles(scene, lab.a)
+
+
+def test_partition_then_heal_leaves_exactly_one_master(scene: Scene) -> None:
+    """A and B stop hearing each other (both still reach the client): both become MASTER and
+    each drains the other's real server. Healed: B goes back to BACKUP, A stays MASTER, and
+    each box's bypass matches its role; every request is served afterwards."""
+    only(scene, "bypass")
+    lab = scene.lab
+    a, b = scene.settled()
+    traffic = start_traffic(lab)
+    try:
+        mark, mark_a = b.mark(), a.mark()
+        lab.partition()
+        fault_at = time.time()
+        takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
+        since = wait_failures_end(traffic, fault_at)
+        records = confirm_all_served(traffic, since)
+        split = Failover("lvsagent", "partition", VERSION, ADVERT_INT, records, fault_at,
+                         takeover, after=[lab.a.state(), lab.b.state()])  # fmt: skip
+        split_masters = (last_state(a), last_state(b))
+
+        mark = b.mark()
+        heal_at = time.time()
+        lab.heal()
+        healed = b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
+        wait_until(lambda: not lab.b.has_vip(), 10.0, "box B: VIP released")
+        since = wait_failures_end(traffic, heal_at)
+        records = confirm_all_served(traffic, since)
+        a_lines = a.daemon.lines[mark_a:]
+    finally:
+        traffic.stop()
+    heal = Failover("lvsagent", "heal", VERSION, ADVERT_INT, records, heal_at, healed,
+                    after=[lab.a.state(), lab.b.state()])  # fmt: skip
+    figure(scene.mode, "partition", split)
+    figure(scene.mode, "heal", heal, f"B back to BACKUP +{healed - heal_at:.2f} s after the heal")
+    assert split_masters == ("MASTER", "MASTER"), split_masters
+    assert split.failures_end is not None and heal.failures_end is not None
+    # A never left MASTER; B did once healed: exactly one master.
+    assert not any(_STATE.search(line) for line in a_lines), a_lines
+    assert last_state(a) == "MASTER" and last_state(b) == "BACKUP"
+    assert_roles(scene, lab.a)
+
+
+def test_fwmark_no_loop_with_no_agent_running(scene: Scene) -> None:
+    """fwmark: kill -9 both agents (A first; B takes over, then B). Both boxes hold the VIP,
+    the marking rule and the fwmark service, and nobody runs anything: new connections are
+    still balanced exactly once — by whichever box the client reaches — and served by both."""
+    only(scene, "fwmark")
+    lab = scene.lab
+    a, b = scene.settled()
+    watch = Adverts(lab.b)
+    try:
+        mark = b.mark()
+        watch.next_from(lab.a.address, 10.0)
+        a.kill9()
+        b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
+    finally:
+        watch.close()
+    b.kill9()
+    for agent in (a, b):
+        agent.daemon.proc.wait(10)
+    before = {box.label: client_endpoints(box) for box in (lab.a, lab.b)}
+
+    traffic = lab.traffic()
+    traffic.start(count=200)
+    records = traffic.wait_done(60.0)
+    counts = spread(records)
+    new = {box.label: client_endpoints(box) - before[box.label] for box in (lab.a, lab.b)}
+    print(
+        f"\nlvsagent: fwmark with no agent running: {dict(sorted(counts.items()))}; "
+        f"balanced by A {len(new['a'])}, by B {len(new['b'])}; {lab.a.state()}; {lab.b.state()}"
+    )
+    assert sum(1 for r in records if r.ok) == 200, failures(records)
+    assert 0.4 <= share(records, "boxa") <= 0.6, counts
+    # A connection balanced by both boxes would be a loop: each is in one table only.
+    assert new["a"] & new["b"] == set(), sorted(new["a"] & new["b"])[:5]
+    assert len(new["a"] | new["b"]) >= 100, (len(new["a"]), len(new["b"]))  # (reused ports)
+
+
+def test_fwmark_with_a_learned_peer_mac(scene: Scene) -> None:
+    """fwmark without peer_mac: each agent learns the other box's MAC and marks all but its
+    packets: the spread and the backup's IPVS table as with a configured MAC."""
+    only(scene, "fwmark")
+    lab = scene.lab
+    for agent in scene.agents.values():
+        agent.stop()
+    scene.agents.clear()
+    configured = scene.config
+    scene.config = agent_config("fwmark", peer_mac=None)
+    try:
+        scene.settled(timeout=15.0)  # until both have the marking rule with the peer's MAC
+        before = client_endpoints(lab.b)
+        traffic = lab.traffic()
+        traffic.start(count=200)
+        records = traffic.wait_done(60.0)
+        counts = spread(records)
+        print(f"\nlvsagent: fwmark (learned MAC) spread: {dict(sorted(counts.items()))}")
+        assert sum(1 for r in records if r.ok) == 200, failures(records)
+        assert 0.4 <= share(records, "boxa") <= 0.6, counts
+        assert client_endpoints(lab.b) - before == set()
+    finally:
+        scene.config = configured

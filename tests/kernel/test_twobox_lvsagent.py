@@ -163,7 +163,24 @@ class Scene:
             raise AssertionError(f"{exc}: {problems}") from None
 
 
-@pytest.fixture(scope="module", params=["bypass", "fwmark", "backup_only"])
+MODES = ("bypass", "fwmark", "backup_only")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each case runs in the modes its ``@modes`` names (all by default): cases that do not
+    apply to a mode are not generated at all, rather than generated and skipped."""
+    if "scene" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("modes")
+        wanted = marker.args if marker is not None else MODES
+        metafunc.parametrize("scene", [m for m in MODES if m in wanted], indirect=True,
+                             scope="module")  # fmt: skip
+
+
+def modes(*names: str) -> pytest.MarkDecorator:
+    return pytest.mark.modes(*names)
+
+
+@pytest.fixture(scope="module")
 def scene(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Scene]:
@@ -182,11 +199,6 @@ def logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     for label, agent in sorted(scene.agents.items()):
         print(f"\n----- box {label}'s agent, last lines:\n" + "\n".join(agent.daemon.lines[-40:]))
-
-
-def only(scene: Scene, *modes: str) -> None:
-    if scene.mode not in modes:
-        pytest.skip(f"not run in {scene.mode} mode (runtime): see the module's docstring")
 
 
 # ----- states --------------------------------------------------------------------------------
@@ -538,6 +550,7 @@ def _index(lines: list[str], pattern: str) -> int | None:
     return next((i for i, line in enumerate(lines) if rx.search(line)), None)
 
 
+@modes("bypass")
 def test_sigterm_of_the_master_leaves_a_working_real_server_then_it_returns(
     scene: Scene,
 ) -> None:
@@ -545,7 +558,6 @@ def test_sigterm_of_the_master_leaves_a_working_real_server_then_it_returns(
     in the BACKUP kernel state (bypass in place, no VIP) and serves what B sends it. Then A's
     agent starts again and preempts: one master again, and B, back to BACKUP, re-balances
     nothing."""
-    only(scene, "bypass")
     lab = scene.lab
     a, b = scene.settled()
     reused = ReusedPorts(lab, 42000)
@@ -584,10 +596,10 @@ def test_sigterm_of_the_master_leaves_a_working_real_server_then_it_returns(
     assert_roles(scene, lab.a)
 
 
+@modes("bypass")
 def test_link_down_on_the_master_then_it_returns(scene: Scene) -> None:
     """A's cable is pulled: B takes over, re-checks A's real server at once and drains it;
     afterwards every request is served. The cable goes back: A preempts, one master, no loop."""
-    only(scene, "bypass")
     lab = scene.lab
     a, b = scene.settled()
     a_down = rf"RS {re.escape(ADDRESS['a'])}:{PORT} of \S+ DOWN"
@@ -629,11 +641,11 @@ def test_link_down_on_the_master_then_it_returns(scene: Scene) -> None:
     assert_roles(scene, lab.a)
 
 
+@modes("bypass")
 def test_partition_then_heal_leaves_exactly_one_master(scene: Scene) -> None:
     """A and B stop hearing each other (both still reach the client): both become MASTER and
     each drains the other's real server. Healed: B goes back to BACKUP, A stays MASTER, and
     each box's bypass matches its role; every request is served afterwards."""
-    only(scene, "bypass")
     lab = scene.lab
     a, b = scene.settled()
     traffic = start_traffic(lab)
@@ -670,11 +682,11 @@ def test_partition_then_heal_leaves_exactly_one_master(scene: Scene) -> None:
     assert_roles(scene, lab.a)
 
 
+@modes("fwmark")
 def test_fwmark_no_loop_with_no_agent_running(scene: Scene) -> None:
     """fwmark: kill -9 both agents (A first; B takes over, then B). Both boxes hold the VIP,
     the marking rule and the fwmark service, and nobody runs anything: new connections are
     still balanced exactly once — by whichever box the client reaches — and served by both."""
-    only(scene, "fwmark")
     lab = scene.lab
     a, b = scene.settled()
     watch = Adverts(lab.b)
@@ -706,10 +718,10 @@ def test_fwmark_no_loop_with_no_agent_running(scene: Scene) -> None:
     assert len(new["a"] | new["b"]) >= 100, (len(new["a"]), len(new["b"]))  # (reused ports)
 
 
+@modes("fwmark")
 def test_fwmark_with_a_learned_peer_mac(scene: Scene) -> None:
     """fwmark without peer_mac: each agent learns the other box's MAC and marks all but its
     packets: the spread and the backup's IPVS table as with a configured MAC."""
-    only(scene, "fwmark")
     lab = scene.lab
     for agent in scene.agents.values():
         agent.stop()

@@ -56,14 +56,19 @@ fail() {
 
 [ -n "$shared" ] || fail "no lvsagent_shared= on the kernel command line"
 mount -t proc proc /proc || fail "cannot mount /proc"
-# /var/tmp/... is on the hostfs root; the overlay's layers live on a tmpfs at /tmp.
-mount -t tmpfs -o mode=0755 tmpfs /tmp || fail "cannot mount the overlay's tmpfs"
-mkdir -p /tmp/upper /tmp/work /tmp/root
-mount -t overlay overlay -o lowerdir=/,upperdir=/tmp/upper,workdir=/tmp/work /tmp/root \
+# /var/tmp/... is on the hostfs root; the overlay's layers live on a tmpfs at /mnt, not
+# /tmp: a work tree under /tmp (a CI clone) must stay visible through the overlay.
+mount -t tmpfs -o mode=0755 tmpfs /mnt || fail "cannot mount the overlay's tmpfs"
+mkdir -p /mnt/upper /mnt/work /mnt/root
+mount -t overlay overlay -o lowerdir=/,upperdir=/mnt/upper,workdir=/mnt/work /mnt/root \
     || fail "cannot mount the overlay root"
-root=/tmp/root
+root=/mnt/root
 # The shared dir straight through to the host (through the overlay, writes would stay here).
 mount --bind "$shared" "$root$shared" || fail "cannot bind $shared"
+# Debian's tmp.conf empties /tmp at boot ("D"): through the overlay that would hide a
+# work tree under /tmp (a CI clone) from the guest.  Same name in /etc overrides it.
+mkdir -p "$root/etc/tmpfiles.d"
+echo "d /tmp 1777 root root -" >"$root/etc/tmpfiles.d/tmp.conf"
 units=$root/etc/systemd/system
 mkdir -p "$units"
 cat >"$units/lvsagent-lab.target" <<EOF

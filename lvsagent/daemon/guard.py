@@ -119,9 +119,29 @@ class LoopGuard:
         sysctl.apply_sysctls(desired, self.saved_sysctls)  # logs each change itself
         if self.mode in LO_VIP_MODES:
             loopback.reconcile_lo_vips(self.vips)
-        await self.set(True, "startup")
+        await self._set(engaged=True, why="startup")  # a failure here stops the start
 
     async def set(self, engaged: bool, why: str) -> None:
+        """At a transition: a failure is logged and left to check() to retry.
+
+        Raising here would stop the VRRP instance mid-transition; a guard that
+        could not be released only costs the spread (the box serves locally),
+        and one that could not be engaged is retried within CHECK_INTERVAL.
+        """
+        try:
+            await self._set(engaged, why)
+        except OSError as exc:
+            self.engaged = engaged  # what check() must converge to
+            log.error(
+                "loop guard %s: cannot %s it (%s): %s; retrying every %.0f s",
+                self.mode,
+                "engage" if engaged else "release",
+                why,
+                exc,
+                CHECK_INTERVAL,
+            )
+
+    async def _set(self, engaged: bool, why: str) -> None:
         async with self._lock:
             changed = self.nft.apply(engaged)
             if changed:
@@ -152,7 +172,8 @@ class LoopGuard:
             return
         async with self._lock:
             try:
-                self.nft.check()
+                self.nft.check()  # repairs drift against the last role applied, and says so
+                self.nft.apply(self.engaged)  # converges a transition whose apply failed
                 memory.trim()
                 if self.sync_on:
                     await self._sync_follow(self.engaged)

@@ -1,0 +1,73 @@
+"""The daemon's loop guard driver: a failed transition is retried, never fatal; start is."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+
+import lvsagent.daemon.guard as guard_module
+from lvsagent.config.loader import parse_config
+from lvsagent.daemon.guard import LoopGuard
+from lvsagent.netfilter.nft import NftError
+
+CONFIG = """
+[[vrrp_instance]]
+name = "VI_1"
+interface = "eth0"
+vrid = 51
+virtual_addresses = ["10.0.0.100/24"]
+[[virtual_server]]
+address = "10.0.0.100"
+port = 80
+[[virtual_server.real_server]]
+address = "10.0.0.1"
+port = 80
+"""
+
+
+class FlakyNft:
+    """Refuses the first ``failures`` applies, then records what it is asked for."""
+
+    def __init__(self, spec: Any, failures: int = 1) -> None:
+        self.failures = failures
+        self.applied: list[bool] = []
+
+    def apply(self, active: bool) -> bool:
+        if self.failures:
+            self.failures -= 1
+            raise NftError("apply", "Operation not permitted")
+        self.applied.append(active)
+        return True
+
+    def check(self) -> bool:
+        return False
+
+
+@pytest.fixture
+def guard(monkeypatch: pytest.MonkeyPatch) -> LoopGuard:
+    monkeypatch.setattr(guard_module, "NftGuard", FlakyNft)
+    config = parse_config(CONFIG, "t.toml")
+    return LoopGuard(config, config.vrrp_instances[0])
+
+
+def test_a_failed_release_is_logged_and_converged_by_the_next_check(
+    guard: LoopGuard, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(guard.set(False, "VI_1 BACKUP -> MASTER"))
+    assert "cannot release it" in caplog.text
+    assert guard.engaged is False
+    asyncio.run(guard.check())
+    nft = guard.nft
+    assert isinstance(nft, FlakyNft) and nft.applied == [False]
+
+
+def test_a_failure_at_startup_stops_the_start(guard: LoopGuard) -> None:
+    async def start() -> None:
+        await guard._set(engaged=True, why="startup")
+
+    with pytest.raises(NftError):
+        asyncio.run(start())

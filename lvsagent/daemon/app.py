@@ -26,9 +26,9 @@ from collections.abc import Callable
 
 from pyroute2 import AsyncIPRoute
 
+from lvsagent import memory
 from lvsagent.config.loader import ConfigError, load_config
 from lvsagent.config.schema import Config
-from lvsagent.daemon import memory
 from lvsagent.daemon.guard import LoopGuard, guarded_instance
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.daemon.observing import Observer

@@ -29,8 +29,8 @@ from typing import Any
 
 from pyroute2 import AsyncIPRoute
 
+from lvsagent import memory
 from lvsagent.config.schema import Config, VrrpInstance
-from lvsagent.daemon import memory
 from lvsagent.ipvs.genl import SyncState
 from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.netfilter import loopback, sysctl

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import astuple
 from typing import Literal, Protocol
 
+from lvsagent import memory
 from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.model import Table
 from lvsagent.ipvs.plan import Op, Plan, apply_ops, plan
@@ -31,6 +32,8 @@ from lvsagent.ipvs.plan import Op, Plan, apply_ops, plan
 log = logging.getLogger("lvsagent.ipvs")
 
 RETRY_AFTER_ERROR = 1.0
+# A pass this big leaves megabytes of freed heap that glibc would keep (see lvsagent.memory).
+TRIM_AFTER_OPS = 1000
 LOG_EACH_OP_UP_TO = 50
 LOG_ERRORS_UP_TO = 10  # one service that cannot be added fails each of its dests too
 
@@ -148,6 +151,8 @@ class IpvsReconciler:
                 unsent,
             )
             return False
+        if len(ops) >= TRIM_AFTER_OPS:
+            memory.trim()  # the encoded windows and op objects of a big pass are garbage now
         log.info("ipvs: %s: done, %d change(s) applied", why, applied)
         return True
 

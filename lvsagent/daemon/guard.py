@@ -100,6 +100,14 @@ class LoopGuard:
         self.peer_address: Callable[[], ipaddress.IPv4Address | None] = lambda: None
         self._kernel: IpvsKernel | None = None
         self._lock = asyncio.Lock()
+        self._unapplied = False  # set() failed; check() applies self.engaged
+
+    async def _lo_vips(
+        self, vips: tuple[ipaddress.IPv4Address, ...], managed: tuple[ipaddress.IPv4Address, ...]
+    ) -> None:
+        """The VIPs on lo, on the loop's own netlink socket (the sync helper blocks a thread)."""
+        async with AsyncIPRoute() as ipr:
+            await loopback.reconcile_lo_vips_async(ipr, vips, managed)
 
     @property
     def saved_sysctls(self) -> str:
@@ -118,7 +126,7 @@ class LoopGuard:
         desired = sysctl.desired_sysctls(self.mode, [self.inst.interface])
         sysctl.apply_sysctls(desired, self.saved_sysctls)  # logs each change itself
         if self.mode in LO_VIP_MODES:
-            loopback.reconcile_lo_vips(self.vips)
+            await self._lo_vips(self.vips, ())
         await self._set(engaged=True, why="startup")  # a failure here stops the start
 
     async def set(self, engaged: bool, why: str) -> None:
@@ -132,6 +140,7 @@ class LoopGuard:
             await self._set(engaged, why)
         except OSError as exc:
             self.engaged = engaged  # what check() must converge to
+            self._unapplied = True
             log.error(
                 "loop guard %s: cannot %s it (%s): %s; retrying every %.0f s",
                 self.mode,
@@ -172,8 +181,11 @@ class LoopGuard:
             return
         async with self._lock:
             try:
-                self.nft.check()  # repairs drift against the last role applied, and says so
-                self.nft.apply(self.engaged)  # converges a transition whose apply failed
+                if self._unapplied:  # a transition's apply failed: converge to its role
+                    self.nft.apply(self.engaged)
+                    self._unapplied = False
+                else:
+                    self.nft.check()  # repairs drift, and says what it repaired
                 memory.trim()
                 if self.sync_on:
                     await self._sync_follow(self.engaged)
@@ -227,7 +239,7 @@ class LoopGuard:
             self.config = replace(config, global_=replace(config.global_, loop_guard=self.mode))
             vips = _vips(self.config)
             if self.mode in LO_VIP_MODES and vips != self.vips:
-                loopback.reconcile_lo_vips(vips, managed=self.vips)
+                await self._lo_vips(vips, self.vips)
             self.vips = vips
             self.nft.reconfigure(guard_spec(self.config, self.peer_macs))
 
@@ -267,7 +279,7 @@ class LoopGuard:
             try:
                 self.nft.remove()
                 if self.mode in LO_VIP_MODES:
-                    loopback.remove_lo_vips(self.vips)
+                    await self._lo_vips((), self.vips)
                 sysctl.restore_sysctls(self.saved_sysctls)
                 if self.sync_on:
                     kernel = self._kernel or IpvsKernel()

@@ -261,17 +261,23 @@ def wait_failures_end(traffic: Traffic, after: float, timeout: float = SETTLE_TI
     """Until the requests started after ``after`` have gone QUIET s without a failure; returns
     the start of that failure-free stretch (just after the last failure, or ``after``)."""
     margin = QUIET + traffic.timeout
+    found: list[float] = []
 
     def quiet(records: list[Record]) -> bool:
-        later = [r for r in records if r.start >= after]
+        # Only requests older than every open one: those are all finished, so a stretch
+        # among them is really free of failures (one still open may yet time out).
+        open_since = traffic.oldest_in_flight()
+        later = [r for r in records if after <= r.start < open_since]
         if not later:
             return False
         last_failure = max((r.start for r in later if not r.ok), default=after)
-        return max(r.start for r in later) - last_failure >= margin
+        if max(r.start for r in later) - last_failure < margin:
+            return False
+        found.append(last_failure)  # a failure after this stretch is one to report, not skip
+        return True
 
     traffic.wait(quiet, timeout, f"{QUIET} s without a failed request after {after:.3f}")
-    later = [r for r in traffic.records if r.start >= after]
-    return max((r.start for r in later if not r.ok), default=after)
+    return found[0]
 
 
 def confirm_all_served(traffic: Traffic, since: float) -> list[Record]:

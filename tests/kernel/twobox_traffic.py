@@ -94,6 +94,7 @@ class Traffic:
         self.max_in_flight = max_in_flight
         self.records: list[Record] = []
         self.started = 0
+        self._in_flight: dict[int, float] = {}  # socket fd -> wall-clock start, under _cond
         self._request = f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode()
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -138,6 +139,15 @@ class Traffic:
                     seen = Counter(r.outcome for r in self.records)
                     raise AssertionError(f"traffic: {what} not seen within {timeout} s: {seen}")
                 self._cond.wait(min(left, 1.0))
+
+    def oldest_in_flight(self) -> float:
+        """The start of the oldest request not finished yet (``inf`` if none).
+
+        Why: a stretch of ``records`` without failures proves nothing while a request that
+        started inside it is still open; it may yet time out.
+        """
+        with self._cond:  # an RLock: fine from inside a wait() predicate
+            return min(self._in_flight.values(), default=float("inf"))
 
     def wait_done(self, timeout: float) -> list[Record]:
         """With start(count): wait until all ``count`` requests have finished."""
@@ -216,6 +226,8 @@ class Traffic:
             self._finish(start, _ERRNO_OUTCOME.get(code, f"error:{errno.errorcode.get(code)}"))
             return
         pending[sock.fileno()] = _Pending(sock, start, time.monotonic() + self.timeout)
+        with self._cond:
+            self._in_flight[sock.fileno()] = start
         sel.register(sock, selectors.EVENT_WRITE)
 
     def _step(
@@ -253,10 +265,13 @@ class Traffic:
     def _close(
         self, sel: selectors.BaseSelector, pending: dict[int, _Pending], p: _Pending, outcome: str
     ) -> None:
-        del pending[p.sock.fileno()]
+        fd = p.sock.fileno()
+        del pending[fd]
         sel.unregister(p.sock)
         p.sock.close()
-        self._finish(p.start, outcome)
+        with self._cond:
+            del self._in_flight[fd]
+            self._finish(p.start, outcome)
 
     def _finish(self, start: float, outcome: str) -> None:
         with self._cond:

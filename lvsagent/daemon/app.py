@@ -24,8 +24,6 @@ import logging
 import signal
 from collections.abc import Callable
 
-from pyroute2 import AsyncIPRoute
-
 from lvsagent import memory
 from lvsagent.config.loader import ConfigError, load_config
 from lvsagent.config.schema import Config
@@ -39,6 +37,7 @@ from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.model import Table
 from lvsagent.ipvs.plan import DelService
 from lvsagent.ipvs.reconciler import IpvsReconciler
+from lvsagent.netlink import AsyncIPRoute
 from lvsagent.vrrp import addresses
 
 log = logging.getLogger("lvsagent")

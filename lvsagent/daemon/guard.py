@@ -27,8 +27,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from pyroute2 import AsyncIPRoute
-
 from lvsagent import memory
 from lvsagent.config.schema import Config, VrrpInstance
 from lvsagent.ipvs.genl import SyncState
@@ -36,6 +34,7 @@ from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.netfilter import loopback, sysctl
 from lvsagent.netfilter.nft import NftGuard
 from lvsagent.netfilter.ruleset import GuardedService, GuardSpec
+from lvsagent.netlink import AsyncIPRoute
 from lvsagent.observe.snapshot import GuardStatus
 
 log = logging.getLogger("lvsagent.guard")
@@ -302,7 +301,6 @@ class LoopGuard:
             detail["sync"] = f"{self.sync_ifname} syncid {self.sync_id}"
         text = ", ".join(f"{k} {v}" for k, v in detail.items())
         return GuardStatus(mode=self.mode, active=self.engaged, detail=text)
-
 
 
 def _vips(config: Config) -> tuple[ipaddress.IPv4Address, ...]:

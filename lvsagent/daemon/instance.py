@@ -17,11 +17,10 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from pyroute2 import AsyncIPRoute
-
 from lvsagent.config.schema import VrrpInstance
 from lvsagent.daemon.clock import DeadlineTimer
 from lvsagent.health.track import combine, evaluate_servers
+from lvsagent.netlink import AsyncIPRoute
 from lvsagent.observe.snapshot import InstanceStatus, split_brain
 from lvsagent.vrrp import addresses, track
 from lvsagent.vrrp.fastaddr import AddressFastPath

@@ -30,11 +30,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from pyroute2 import AsyncIPVS
-from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST
-from pyroute2.netlink import nla as _nla
-from pyroute2.netlink.generic import ipvs as _ipvs
-
 from lvsagent.ipvs.model import (
     FWD_METHOD,
     IP_VS_SVC_F_HASHED,
@@ -46,6 +41,16 @@ from lvsagent.ipvs.model import (
     Service,
     ServiceKey,
 )
+from lvsagent.netlink import (
+    NLM_F_ACK,
+    NLM_F_CREATE,
+    NLM_F_DUMP,
+    NLM_F_EXCL,
+    NLM_F_REQUEST,
+    AsyncIPVS,
+)
+from lvsagent.netlink import genl_ipvs as _ipvs
+from lvsagent.netlink import nla as _nla
 
 # Commands (include/uapi/linux/ip_vs.h, enum IPVS_CMD_*).
 CMD_NEW_SERVICE, CMD_SET_SERVICE, CMD_DEL_SERVICE, CMD_GET_SERVICE = 1, 2, 3, 4

@@ -34,11 +34,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from lvsagent.ipvs import batch, genl
 from lvsagent.ipvs.genl import SyncDaemon, SyncState, Timeouts
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
+from lvsagent.netlink import NetlinkError
 
 __all__ = ["IpvsError", "IpvsKernel", "SyncDaemon", "Timeouts"]
 

@@ -67,7 +67,6 @@ class IpvsReconciler:
         self.timeouts = timeouts
         self.ops_applied = 0
         self.errors = 0
-        self.last_plan: Plan | None = None
         self.known: Table | None = None  # the kernel's table after our last good pass
         self._wake = asyncio.Event()
         self._reported: set[str] = set()
@@ -104,7 +103,6 @@ class IpvsReconciler:
         if not await self._reconcile_timeouts():
             return False
         result = plan(self.desired, actual, self.foreign)
-        self.last_plan = result
         self._report_foreign(result)
         if result.ops:
             log.info("ipvs: %s: applying %d change(s)", why, len(result.ops))

@@ -14,8 +14,7 @@ import struct
 from dataclasses import dataclass
 from fcntl import ioctl
 
-from pyroute2 import AsyncIPRoute
-from pyroute2.netlink.exceptions import NetlinkError
+from lvsagent.netlink import AsyncIPRoute, NetlinkError
 
 SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1

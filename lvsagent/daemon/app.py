@@ -106,7 +106,7 @@ class Agent:
                 "reload: loop_guard changed in %s; it takes effect at the next restart", path
             )
         self.config = new
-        self.observer.config = new
+        self.observer.reconfigure(new)
         if self.health is not None:
             self.health.set_config(new)
         if self.guard is not None:

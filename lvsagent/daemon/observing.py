@@ -44,6 +44,7 @@ class Observer:
         self.known_table: Callable[[], Table | None] = lambda: None
         self._status_text = ""
         self._tasks: list[asyncio.Task[None]] = []
+        self._latency_series: set[tuple[str, str]] = set()  # (service, "ip:port") observed
 
     async def start(self) -> None:
         g = self.config.global_
@@ -117,11 +118,27 @@ class Observer:
             parts.append(f"loop guard {snap.loop_guard.mode} {on}")
         return "; ".join(parts)
 
+    def reconfigure(self, config: Config) -> None:
+        """A reload: real servers that left the config lose their latency series.
+
+        Why: a histogram series stays in every scrape until removed, so without this a
+        retired real server would be exported (and graphed) forever.
+        """
+        self._feed_latencies()  # the old config's samples first; the monitor records no
+        self.config = config  # more for servers it forgets (called before its set_config)
+        if not self._latency_series:
+            return
+        kept = _server_labels(config)
+        for service, rs in self._latency_series - kept:
+            self.metrics.forget_server(service, rs)
+        self._latency_series &= kept
+
     def _feed_latencies(self) -> None:
         if self.health is None:
             return
         for sample in self.health.drain_samples():
             self.metrics.observe_check(sample.service, sample.rs, sample.latency)
+            self._latency_series.add((sample.service, sample.rs))
 
     def _servers(self) -> tuple[ServerStatus, ...]:
         if self.health is None:
@@ -148,3 +165,12 @@ def _kernel_weights(table: Table | None) -> dict[tuple[ServiceKey | None, DestKe
     if table is None:
         return {}
     return {(s.key, d.key): d.weight for s in table.services for d in s.dests}
+
+
+def _server_labels(config: Config) -> set[tuple[str, str]]:
+    """(service label, "ip:port") of every configured real server: the histogram's labels."""
+    return {
+        (vs.label, f"{rs.address}:{rs.port}")
+        for vs in config.virtual_servers
+        for rs in vs.real_servers
+    }

@@ -126,7 +126,29 @@ class LoopGuard:
         sysctl.apply_sysctls(desired, self.saved_sysctls)  # logs each change itself
         if self.mode in LO_VIP_MODES:
             await self._lo_vips(self.vips, ())
+        await self._recall_peer_macs()
         await self._set(engaged=True, why="startup")  # a failure here stops the start
+
+    async def _recall_peer_macs(self) -> None:
+        """The peer's MAC before the first write, so that a restart keeps its redirect.
+
+        A killed agent's table still redirects what the peer sends; written without
+        the MAC, the restarted agent's first table would drop that until the MAC is
+        learned again.  The neighbour table usually still has it; else the MACs the
+        old table names are kept (they change only when the peer box is replaced).
+        """
+        if self.peer_macs:
+            return
+        await self._learn_peer_mac()
+        if self.peer_macs:
+            return
+        try:
+            left = self.nft.peer_macs_in_kernel()
+        except OSError as exc:
+            log.warning("loop guard %s: cannot read the old table: %s", self.mode, exc)
+            return
+        for mac in left:
+            await self.learn_peer_mac(mac, source="the table the last run left")
 
     async def set(self, engaged: bool, why: str) -> None:
         """At a transition: a failure is logged and left to check() to retry.
@@ -193,7 +215,7 @@ class LoopGuard:
 
     async def run_checks(self) -> None:
         while True:
-            learning = self.mode != "backup_only" and not self.peer_macs
+            learning = not self.peer_macs
             await asyncio.sleep(1.0 if learning else CHECK_INTERVAL)
             await self.check()
             if learning:
@@ -204,8 +226,8 @@ class LoopGuard:
 
         Multicast adverts create no neighbour entry, but the health checks of the
         peer's real server (the same address) do.  Until it is known, fwmark marks
-        nothing (every packet is served locally, which cannot loop) and bypass has
-        only its role-driven rules.
+        nothing (every packet is served locally, which cannot loop), bypass has
+        only its role-driven rules and backup_only only its sysctl and sync daemons.
         """
         peer = self.peer_address()
         if peer is None:
@@ -218,19 +240,19 @@ class LoopGuard:
                     if msg.get("NDA_DST") == str(peer) and msg["state"] & _NUD_VALID
                 ]
         except OSError as exc:
-            log.warning("loop guard fwmark: cannot read the neighbour table: %s", exc)
+            log.warning("loop guard %s: cannot read the neighbour table: %s", self.mode, exc)
             return
         if found and found[0]:
             await self.learn_peer_mac(str(found[0]).lower())
 
-    async def learn_peer_mac(self, mac: str) -> None:
-        """The peer's MAC: fwmark does not mark its packets, bypass always serves them locally."""
+    async def learn_peer_mac(self, mac: str, source: str = "the neighbour table") -> None:
+        """The peer's MAC: fwmark does not mark its packets, and every mode serves them locally."""
         if mac in self.peer_macs:
             return
         async with self._lock:
             self.peer_macs = (*self.peer_macs, mac)
             self.nft.reconfigure(guard_spec(self.config, self.peer_macs))
-        log.info("loop guard %s: peer MAC %s learned", self.mode, mac)
+        log.info("loop guard %s: peer MAC %s learned from %s", self.mode, mac, source)
 
     async def reload(self, config: Config) -> None:
         """A reload: new services mean new rules; the mode itself changes only at restart."""
@@ -294,9 +316,7 @@ class LoopGuard:
                 self._kernel.close()
 
     def status(self) -> GuardStatus:
-        detail: dict[str, Any] = {"services": len(self.vips)}
-        if self.mode != "backup_only":
-            detail["peer_macs"] = list(self.peer_macs)
+        detail: dict[str, Any] = {"services": len(self.vips), "peer_macs": list(self.peer_macs)}
         if self.sync_on:
             detail["sync"] = f"{self.sync_ifname} syncid {self.sync_id}"
         text = ", ".join(f"{k} {v}" for k, v in detail.items())

@@ -35,6 +35,7 @@ from lvsagent.netfilter.ruleset import (
     list_table,
     parse_counters,
     parse_table,
+    peer_macs_of,
     transaction,
 )
 from lvsagent.netfilter.spec import GuardSpec
@@ -241,6 +242,11 @@ class NftGuard:
                 TABLE_LABEL, "; ".join(drift),
             )  # fmt: skip
 
+    def peer_macs_in_kernel(self) -> tuple[str, ...]:
+        """The peer MACs our table in the kernel names now (none if there is no table)."""
+        state = self._read()
+        return peer_macs_of(state) if state is not None else ()
+
     def _read_raw(self) -> Json | None:
         try:
             return self._nft.run(list_table(), f"list table {TABLE_LABEL}")
@@ -282,6 +288,9 @@ class NftGuard:
             marks = ", ".join(f"{s.label} mark {s.fwmark}" for s in spec.unique_services())
             msg = (f"fwmark guard: {marks or 'no services'} unless sent by "
                    f"{', '.join(spec.peer_macs)}")  # fmt: skip
+        elif spec.peer_macs:
+            msg = (f"backup_only: what {', '.join(spec.peer_macs)} (the peer) sends to "
+                   f"{services} is served locally, even with no agent running")  # fmt: skip
         else:
             msg = "conntrack keeper only (the loop is broken by net.ipv4.vs.backup_only)"
         log.info("table %s: %s", TABLE_LABEL, msg, extra=self._journal())

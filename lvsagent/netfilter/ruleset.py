@@ -15,11 +15,12 @@ Three chains, each only in the modes that need it:
                   conntrack and every connection the bypass had redirected stops
                   getting its replies un-NATed (shared/FACTS.md; pinned in
                   tests/netns/test_netfilter.py).
-``bypass``        bypass mode (the seed's second scheme).  nat prerouting: in
+``bypass``        nat prerouting.  Bypass mode (the seed's second scheme): in
                   BACKUP/FAULT, traffic for each virtual service (its protocol,
                   VIP and port, never "all TCP") is redirected to the local real
-                  server, so IPVS on this box never sees it.  In MASTER the chain
-                  exists and is empty.
+                  server, so IPVS on this box never sees it; in MASTER only what
+                  the peer's MAC sends is.  fwmark and backup_only: only what the
+                  peer's MAC sends, in every state (see peer_bypass_rule).
 ``fwmark_guard``  fwmark mode (the seed's first scheme).  mangle prerouting: packets
                   to a service that did not come from the peer's MAC get the
                   service's mark; the peer's forwards stay unmarked, miss the
@@ -38,7 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from lvsagent.netfilter.spec import GuardedService, GuardMode, GuardSpec
+from lvsagent.netfilter.spec import GuardedService, GuardMode, GuardSpec, normalize_mac
 
 # The spec types are re-exported: callers build a GuardSpec and hand it here.
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "list_table",
     "parse_counters",
     "parse_table",
+    "peer_macs_of",
     "transaction",
 ]
 
@@ -167,6 +169,12 @@ def _from_peer(peer_macs: tuple[str, ...]) -> Json:
     return _match({"payload": {"protocol": "ether", "field": "saddr"}}, macs)
 
 
+# ``tcp flags & (syn | ack) == syn``: a connection's first packet.
+_TCP_OPENING = _match(
+    {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["syn", "ack"]]}, "syn"
+)
+
+
 def peer_bypass_rule(svc: GuardedService, peer_macs: tuple[str, ...]) -> Rule:
     """What the peer director sends for ``svc`` is never balanced again, whatever our role.
 
@@ -175,11 +183,26 @@ def peer_bypass_rule(svc: GuardedService, peer_macs: tuple[str, ...]) -> Rule:
     balances to us, and without this rule our kernel would balance that again
     (the loop that kept a quarter of all requests failing in the seed's setup).
     The rule is kernel state, so it holds with no agent running.
+
+    TCP: only a connection's opening SYN is redirected; the NAT it binds carries
+    the rest of that connection.  A connection this box's IPVS served itself and
+    the peer now forwards mid-stream (its sync daemon carried the entry over a
+    failover) has no conntrack entry here (IPVS untracks what it handles), so a
+    redirect of every packet would send it to a local address with no socket: a
+    reset (seen in the lab with backup_only).  Left alone, IPVS's own entry
+    still delivers it.  (The flags match implies the protocol: nft reads an
+    explicit ``meta l4proto tcp`` back without it, so none is written.)
     """
+    match = _service_match(svc)
+    if svc.protocol == "tcp":
+        match = [m for m in match if m["match"]["left"] != {"meta": {"key": "l4proto"}}]
+        opening = [_TCP_OPENING]
+    else:
+        opening = []
     return Rule(
         BYPASS_CHAIN,
         f"bypass {svc.label} from the peer",
-        (*_service_match(svc), _from_peer(peer_macs), {"counter": None}, {"redirect": None}),
+        (*match, _from_peer(peer_macs), *opening, {"counter": None}, {"redirect": None}),
     )
 
 
@@ -208,6 +231,14 @@ def desired_table(spec: GuardSpec, active: bool) -> TableState:
     With no peer MAC known in fwmark mode the chain stays empty: marking
     everything would let both boxes balance (the loop), marking nothing only
     costs the spread until the MAC is configured or learned.
+
+    backup_only: the sysctl keeps a backup's IPVS out of the way only while its
+    backup sync daemon runs.  A master killed with -9 keeps its master daemon,
+    its VIP and its table, so its IPVS would balance again what the new master
+    forwards it (the loop, until the agent restarts: 9 % of requests failed
+    for 12 s in the lab).  The peer's forwards redirected before IPVS close it.
+    The redirect takes only a connection's first packet (see peer_bypass_rule),
+    so the connections the sync daemon carries over a failover are not touched.
     """
     chains = [CT_KEEP]
     rules = [ct_keep_rule()]
@@ -226,6 +257,10 @@ def desired_table(spec: GuardSpec, active: bool) -> TableState:
         chains += [FWMARK, BYPASS]
         if spec.peer_macs:
             rules.extend(fwmark_rule(s, spec.peer_macs) for s in services)
+            rules.extend(peer_bypass_rule(s, spec.peer_macs) for s in services)
+    else:
+        chains.append(BYPASS)
+        if spec.peer_macs:
             rules.extend(peer_bypass_rule(s, spec.peer_macs) for s in services)
     return TableState(tuple(chains), tuple(rules))
 
@@ -311,6 +346,31 @@ def parse_counters(readback: Json) -> dict[str, dict[str, int]]:
                     "bytes": int(counter.get("bytes", 0)),
                 }
     return found
+
+
+def peer_macs_of(state: TableState) -> tuple[str, ...]:
+    """The peer MACs a table's rules name (a previous run's, found at start), sorted.
+
+    Why: a restarted agent writes its table before it has heard the peer; without
+    these, its first write would drop the redirect of the peer's forwards that the
+    killed agent left, until the MAC is learned again.
+    """
+    found: set[str] = set()
+    for rule in state.rules:
+        for expr in rule.expr:
+            match = expr.get("match") if isinstance(expr, dict) else None
+            if not isinstance(match, dict):
+                continue
+            if match.get("left") != {"payload": {"protocol": "ether", "field": "saddr"}}:
+                continue
+            right = match.get("right")
+            values = right.get("set", []) if isinstance(right, dict) else [right]
+            for value in values:
+                try:
+                    found.add(normalize_mac(value))
+                except ValueError:
+                    continue  # someone's hand edit: not a MAC we can trust
+    return tuple(sorted(found))
 
 
 def describe_drift(desired: TableState, actual: TableState | None) -> list[str]:

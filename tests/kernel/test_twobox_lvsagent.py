@@ -239,6 +239,11 @@ def guard_problems(scene: Scene, box: Box, role: str) -> list[str]:
         if not box.marks_all_but(peer.mac):
             problems.append(f"{box.name}: no rule marking all but {peer.mac}: {box.ruleset()}")
     else:
+        peer = scene.lab.other(box)
+        if box.has_redirect():
+            problems.append(f"{box.name}: a redirect of all traffic in backup_only mode")
+        if not box.redirects_from(peer.mac):
+            problems.append(f"{box.name}: no redirect of what {peer.name} ({peer.mac}) sends")
         if box.sysctl("net.ipv4.vs.backup_only") != "1":
             problems.append(f"{box.name}: net.ipv4.vs.backup_only is not 1")
         want = {"master"} if role == "MASTER" else {"backup"}
@@ -473,13 +478,14 @@ def test_kill9_of_the_master_then_restart_ends_the_failures(scene: Scene) -> Non
     again as systemd would: it comes up BACKUP with its guard engaged and its stale VIP gone,
     then preempts. The failures end; every request afterwards is served.
 
-    bypass and fwmark: the killed A keeps its VIP and IPVS table, but its kernel still keeps
-    what B forwards it away from IPVS (bypass: a redirect of what B's MAC sends; fwmark: B's
-    packets are not marked), so there is no loop even before the restart — also for client
-    ports that A itself balanced to B before the kill (ReusedPorts). backup_only: the killed
-    A's IPVS still balances (its sync daemon is the master one) until the restart engages the
-    guard; connections opened before the kill and finished after the takeover (and others
-    finished after A's return) are served: the sync daemon carried their entries.
+    Every mode: the killed A keeps its VIP and IPVS table, but its kernel still keeps what B
+    forwards it away from IPVS (a redirect of what B's MAC sends; fwmark: B's packets are not
+    marked either), so there is no loop even before the restart — also for client ports that
+    A itself balanced to B before the kill (ReusedPorts; not in backup_only). backup_only
+    needs the redirect most: the killed A's sync daemon is the master one, so its IPVS is
+    on. There, connections opened before the kill and finished after the takeover (and others
+    finished after A's return) are served: the sync daemon carried their entries, and the
+    redirect, decided at a connection's first packet, does not touch them.
     """
     lab = scene.lab
     a, b = scene.settled()
@@ -509,7 +515,7 @@ def test_kill9_of_the_master_then_restart_ends_the_failures(scene: Scene) -> Non
             reuse = reused.again()
             notes.append(describe_reuse(reuse))
         # The killed agent left A's VIP and IPVS table. Let 2 s of traffic show what that does
-        # (backup_only: a loop), then restart A.
+        # (with no redirect of B's forwards: a loop), then restart A.
         traffic.wait_started_after(takeover, 100, 30.0)
         restart_at = time.time()
         loop_rate = failure_rate(traffic.records, takeover, restart_at)

@@ -138,6 +138,32 @@ def test_apply_is_idempotent_and_leaves_other_tables_alone(lab: tuple[Netns, Net
     assert box.run("nft", "list", "tables").stdout.split() == ["table", "inet", "keep"]
 
 
+@pytest.mark.parametrize("mode", ["bypass", "fwmark", "backup_only"])
+def test_the_kernel_reads_back_every_modes_table_as_written(
+    lab: tuple[Netns, Netns], mode: str
+) -> None:
+    """Each form the ruleset writes (peer rules with the SYN match, every-port services) is
+    what nft reads back: else every 5 s check would "repair" a table that is fine."""
+    _, box = lab
+    vip = ipaddress.IPv4Address(VIP)
+    services = (
+        WEB,
+        GuardedService("tcp", vip, None, 5),
+        GuardedService("udp", vip, None, 6),
+    )
+    macs = ("02:00:00:00:00:0a", "02:00:00:00:00:0b")
+    spec = GuardSpec(mode, services, macs)  # type: ignore[arg-type]
+    with inside(box) as (w,):
+        guard = w.call(NftGuard, spec)
+        for active in (True, False, True, False):  # bypass ends released: the peer rule
+            w.call(guard.apply, active)
+            assert w.call(guard.apply, active) is False  # read back equal: nothing sent
+            assert w.call(guard.check) is False, w.call(guard.state)
+        listing = box.run("nft", "list", "chain", "ip", "lvsagent", "bypass").stdout
+        assert "tcp flags syn / syn,ack" in listing, listing
+        w.call(guard.remove)
+
+
 def test_check_repairs_drift_made_by_hand(lab: tuple[Netns, Netns]) -> None:
     _, box = lab
     with inside(box) as (w,):

@@ -71,3 +71,41 @@ def test_a_failure_at_startup_stops_the_start(guard: LoopGuard) -> None:
 
     with pytest.raises(NftError):
         asyncio.run(start())
+
+
+class LeftTable:
+    """A kernel table a killed agent left, naming the peer's MAC; records reconfigures."""
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.reads = 0
+
+    def peer_macs_in_kernel(self) -> tuple[str, ...]:
+        self.reads += 1
+        return ("02:00:00:00:00:0b",)
+
+    def reconfigure(self, spec: Any) -> bool:
+        self.spec = spec
+        return False
+
+
+def test_a_restart_keeps_the_peer_mac_the_old_table_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The neighbour table has forgotten the peer (a long outage): the restarted agent's
+    first table must still redirect what the peer sends, as the old one did."""
+    monkeypatch.setattr(guard_module, "NftGuard", LeftTable)
+    config = parse_config(CONFIG, "t.toml")
+    guard = LoopGuard(config, config.vrrp_instances[0])  # peer_address: none heard yet
+    asyncio.run(guard._recall_peer_macs())
+    assert guard.peer_macs == ("02:00:00:00:00:0b",)
+    nft = guard.nft
+    assert isinstance(nft, LeftTable) and nft.spec.peer_macs == ("02:00:00:00:00:0b",)
+
+
+def test_a_configured_peer_mac_needs_no_recall(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(guard_module, "NftGuard", LeftTable)
+    config = parse_config('[global]\npeer_mac = "02:00:00:00:00:0c"\n' + CONFIG, "t.toml")
+    guard = LoopGuard(config, config.vrrp_instances[0])
+    asyncio.run(guard._recall_peer_macs())
+    nft = guard.nft
+    assert isinstance(nft, LeftTable) and nft.reads == 0
+    assert guard.peer_macs == ("02:00:00:00:00:0c",)

@@ -152,7 +152,9 @@ def test_switching_mode_replaces_the_chains(nft: FakeNft) -> None:
     assert set(nft.tables["lvsagent"]["chains"]) == {"ct_keep", "fwmark_guard", "bypass"}
     assert nft.rule_count("fwmark_guard") == nft.rule_count("bypass") == 1
     assert guard.reconfigure(GuardSpec("backup_only", (WEB,))) is True
-    assert set(nft.tables["lvsagent"]["chains"]) == {"ct_keep"}
+    assert set(nft.tables["lvsagent"]["chains"]) == {"ct_keep", "bypass"}
+    assert nft.rule_count("bypass") == 0  # no peer MAC known: nothing to redirect
+    assert nft.rule_count("fwmark_guard") == 0
 
 
 def test_reconfigure_before_the_first_apply_sends_nothing(nft: FakeNft) -> None:

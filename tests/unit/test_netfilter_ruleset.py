@@ -14,11 +14,13 @@ from lvsagent.netfilter.ruleset import (
     CT_KEEP,
     FWMARK,
     Chain,
+    Rule,
     TableState,
     describe_drift,
     desired_table,
     parse_counters,
     parse_table,
+    peer_macs_of,
     transaction,
 )
 from lvsagent.netfilter.spec import GuardedService, GuardSpec, normalize_mac
@@ -36,6 +38,8 @@ DADDR = {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "
 DPORT80 = {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
                      "right": 80}}  # fmt: skip
 ANY_UDP = {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "udp"}}
+SYN_ONLY = {"match": {"op": "==", "right": "syn", "left": {
+    "&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["syn", "ack"]]}}}  # fmt: skip
 
 
 def chain(name: str, type_: str, prio: int) -> dict[str, Any]:
@@ -86,7 +90,8 @@ def test_bypass_inactive_with_a_peer_mac_still_serves_the_peers_forwards_locally
     doc = transaction(desired_table(spec, active=False), None)
     assert doc["nftables"][-1] == {"add": {"rule": {
         **T, "chain": "bypass", "comment": "bypass 172.16.0.30:80/tcp from the peer",
-        "expr": [DADDR, DPORT80, saddr, {"counter": None}, {"redirect": None}]}}}  # fmt: skip
+        "expr": [DADDR, DPORT80, saddr, SYN_ONLY, {"counter": None},
+                 {"redirect": None}]}}}  # fmt: skip
     # Engaged, everything is redirected anyway: no separate peer rule.
     active = desired_table(spec, active=True)
     assert [r.comment for r in active.rules_of("bypass")] == ["bypass 172.16.0.30:80/tcp"]
@@ -121,9 +126,21 @@ def test_fwmark_marks_what_the_peer_did_not_send_whatever_the_state() -> None:
                 {"match": {"op": "==",
                            "left": {"payload": {"protocol": "ether", "field": "saddr"}},
                            "right": "08:00:27:e1:3c:c5"}},
-                {"counter": None}, {"redirect": None},
+                SYN_ONLY, {"counter": None}, {"redirect": None},
             ]}}},
         ]}  # fmt: skip
+
+
+def test_the_peers_tcp_forwards_are_redirected_at_their_syn_only() -> None:
+    """A connection this box's IPVS served and the peer forwards mid-stream after a failover
+    (synced entry) must reach IPVS, not a local address with no socket; UDP has no SYN."""
+    tcp_any = GuardedService("tcp", A("172.16.0.30"), None)
+    spec = GuardSpec("backup_only", (tcp_any, DNS_ANY), ("08:00:27:e1:3c:c5",))
+    tcp_rule, udp_rule = desired_table(spec, True).rules_of("bypass")
+    # every TCP port: nft reads `meta l4proto tcp` back as implied by the flags match
+    assert tcp_rule.expr[0] == DADDR and tcp_rule.expr[2] == SYN_ONLY
+    assert all("meta" not in str(e) for e in tcp_rule.expr)
+    assert udp_rule.expr[1] == ANY_UDP and SYN_ONLY not in udp_rule.expr
 
 
 def test_fwmark_with_two_peer_macs_uses_a_sorted_set() -> None:
@@ -139,11 +156,30 @@ def test_fwmark_without_a_peer_mac_marks_nothing() -> None:
     assert table.rules_of("fwmark_guard") == table.rules_of("bypass") == []
 
 
-def test_backup_only_has_only_the_conntrack_keeper() -> None:
+def test_backup_only_without_a_peer_mac_has_only_the_conntrack_keeper() -> None:
     for active in (True, False):
         table = desired_table(GuardSpec("backup_only", (WEB,)), active)
-        assert table.chains == (CT_KEEP,)
+        assert table.chains == (CT_KEEP, BYPASS)
         assert [r.chain for r in table.rules] == ["ct_keep"]
+
+
+def test_backup_only_serves_the_peers_forwards_locally_in_every_state() -> None:
+    """A master killed with -9 keeps its master sync daemon, so its IPVS is on: without this
+    redirect it would balance again what the new master forwards it."""
+    spec = GuardSpec("backup_only", (WEB, DNS_ANY), ("08:00:27:e1:3c:c5",))
+    engaged, released = desired_table(spec, True), desired_table(spec, False)
+    assert engaged == released
+    rules = engaged.rules_of("bypass")
+    assert [r.comment for r in rules] == [
+        "bypass 172.16.0.30:80/tcp from the peer",
+        "bypass 172.16.0.30:*/udp from the peer",
+    ]
+    assert all({"redirect": None} in r.expr for r in rules)
+    assert all(
+        {"match": {"op": "==", "left": {"payload": {"protocol": "ether", "field": "saddr"}},
+                   "right": "08:00:27:e1:3c:c5"}} in r.expr
+        for r in rules
+    )  # fmt: skip
 
 
 def test_every_mode_keeps_conntrack_hooked() -> None:
@@ -292,6 +328,10 @@ READBACK_FWMARK: dict[str, Any] = {"nftables": [
                                                                    "field": "saddr"}},
                                   "right": {"set": ["08:00:27:77:84:ef",
                                                     "08:00:27:e1:3c:c5"]}}},
+                       {"match": {"op": "==", "left": {"&": [{"payload": {"protocol": "tcp",
+                                                                          "field": "flags"}},
+                                                             ["syn", "ack"]]},
+                                  "right": "syn"}},
                        {"counter": {"packets": 0, "bytes": 0}}, {"redirect": None}]}},
 ]}  # fmt: skip
 
@@ -312,6 +352,18 @@ def test_readback_of_another_state_or_spec_differs() -> None:
     other_port = GuardedService("tcp", A("172.16.0.30"), 8080)
     assert not actual.same_as(desired_table(GuardSpec("bypass", (other_port, DNS_ANY)), True))
     assert not actual.same_as(desired_table(GuardSpec("fwmark", (WEB, DNS_ANY)), True))
+
+
+def test_the_peer_macs_a_left_table_names_are_found() -> None:
+    assert peer_macs_of(parse_table(READBACK_FWMARK)) == ("08:00:27:77:84:ef", "08:00:27:e1:3c:c5")
+    assert peer_macs_of(parse_table(READBACK_BYPASS)) == ()
+    hand_edit = desired_table(GuardSpec("backup_only", (WEB,), ("02:00:00:00:00:01",)), True)
+    (rule,) = hand_edit.rules_of("bypass")
+    odd = Rule(rule.chain, rule.comment, tuple(
+        {"match": {**e["match"], "right": "ff:ff:ff:ff:ff:ff"}}
+        if "ether" in str(e) else e for e in rule.expr
+    ))  # fmt: skip
+    assert peer_macs_of(TableState(hand_edit.chains, (odd,))) == ()
 
 
 def test_rule_order_matters_chain_order_does_not() -> None:

@@ -91,7 +91,7 @@ class DestStats:
 
 @dataclass(frozen=True)
 class ServiceStats:
-    label: str  # "10.0.0.1:80/tcp" (as the config labels it) or "fwmark 5"
+    label: str  # "10.0.0.1:80/tcp" (as the config labels it) or "fwmark 5" (metrics relabel)
     counters: Counters
     dests: tuple[DestStats, ...] = ()
 

@@ -25,6 +25,7 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
 
@@ -88,7 +89,7 @@ class AgentCollector:
             yield from self._instances(snap)
             yield from self._servers(snap)
         if self._ipvs is not None:
-            yield from self._kernel()
+            yield from self._kernel(_config_labels(snap))
 
     def _agent(self, snap: AgentSnapshot) -> Iterator[Metric]:
         start = _gauge("lvsagent_start_time_seconds", "When the daemon started (Unix time).")
@@ -170,7 +171,7 @@ class AgentCollector:
             moves.add_metric(key, s.transitions)
         yield from (up, weight, kernel, moves)
 
-    def _kernel(self) -> Iterator[Metric]:
+    def _kernel(self, labels: dict[str, str]) -> Iterator[Metric]:
         assert self._ipvs is not None
         try:
             services = self._ipvs()
@@ -183,7 +184,25 @@ class AgentCollector:
         self._ipvs_failed = False
         if services is None:
             return
+        if labels:
+            services = [replace(s, label=labels.get(s.label, s.label)) for s in services]
         yield from _ipvs_families(services)
+
+
+def _config_labels(snap: AgentSnapshot | None) -> dict[str, str]:
+    """The kernel's "fwmark 3" -> the config's "fwmark 3 (172.16.0.30:80/tcp)".
+
+    Why: the real-server series carry the config's label; with the kernel's
+    shorter one on the IPVS series, a dashboard could not join the two.
+    """
+    if snap is None:
+        return {}
+    found = {}
+    for server in snap.servers:
+        short, sep, _ = server.service.partition(" (")
+        if sep and short.startswith("fwmark "):
+            found[short] = server.service
+    return found
 
 
 def _ipvs_families(services: list[ipvsstats.ServiceStats]) -> Iterator[Metric]:

@@ -178,6 +178,20 @@ def test_ipvs_series_from_the_kernel_reader(scraper: Scraper) -> None:
     assert got[key("lvsagent_ipvs_dest_weight", **svc, rs="10.0.0.2:80")] == 0
 
 
+def test_fwmark_services_carry_the_configs_label_on_both_series(
+    scraper: Scraper, published: list[AgentSnapshot | None]
+) -> None:
+    """The kernel names a fwmark service "fwmark 5"; the config (and the real-server series)
+    "fwmark 5 (10.0.0.100:80/tcp)": the IPVS series take the config's, so both join."""
+    label = "fwmark 5 (10.0.0.100:80/tcp)"
+    published[0] = AgentSnapshot(servers=(ServerStatus(label, "10.0.0.1", 80, True, 1),))
+    got = scraper.samples()
+    assert got[key("lvsagent_ipvs_service_connections_total", service=label)] == 0
+    assert key("lvsagent_ipvs_service_connections_total", service="fwmark 5") not in got
+    assert got[key("lvsagent_realserver_up", service=label, rs="10.0.0.1:80")] == 1
+    assert got[key("lvsagent_ipvs_service_connections_total", service="10.0.0.100:80/tcp")] == 10
+
+
 def test_each_scrape_reads_the_latest_snapshot(
     scraper: Scraper, published: list[AgentSnapshot | None]
 ) -> None:

@@ -262,9 +262,18 @@ def assert_roles(scene: Scene, master: Box) -> None:
 # ----- traffic figures -----------------------------------------------------------------------
 
 
-def wait_failures_end(traffic: Traffic, after: float, timeout: float = SETTLE_TIMEOUT) -> float:
-    """Until the requests started after ``after`` have gone QUIET s without a failure; returns
-    the start of that failure-free stretch (just after the last failure, or ``after``)."""
+def wait_failures_end(traffic: Traffic, timeout: float = SETTLE_TIMEOUT) -> float:
+    """From now, until the requests started since have gone QUIET s without a failure;
+    returns the start of that failure-free stretch (just after the last failure, or now).
+
+    Call it once the roles have settled (after the state lines were seen). A request started
+    before that may fail: it was in flight while the VIP moved (its handshake reached one box,
+    its request the other; only connection sync saves those). Counting from an earlier event
+    raced: a quiet stretch found before the switch let such a request, finishing later, fail
+    "after" it. Failures after now are allowed only if they end; confirm_all_served() then
+    proves every later request served.
+    """
+    after = time.time()
     margin = QUIET + traffic.timeout
     found: list[float] = []
 
@@ -536,7 +545,7 @@ def test_kill9_of_the_master_then_restart_ends_the_failures(scene: Scene) -> Non
         mark_b = b.mark()
         a2.wait_state("MASTER", SETTLE_TIMEOUT)
         b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark_b)
-        since = wait_failures_end(traffic, restart_at)
+        since = wait_failures_end(traffic)
         records = confirm_all_served(traffic, since)
     finally:
         traffic.stop()
@@ -581,7 +590,7 @@ def test_sigterm_of_the_master_leaves_a_working_real_server_then_it_returns(
         assert a.daemon.proc.wait(15) == 0, a.daemon.lines[-20:]
         assert_roles(scene, lab.b)  # A: stopped, in the BACKUP state; B: MASTER
         reuse = reused.again()
-        since = wait_failures_end(traffic, fault_at)
+        since = wait_failures_end(traffic)
         records = confirm_all_served(traffic, since)
         stop = Failover("lvsagent", "sigterm", VERSION, ADVERT_INT, records, fault_at, takeover,
                         after=[lab.a.state(), lab.b.state()])  # fmt: skip
@@ -592,7 +601,7 @@ def test_sigterm_of_the_master_leaves_a_working_real_server_then_it_returns(
         back = a2.wait_state("MASTER", SETTLE_TIMEOUT)
         b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
         b_before = client_endpoints(lab.b)
-        since = wait_failures_end(traffic, back_at)
+        since = wait_failures_end(traffic)
         records = confirm_all_served(traffic, since)
         rebalanced = client_endpoints(lab.b) - b_before
     finally:
@@ -623,7 +632,7 @@ def test_link_down_on_the_master_then_it_returns(scene: Scene) -> None:
         takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
         b.daemon.wait_for(a_down, SETTLE_TIMEOUT, after=mark)
         drained = time.time()
-        since = wait_failures_end(traffic, fault_at)
+        since = wait_failures_end(traffic)
         records = confirm_all_served(traffic, since)
         cut = Failover("lvsagent", "link", VERSION, ADVERT_INT, records, fault_at, takeover,
                        after=[lab.a.state(), lab.b.state()])  # fmt: skip
@@ -637,7 +646,7 @@ def test_link_down_on_the_master_then_it_returns(scene: Scene) -> None:
         back = a.wait_state("MASTER", SETTLE_TIMEOUT, after=mark_a)
         b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
         b_before = client_endpoints(lab.b)
-        since = wait_failures_end(traffic, back_at)
+        since = wait_failures_end(traffic)
         records = confirm_all_served(traffic, since)
         rebalanced = client_endpoints(lab.b) - b_before
     finally:
@@ -666,7 +675,7 @@ def test_partition_then_heal_leaves_exactly_one_master(scene: Scene) -> None:
         lab.partition()
         fault_at = time.time()
         takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
-        since = wait_failures_end(traffic, fault_at)
+        since = wait_failures_end(traffic)
         records = confirm_all_served(traffic, since)
         split = Failover("lvsagent", "partition", VERSION, ADVERT_INT, records, fault_at,
                          takeover, after=[lab.a.state(), lab.b.state()])  # fmt: skip
@@ -677,7 +686,7 @@ def test_partition_then_heal_leaves_exactly_one_master(scene: Scene) -> None:
         lab.heal()
         healed = b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
         wait_until(lambda: not lab.b.has_vip(), 10.0, "box B: VIP released")
-        since = wait_failures_end(traffic, heal_at)
+        since = wait_failures_end(traffic)
         records = confirm_all_served(traffic, since)
         a_lines = a.daemon.lines[mark_a:]
     finally:

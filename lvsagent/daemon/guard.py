@@ -78,6 +78,9 @@ class LoopGuard:
         self.inst = inst
         self.state_dir = g.state_dir
         self.peer_macs: tuple[str, ...] = (g.peer_mac,) if g.peer_mac else ()
+        # Configured, or seen in the neighbour table: no more learning.  MACs only
+        # recalled from an old table may be a replaced box's, so learning goes on.
+        self._peer_confirmed = bool(g.peer_mac)
         self.config = config
         if self.mode == "bypass":
             for vs in config.virtual_servers:
@@ -148,7 +151,7 @@ class LoopGuard:
             log.warning("loop guard %s: cannot read the old table: %s", self.mode, exc)
             return
         for mac in left:
-            await self.learn_peer_mac(mac, source="the table the last run left")
+            await self.learn_peer_mac(mac, recalled=True)
 
     async def set(self, engaged: bool, why: str) -> None:
         """At a transition: a failure is logged and left to check() to retry.
@@ -215,7 +218,7 @@ class LoopGuard:
 
     async def run_checks(self) -> None:
         while True:
-            learning = not self.peer_macs
+            learning = not self._peer_confirmed
             await asyncio.sleep(1.0 if learning else CHECK_INTERVAL)
             await self.check()
             if learning:
@@ -245,13 +248,19 @@ class LoopGuard:
         if found and found[0]:
             await self.learn_peer_mac(str(found[0]).lower())
 
-    async def learn_peer_mac(self, mac: str, source: str = "the neighbour table") -> None:
-        """The peer's MAC: fwmark does not mark its packets, and every mode serves them locally."""
+    async def learn_peer_mac(self, mac: str, recalled: bool = False) -> None:
+        """The peer's MAC: fwmark does not mark its packets, and every mode serves them locally.
+
+        ``recalled``: read from the table a previous run left, not seen live.
+        """
+        if not recalled:
+            self._peer_confirmed = True
         if mac in self.peer_macs:
             return
         async with self._lock:
             self.peer_macs = (*self.peer_macs, mac)
             self.nft.reconfigure(guard_spec(self.config, self.peer_macs))
+        source = "the table the last run left" if recalled else "the neighbour table"
         log.info("loop guard %s: peer MAC %s learned from %s", self.mode, mac, source)
 
     async def reload(self, config: Config) -> None:

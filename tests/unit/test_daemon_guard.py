@@ -109,3 +109,15 @@ def test_a_configured_peer_mac_needs_no_recall(monkeypatch: pytest.MonkeyPatch) 
     nft = guard.nft
     assert isinstance(nft, LeftTable) and nft.reads == 0
     assert guard.peer_macs == ("02:00:00:00:00:0c",)
+
+
+def test_recalled_macs_keep_the_learning_going(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A MAC from the old table may be a replaced box's: the neighbour table still decides."""
+    monkeypatch.setattr(guard_module, "NftGuard", LeftTable)
+    config = parse_config(CONFIG, "t.toml")
+    guard = LoopGuard(config, config.vrrp_instances[0])
+    asyncio.run(guard._recall_peer_macs())
+    assert guard._peer_confirmed is False
+    asyncio.run(guard.learn_peer_mac("02:00:00:00:00:0d"))  # the new box, seen live
+    assert guard._peer_confirmed is True
+    assert guard.peer_macs == ("02:00:00:00:00:0b", "02:00:00:00:00:0d")

@@ -26,7 +26,7 @@ import ipaddress
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from lvsagent.vrrp.track import TrackVerdict
+from lvsagent.vrrp.track import TrackVerdict, weigh
 
 __all__ = ["TrackedServer", "combine", "evaluate_servers"]
 
@@ -55,13 +55,11 @@ def evaluate_servers(tracked: Iterable[TrackedServer], server_up: ServerUp) -> T
         verdict = server_up(t.address, t.port)
         name = f"{t.address}:{t.port}"
         state = "not checked yet" if verdict is None else "down"
-        if t.weight == 0:
-            if not verdict:
-                fatal.append(f"{name} {state}")
-        elif t.weight > 0 and verdict:
-            adjustment += t.weight
-        elif t.weight < 0 and not verdict:
-            adjustment += t.weight
+        fault, adjust = weigh(t.weight, bool(verdict))
+        if fault:
+            fatal.append(f"{name} {state}")
+        adjustment += adjust
+        if adjust < 0:
             changed.append(f"{name} {state} (weight {t.weight})")
     if fatal:
         return TrackVerdict(True, adjustment, f"real server {', '.join(fatal)}")

@@ -32,7 +32,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from lvsagent.ipvs import batch, genl
 from lvsagent.ipvs.genl import SyncDaemon, SyncState, Timeouts
@@ -40,6 +40,8 @@ from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 from lvsagent.netlink import NetlinkError
 
 __all__ = ["IpvsError", "IpvsKernel", "SyncDaemon", "Timeouts"]
+
+_Item = TypeVar("_Item", Service, Dest)
 
 _CONVERGED_DEL = batch.CONVERGED_DEL
 
@@ -161,13 +163,7 @@ class IpvsKernel:
         except OSError as exc:
             code = exc.errno or errno.EIO
             raise IpvsError("dump", "services", code, _advice("dump", code)) from exc
-        heads: list[Service] = []
-        for reply in replies:
-            service, reason = genl.parse_service(reply)
-            if service is None:
-                skipped[reason] += 1
-            else:
-                heads.append(service)
+        heads = _parsed(replies, genl.parse_service, skipped)
         services: list[Service] = []
         for i, head in enumerate(heads):
             if i % DUMP_YIELD_EVERY == DUMP_YIELD_EVERY - 1:
@@ -181,13 +177,7 @@ class IpvsKernel:
                 raise IpvsError(
                     "dump dests of", str(head.key), code, _advice("dump", code)
                 ) from exc
-            dests: list[Dest] = []
-            for reply in replies:
-                dest, reason = genl.parse_dest(reply)
-                if dest is None:
-                    skipped[reason] += 1
-                else:
-                    dests.append(dest)
+            dests = _parsed(replies, genl.parse_dest, skipped)
             services.append(replace(head, dests=tuple(sorted(dests, key=lambda d: d.key))))
         self.last_dump_skipped = dict(skipped)
         return Table(tuple(sorted(services, key=lambda s: s.key)))
@@ -380,3 +370,19 @@ def _outcome(request: batch.Request, code: int) -> bool | IpvsError:
         return False
     advice = _advice(request.action, code, request.scheduler)
     return IpvsError(request.action, request.target, code, advice)
+
+
+def _parsed(
+    replies: Sequence[bytes],
+    parse: Callable[[bytes], tuple[_Item | None, str]],
+    skipped: Counter[str],
+) -> list[_Item]:
+    """The replies ``parse`` understood; the others counted in ``skipped`` by reason."""
+    out: list[_Item] = []
+    for reply in replies:
+        item, reason = parse(reply)
+        if item is None:
+            skipped[reason] += 1
+        else:
+            out.append(item)
+    return out

@@ -21,6 +21,17 @@ class TrackVerdict:
     why: str
 
 
+def weigh(weight: int, up: bool) -> tuple[bool, int]:
+    """keepalived's rule for one tracked object: (FAULT, priority adjustment).
+
+    Weight 0: FAULT while down.  Positive: added while up.  Negative: added
+    while down.  Interfaces and real servers (health/track.py) share it.
+    """
+    if weight == 0:
+        return not up, 0
+    return False, weight if (weight > 0) == up else 0
+
+
 def evaluate(
     own_interface: str, tracked: tuple[TrackInterface, ...], up: Mapping[str, bool]
 ) -> TrackVerdict:
@@ -28,14 +39,11 @@ def evaluate(
     adjustment = 0
     changed = []
     for t in tracked:
-        is_up = up.get(t.name, False)
-        if t.weight == 0:
-            if not is_up:
-                fatal.append(t.name)
-        elif t.weight > 0 and is_up:
-            adjustment += t.weight
-        elif t.weight < 0 and not is_up:
-            adjustment += t.weight
+        fault, adjust = weigh(t.weight, up.get(t.name, False))
+        if fault:
+            fatal.append(t.name)
+        adjustment += adjust
+        if adjust < 0:
             changed.append(f"{t.name} down (weight {t.weight})")
     if fatal:
         return TrackVerdict(True, adjustment, f"interface {', '.join(fatal)} down")

@@ -30,14 +30,10 @@ from tests.kernel.test_agent_traffic import (
     write_config,
 )
 from tests.kernel.test_lab import Netns
-from tests.kernel.uml import inside_lab
+from tests.kernel.uml import lab_only
 
 pytestmark = [
-    pytest.mark.skipif(
-        not inside_lab(),
-        reason="runs inside the kernel lab: python -m tests.kernel.uml -- "
-        "$PWD/.venv/bin/python -m pytest tests/kernel/test_agent_health.py",
-    ),
+    lab_only(__file__),
     pytest.mark.timeout(120),
 ]
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.uml import inside_lab
+from tests.kernel.uml import lab_only
 from tests.netns.lab import Netns, namespaces, start_agent, veth
 
 pytestmark = [
-    pytest.mark.skipif(not inside_lab(), reason="needs the kernel lab (IPVS)"),
+    lab_only(__file__),
     pytest.mark.timeout(120),
 ]
 

@@ -20,15 +20,11 @@ from tests.kernel.test_agent_traffic import (
     wait_programmed,
     write_config,
 )
-from tests.kernel.uml import inside_lab
+from tests.kernel.uml import lab_only
 from tests.netns.lab import Daemon
 
 pytestmark = [
-    pytest.mark.skipif(
-        not inside_lab(),
-        reason="runs inside the kernel lab: python -m tests.kernel.uml -- "
-        "$PWD/.venv/bin/python -m pytest tests/kernel/test_agent_stop.py",
-    ),
+    lab_only(__file__),
     pytest.mark.timeout(120),
 ]
 

@@ -37,15 +37,11 @@ from pathlib import Path
 import pytest
 
 from tests.kernel.test_lab import Netns, bridge, namespaces
-from tests.kernel.uml import inside_lab
+from tests.kernel.uml import lab_only
 from tests.netns.lab import Daemon, start_agent
 
 pytestmark = [
-    pytest.mark.skipif(
-        not inside_lab(),
-        reason="runs inside the kernel lab: python -m tests.kernel.uml -- "
-        "$PWD/.venv/bin/python -m pytest tests/kernel/test_agent_traffic.py",
-    ),
+    lab_only(__file__),
     # Boot-free but netlink-heavy: a wedged daemon must fail one test, not the lab's deadline.
     pytest.mark.timeout(120),
 ]

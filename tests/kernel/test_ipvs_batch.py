@@ -21,11 +21,11 @@ from lvsagent.ipvs.kernel import IpvsError, IpvsKernel
 from lvsagent.ipvs.model import DestKey, Service, ServiceKey, Table
 from tests.kernel.test_ipvs_kernel import arun, dest, sample_table, saved, tcp, thresholds
 from tests.kernel.test_lab import Netns, namespaces
-from tests.kernel.uml import inside_lab
+from tests.kernel.uml import lab_only
 from tests.unit.test_ipvs_batch import dest_attrs, service_attrs, service_key_attrs
 
 pytestmark = [
-    pytest.mark.skipif(not inside_lab(), reason="runs inside the kernel lab (IPVS)"),
+    lab_only(__file__),
     pytest.mark.timeout(300),
 ]
 

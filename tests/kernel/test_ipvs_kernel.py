@@ -36,14 +36,10 @@ from lvsagent.ipvs.kernel import IpvsError, IpvsKernel, SyncDaemon, Timeouts
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 from tests.kernel.setns import enter
 from tests.kernel.test_lab import Netns, bridge, http_get, http_server, namespaces, site, veth
-from tests.kernel.uml import inside_lab
+from tests.kernel.uml import lab_only
 
 pytestmark = [
-    pytest.mark.skipif(
-        not inside_lab(),
-        reason="runs inside the kernel lab: python -m tests.kernel.uml -- "
-        "$PWD/.venv/bin/python -m pytest tests/kernel/test_ipvs_kernel.py",
-    ),
+    lab_only(__file__),
     # A wedged netlink exchange must fail one test, not eat the lab's whole deadline.
     pytest.mark.timeout(120),
 ]

@@ -25,15 +25,9 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-import pytest
+from tests.kernel.uml import CONFIG_FRAGMENT, lab_only
 
-from tests.kernel.uml import CONFIG_FRAGMENT, inside_lab
-
-pytestmark = pytest.mark.skipif(
-    not inside_lab(),
-    reason="runs inside the kernel lab: python -m tests.kernel.uml -- "
-    "$PWD/.venv/bin/python -m pytest tests/kernel/test_lab.py",
-)
+pytestmark = lab_only(__file__)
 
 _seq = itertools.count()
 # The Python running pytest is a real binary (not a pyenv shim, ~3 s a call in UML).

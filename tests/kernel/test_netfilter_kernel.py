@@ -34,14 +34,10 @@ from lvsagent.netfilter.spec import GuardedService, GuardSpec
 from lvsagent.netfilter.sysctl import apply_sysctls, desired_sysctls, read_sysctl, restore_sysctls
 from tests.kernel.setns import enter
 from tests.kernel.test_lab import Netns, bridge, http_get, http_server, namespaces, site
-from tests.kernel.uml import inside_lab
+from tests.kernel.uml import lab_only
 
 pytestmark = [
-    pytest.mark.skipif(
-        not inside_lab(),
-        reason="runs inside the kernel lab: python -m tests.kernel.uml -- "
-        "$PWD/.venv/bin/python -m pytest tests/kernel/test_netfilter_kernel.py",
-    ),
+    lab_only(__file__),
     pytest.mark.timeout(120),
 ]
 

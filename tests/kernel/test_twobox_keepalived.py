@@ -33,14 +33,10 @@ from tests.kernel.twobox import ADDRESS, TwoBox, ipvs_connections, ipvs_stats, t
 from tests.kernel.twobox_agents import Agent, wait_until
 from tests.kernel.twobox_scenario import Failover, backup_rebalanced, failover
 from tests.kernel.twobox_traffic import share, spread
-from tests.kernel.uml import inside_lab
+from tests.kernel.uml import lab_only
 
 pytestmark = [
-    pytest.mark.skipif(
-        not inside_lab(),
-        reason="runs inside the kernel lab: python -m tests.kernel.uml -- "
-        "$PWD/.venv/bin/python -m pytest -s tests/kernel/test_twobox_keepalived.py",
-    ),
+    lab_only(__file__),
     pytest.mark.skipif(shutil.which("keepalived") is None, reason="needs Debian's keepalived"),
     pytest.mark.keepalived,
     pytest.mark.timeout(240),

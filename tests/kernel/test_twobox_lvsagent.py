@@ -54,14 +54,10 @@ from tests.kernel.twobox import (
 from tests.kernel.twobox_agents import PORT, VIP, Agent, wait_until
 from tests.kernel.twobox_scenario import TAKEOVER_TIMEOUT, Failover
 from tests.kernel.twobox_traffic import Record, Traffic, failure_rate, share, spread
-from tests.kernel.uml import inside_lab
+from tests.kernel.uml import lab_only
 
 pytestmark = [
-    pytest.mark.skipif(
-        not inside_lab(),
-        reason="runs inside the kernel lab: python -m tests.kernel.uml -- "
-        "$PWD/.venv/bin/python -m pytest -s tests/kernel/test_twobox_lvsagent.py",
-    ),
+    lab_only(__file__),
     pytest.mark.timeout(300),
 ]
 

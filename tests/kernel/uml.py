@@ -46,7 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 HERE = Path(__file__).resolve().parent
 INIT_SCRIPT = HERE / "uml-init.sh"
@@ -144,6 +144,22 @@ def inside_lab() -> bool:
         return "lvsagent_shared=" in Path("/proc/cmdline").read_text()
     except OSError:
         return False
+
+
+def lab_only(test_file: str) -> Any:
+    """The skip mark of a test module that only runs inside the lab, naming how to run it there.
+
+    Under ``make test-kernel`` the module runs in the guest, where the mark does nothing; a
+    plain pytest on the host skips it with the command that would run it.
+    """
+    import pytest  # the runner itself must work without pytest
+
+    module = Path(test_file).resolve().relative_to(Path(__file__).resolve().parents[2])
+    return pytest.mark.skipif(
+        not inside_lab(),
+        reason="runs inside the kernel lab: python -m tests.kernel.uml -- "
+        f"$PWD/.venv/bin/python -m pytest -s {module}",
+    )
 
 
 def lab_required() -> bool:

@@ -266,7 +266,7 @@ def wait_failures_end(traffic: Traffic, timeout: float = SETTLE_TIMEOUT) -> floa
     before that may fail: it was in flight while the VIP moved (its handshake reached one box,
     its request the other; only connection sync saves those). Counting from an earlier event
     raced: a quiet stretch found before the switch let such a request, finishing later, fail
-    "after" it. Failures after now are allowed only if they end; confirm_all_served() then
+    "after" it. Failures after now are allowed only if they end; wait_all_served() then
     proves every later request served.
     """
     after = time.time()
@@ -290,11 +290,13 @@ def wait_failures_end(traffic: Traffic, timeout: float = SETTLE_TIMEOUT) -> floa
     return found[0]
 
 
-def confirm_all_served(traffic: Traffic, since: float) -> list[Record]:
-    """CONFIRM s more traffic; every request started after ``since`` must have been served.
+def wait_all_served(traffic: Traffic) -> list[Record]:
+    """wait_failures_end(), then CONFIRM s more traffic: every request started after the last
+    failure must have been served.
 
     Returns the records so far (sorted by start); the traffic goes on.
     """
+    since = wait_failures_end(traffic)
     traffic.wait_started_after(time.time(), round(CONFIRM / traffic.interval), 30.0)
     records = sorted(list(traffic.records), key=lambda r: r.start)
     failed = [r for r in records if r.start > since and not r.ok]
@@ -541,8 +543,7 @@ def test_kill9_of_the_master_then_restart_ends_the_failures(scene: Scene) -> Non
         mark_b = b.mark()
         a2.wait_state("MASTER", SETTLE_TIMEOUT)
         b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark_b)
-        since = wait_failures_end(traffic)
-        records = confirm_all_served(traffic, since)
+        records = wait_all_served(traffic)
     finally:
         traffic.stop()
         watch.close()
@@ -586,8 +587,7 @@ def test_sigterm_of_the_master_leaves_a_working_real_server_then_it_returns(
         assert a.daemon.proc.wait(15) == 0, a.daemon.lines[-20:]
         assert_roles(scene, lab.b)  # A: stopped, in the BACKUP state; B: MASTER
         reuse = reused.again()
-        since = wait_failures_end(traffic)
-        records = confirm_all_served(traffic, since)
+        records = wait_all_served(traffic)
         stop = Failover("lvsagent", "sigterm", VERSION, ADVERT_INT, records, fault_at, takeover,
                         after=[lab.a.state(), lab.b.state()])  # fmt: skip
 
@@ -597,8 +597,7 @@ def test_sigterm_of_the_master_leaves_a_working_real_server_then_it_returns(
         back = a2.wait_state("MASTER", SETTLE_TIMEOUT)
         b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
         b_before = client_endpoints(lab.b)
-        since = wait_failures_end(traffic)
-        records = confirm_all_served(traffic, since)
+        records = wait_all_served(traffic)
         rebalanced = client_endpoints(lab.b) - b_before
     finally:
         traffic.stop()
@@ -628,8 +627,7 @@ def test_link_down_on_the_master_then_it_returns(scene: Scene) -> None:
         takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
         b.daemon.wait_for(a_down, SETTLE_TIMEOUT, after=mark)
         drained = time.time()
-        since = wait_failures_end(traffic)
-        records = confirm_all_served(traffic, since)
+        records = wait_all_served(traffic)
         cut = Failover("lvsagent", "link", VERSION, ADVERT_INT, records, fault_at, takeover,
                        after=[lab.a.state(), lab.b.state()])  # fmt: skip
         cut.notes.append(f"A's real server drained by B +{drained - fault_at:.2f} s after the cut")
@@ -642,8 +640,7 @@ def test_link_down_on_the_master_then_it_returns(scene: Scene) -> None:
         back = a.wait_state("MASTER", SETTLE_TIMEOUT, after=mark_a)
         b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
         b_before = client_endpoints(lab.b)
-        since = wait_failures_end(traffic)
-        records = confirm_all_served(traffic, since)
+        records = wait_all_served(traffic)
         rebalanced = client_endpoints(lab.b) - b_before
     finally:
         traffic.stop()
@@ -671,8 +668,7 @@ def test_partition_then_heal_leaves_exactly_one_master(scene: Scene) -> None:
         lab.partition()
         fault_at = time.time()
         takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
-        since = wait_failures_end(traffic)
-        records = confirm_all_served(traffic, since)
+        records = wait_all_served(traffic)
         split = Failover("lvsagent", "partition", VERSION, ADVERT_INT, records, fault_at,
                          takeover, after=[lab.a.state(), lab.b.state()])  # fmt: skip
         split_masters = (last_state(a), last_state(b))
@@ -682,8 +678,7 @@ def test_partition_then_heal_leaves_exactly_one_master(scene: Scene) -> None:
         lab.heal()
         healed = b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
         wait_until(lambda: not lab.b.has_vip(), 10.0, "box B: VIP released")
-        since = wait_failures_end(traffic)
-        records = confirm_all_served(traffic, since)
+        records = wait_all_served(traffic)
         a_lines = a.daemon.lines[mark_a:]
     finally:
         traffic.stop()

@@ -264,12 +264,19 @@ def mac_of(ns: Netns, ifname: str) -> str:
     return str(json.loads(ns.run("ip", "-j", "link", "show", ifname).stdout)[0]["address"])
 
 
-def test_fwmark_marks_clients_not_the_peer(tmp_path: Path) -> None:
+@contextmanager
+def client_peer_box() -> Iterator[tuple[Netns, Netns, Netns]]:
+    """A box with a client on eth0 and the peer director on eth1, both routing VIP to it."""
     with namespaces("client", "peer", "box") as (client, peer, box):
         veth(client, "eth0", "10.98.0.1/24", box, "eth0", "10.98.0.2/24")
         veth(peer, "eth0", "10.98.2.1/24", box, "eth1", "10.98.2.2/24")
         client.run("ip", "route", "add", f"{VIP}/32", "via", "10.98.0.2")
         peer.run("ip", "route", "add", f"{VIP}/32", "via", "10.98.2.2")
+        yield client, peer, box
+
+
+def test_fwmark_marks_clients_not_the_peer(tmp_path: Path) -> None:
+    with client_peer_box() as (client, peer, box):
         # A foreign table that counts marked packets after ours ran: proves the mark is set.
         box.run("sh", "-c", "printf 'add table inet probe\n"
                 "add chain inet probe input { type filter hook input priority 0; }\n"
@@ -346,11 +353,7 @@ def test_released_bypass_still_serves_the_peers_forwards_locally(tmp_path: Path)
     """MASTER with the peer's MAC known: a client's packets reach IPVS (no redirect), the
     peer's are served here.  This rule is what keeps a box whose agent was killed from
     balancing again what the new master balanced to it."""
-    with namespaces("client", "peer", "box") as (client, peer, box):
-        veth(client, "eth0", "10.98.0.1/24", box, "eth0", "10.98.0.2/24")
-        veth(peer, "eth0", "10.98.2.1/24", box, "eth1", "10.98.2.2/24")
-        client.run("ip", "route", "add", f"{VIP}/32", "via", "10.98.0.2")
-        peer.run("ip", "route", "add", f"{VIP}/32", "via", "10.98.2.2")
+    with client_peer_box() as (client, peer, box):
         spec = GuardSpec("bypass", (WEB,), (mac_of(peer, "eth0"),))
         with inside(client, peer, box) as (wc, wp, wb):
             guard = wb.call(NftGuard, spec)

@@ -37,6 +37,7 @@ class Observer:
         self.snapshot: AgentSnapshot | None = None
         self.notifier = Notifier()
         self.metrics = Metrics.with_kernel(lambda: self.snapshot)
+        self.metrics.set_config(config)
         self.control = ControlServer(config.global_.control_socket, lambda: self.snapshot)
         self.runners: Sequence[InstanceRunner] = ()
         self.health: HealthMonitor | None = None
@@ -126,6 +127,7 @@ class Observer:
         """
         self._feed_latencies()  # the old config's samples first; the monitor records no
         self.config = config  # more for servers it forgets (called before its set_config)
+        self.metrics.set_config(config)
         if not self._latency_series:
             return
         kept = _server_labels(config)

@@ -32,7 +32,12 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 
-from lvsagent.observe.snapshot import AgentSnapshot, InstanceStatus, ServerStatus
+from lvsagent.observe.snapshot import (
+    AgentSnapshot,
+    InstanceStatus,
+    ServerStatus,
+    snapshot_from_dict,
+)
 
 log = logging.getLogger("lvsagent.control")
 
@@ -173,7 +178,7 @@ def status(path: str, timeout: float = CLIENT_TIMEOUT) -> AgentSnapshot:
     if isinstance(data, dict) and "error" in data:
         raise ControlError(f"the daemon says: {data['error']}", unavailable=bool(data.get("retry")))
     try:
-        return AgentSnapshot.from_json(raw)
+        return snapshot_from_dict(data)
     except ValueError as exc:
         raise ControlError(f"{path}: unexpected answer from the daemon: {exc}") from exc
 

@@ -135,13 +135,18 @@ def _stats(attrs: dict[int, bytes], stats64: int, stats32: int) -> Counters:
     return parse_counters(attrs[stats32]) if stats32 in attrs else Counters()
 
 
+def fwmark_label(mark: int) -> str:
+    """How a fwmark service is labelled here: the kernel knows it by its mark alone."""
+    return f"fwmark {mark}"
+
+
 def parse_service(nested: bytes) -> tuple[ServiceStats, list[tuple[int, bytes]]]:
     """A service's label and counters, and the key attributes that name it in a dest dump."""
     attrs = dict(attributes(nested))
     family = _uint(attrs.get(SVC_AF, _AF_INET_U16))
     fwmark = _uint(attrs.get(SVC_FWMARK, _ZERO))
     if fwmark:
-        label = f"fwmark {fwmark}"
+        label = fwmark_label(fwmark)
     else:
         protocol = _PROTOCOLS.get(_uint(attrs.get(SVC_PROTOCOL, _ZERO)), "proto?")
         port = int.from_bytes(attrs.get(SVC_PORT, _ZERO), "big")  # __be16

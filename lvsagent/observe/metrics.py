@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from threading import Thread
 from wsgiref.simple_server import WSGIServer
@@ -32,6 +32,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from lvsagent.config.schema import Config
 from lvsagent.observe import ipvsstats
 from lvsagent.observe.snapshot import AgentSnapshot
 from lvsagent.vrrp.packet import Reason
@@ -77,6 +78,9 @@ class AgentCollector:
         self._snapshot = snapshot
         self._ipvs = ipvs
         self._ipvs_failed = False
+        # The kernel's "fwmark 3" -> the config's "fwmark 3 (172.16.0.30:80/tcp)", so that
+        # the IPVS series join the real-server series (set per config: Metrics.set_config).
+        self.service_labels: Mapping[str, str] = {}
 
     def describe(self) -> list[Metric]:
         # Having describe() keeps any registry from collecting at registration.
@@ -89,7 +93,7 @@ class AgentCollector:
             yield from self._instances(snap)
             yield from self._servers(snap)
         if self._ipvs is not None:
-            yield from self._kernel(_config_labels(snap))
+            yield from self._kernel(self.service_labels)
 
     def _agent(self, snap: AgentSnapshot) -> Iterator[Metric]:
         start = _gauge("lvsagent_start_time_seconds", "When the daemon started (Unix time).")
@@ -171,11 +175,11 @@ class AgentCollector:
             moves.add_metric(key, s.transitions)
         yield from (up, weight, kernel, moves)
 
-    def _kernel(self, labels: dict[str, str]) -> Iterator[Metric]:
+    def _kernel(self, labels: Mapping[str, str]) -> Iterator[Metric]:
         assert self._ipvs is not None
         try:
             services = self._ipvs()
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a reply it cannot parse
             # Once per run of failures: a scrape every 15 s must not flood the journal.
             if not self._ipvs_failed:
                 log.warning("metrics: cannot read IPVS statistics: %s", exc)
@@ -187,22 +191,6 @@ class AgentCollector:
         if labels:
             services = [replace(s, label=labels.get(s.label, s.label)) for s in services]
         yield from _ipvs_families(services)
-
-
-def _config_labels(snap: AgentSnapshot | None) -> dict[str, str]:
-    """The kernel's "fwmark 3" -> the config's "fwmark 3 (172.16.0.30:80/tcp)".
-
-    Why: the real-server series carry the config's label; with the kernel's
-    shorter one on the IPVS series, a dashboard could not join the two.
-    """
-    if snap is None:
-        return {}
-    found = {}
-    for server in snap.servers:
-        short, sep, _ = server.service.partition(" (")
-        if sep and short.startswith("fwmark "):
-            found[short] = server.service
-    return found
 
 
 def _ipvs_families(services: list[ipvsstats.ServiceStats]) -> Iterator[Metric]:
@@ -255,7 +243,8 @@ class Metrics:
 
     def __init__(self, snapshot: SnapshotSource, ipvs: IpvsSource | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(AgentCollector(snapshot, ipvs))
+        self._collector = AgentCollector(snapshot, ipvs)
+        self.registry.register(self._collector)
         self._latency = Histogram(
             "lvsagent_realserver_check_latency_seconds",
             "Duration of completed health checks.",
@@ -271,6 +260,15 @@ class Metrics:
     def with_kernel(cls, snapshot: SnapshotSource) -> Metrics:
         """The daemon's: IPVS statistics read from the kernel at each scrape."""
         return cls(snapshot, ipvsstats.read_ipvs_stats)
+
+    def set_config(self, config: Config) -> None:
+        """The config's service labels for the IPVS series (the kernel names fwmark services
+        by mark alone)."""
+        self._collector.service_labels = {
+            ipvsstats.fwmark_label(vs.fwmark): vs.label
+            for vs in config.virtual_servers
+            if vs.fwmark is not None
+        }
 
     def observe_check(self, service: str, rs: str, seconds: float) -> None:
         """One completed health check of ``rs`` ("ip:port") of ``service``; any thread."""

@@ -75,7 +75,6 @@ class Notifier:
             # Half the timeout, as sd_watchdog_enabled(3) recommends, or faster for the lag.
             self.probe_interval = min(LAG_PROBE_INTERVAL, self.watchdog_interval / 2)
         self._lags: deque[float] = deque(maxlen=max(1, round(LAG_WINDOW / self.probe_interval)))
-        self.last_lag = 0.0
         self.pings = 0
 
     # ----- messages ---------------------------------------------------------------
@@ -138,7 +137,6 @@ class Notifier:
             due = loop.time() + self.probe_interval
             await asyncio.sleep(self.probe_interval)
             lag = max(0.0, loop.time() - due)
-            self.last_lag = lag
             self._lags.append(lag)
             if self.watchdog_interval is not None and self.watchdog():
                 self.pings += 1

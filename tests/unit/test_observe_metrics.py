@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lvsagent.config.loader import parse_config
 from lvsagent.observe import ipvsstats
 from lvsagent.observe.ipvsstats import Counters, DestStats, ServiceStats
 from lvsagent.observe.metrics import Metrics, parse_listen
@@ -178,12 +179,34 @@ def test_ipvs_series_from_the_kernel_reader(scraper: Scraper) -> None:
     assert got[key("lvsagent_ipvs_dest_weight", **svc, rs="10.0.0.2:80")] == 0
 
 
+FWMARK_CONFIG = """
+[global]
+loop_guard = "fwmark"
+peer_mac = "02:00:00:00:00:01"
+[[vrrp_instance]]
+name = "VI_1"
+interface = "eth0"
+vrid = 51
+virtual_addresses = ["10.0.0.100"]
+[[virtual_server]]
+address = "10.0.0.100"
+port = 80
+fwmark = 5
+[[virtual_server.real_server]]
+address = "10.0.0.1"
+port = 80
+"""
+
+
 def test_fwmark_services_carry_the_configs_label_on_both_series(
     scraper: Scraper, published: list[AgentSnapshot | None]
 ) -> None:
     """The kernel names a fwmark service "fwmark 5"; the config (and the real-server series)
     "fwmark 5 (10.0.0.100:80/tcp)": the IPVS series take the config's, so both join."""
-    label = "fwmark 5 (10.0.0.100:80/tcp)"
+    config = parse_config(FWMARK_CONFIG, "t.toml")
+    (label,) = [vs.label for vs in config.virtual_servers]
+    assert label == "fwmark 5 (10.0.0.100:80/tcp)"
+    scraper.metrics.set_config(config)
     published[0] = AgentSnapshot(servers=(ServerStatus(label, "10.0.0.1", 80, True, 1),))
     got = scraper.samples()
     assert got[key("lvsagent_ipvs_service_connections_total", service=label)] == 0

@@ -56,6 +56,7 @@ class Agent:
         self.stopping = asyncio.Event()
         self.first_pass = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._reloads: set[asyncio.Task[None]] = set()
 
     # ----- signals (handlers only post) -------------------------------------
 
@@ -102,21 +103,29 @@ class Agent:
             )
             new = Config(new.path, new.global_, self.config.vrrp_instances, new.virtual_servers)
         if new.global_.loop_guard != self.config.global_.loop_guard:
-            log.warning(
-                "reload: loop_guard changed in %s; it takes effect at the next restart", path
+            # The services were read for the new mode (fwmark or not): applying them under
+            # the running guard would leave the two disagreeing until a restart.
+            log.error(
+                "reload: loop_guard changed in %s (%s -> %s): that needs a restart "
+                "(systemctl restart lvsagent); still running the previous config",
+                path,
+                self.config.global_.loop_guard,
+                new.global_.loop_guard,
             )
+            return
         self.config = new
         self.observer.reconfigure(new)
         if self.health is not None:
             self.health.set_config(new)
         if self.guard is not None:
-            asyncio.get_running_loop().create_task(self.guard.reload(new))
+            task = asyncio.get_running_loop().create_task(self.guard.reload(new))
+            self._reloads.add(task)  # referenced until done: an unreferenced task may vanish
+            task.add_done_callback(self._reloads.discard)
         if self.reconciler is not None:
             g = new.global_
             self.reconciler.timeouts = Timeouts(
                 g.ipvs_timeout_tcp, g.ipvs_timeout_tcpfin, g.ipvs_timeout_udp
             )
-            self.reconciler.set_desired(self._desired())
         elif new.virtual_servers:
             log.warning("reload: virtual servers were added; IPVS starts at the next restart")
         self._health_changed()

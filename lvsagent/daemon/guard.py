@@ -24,7 +24,6 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from lvsagent import memory
@@ -217,10 +216,16 @@ class LoopGuard:
                 log.error("loop guard %s: cannot repair: %s; retrying", self.mode, exc)
 
     async def run_checks(self) -> None:
+        """Check every CHECK_INTERVAL; until the peer's MAC is confirmed, look for it every
+        second (a neighbour dump is cheap, a full check of a big table is not)."""
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + CHECK_INTERVAL
         while True:
             learning = not self._peer_confirmed
-            await asyncio.sleep(1.0 if learning else CHECK_INTERVAL)
-            await self.check()
+            await asyncio.sleep(1.0 if learning else max(0.0, next_check - loop.time()))
+            if loop.time() >= next_check:
+                await self.check()
+                next_check = loop.time() + CHECK_INTERVAL
             if learning:
                 await self._learn_peer_mac()
 
@@ -264,14 +269,17 @@ class LoopGuard:
         log.info("loop guard %s: peer MAC %s learned from %s", self.mode, mac, source)
 
     async def reload(self, config: Config) -> None:
-        """A reload: new services mean new rules; the mode itself changes only at restart."""
+        """A reload: new services mean new rules (the daemon refuses a change of mode)."""
         async with self._lock:
-            self.config = replace(config, global_=replace(config.global_, loop_guard=self.mode))
+            self.config = config
             vips = _vips(self.config)
-            if self.mode in LO_VIP_MODES and vips != self.vips:
-                await self._lo_vips(vips, self.vips)
-            self.vips = vips
-            self.nft.reconfigure(guard_spec(self.config, self.peer_macs))
+            try:
+                if self.mode in LO_VIP_MODES and vips != self.vips:
+                    await self._lo_vips(vips, self.vips)
+                self.vips = vips
+                self.nft.reconfigure(guard_spec(self.config, self.peer_macs))
+            except OSError as exc:  # the next check retries the nft part
+                log.error("loop guard %s: reload not applied in full: %s", self.mode, exc)
 
     # ----- the sync daemons (backup_only) -------------------------------------------
 

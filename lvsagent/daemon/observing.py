@@ -46,6 +46,10 @@ class Observer:
         self._status_text = ""
         self._tasks: list[asyncio.Task[None]] = []
         self._latency_series: set[tuple[str, str]] = set()  # (service, "ip:port") observed
+        # Per config and per reconciler pass, not per publish (10 000 rows at 1000 x 10).
+        self._service_keys = _service_keys(config)
+        self._weights_of: Table | None = None
+        self._weights: dict[tuple[ServiceKey | None, DestKey], int] = {}
 
     async def start(self) -> None:
         g = self.config.global_
@@ -127,6 +131,7 @@ class Observer:
         """
         self._feed_latencies()  # the old config's samples first; the monitor records no
         self.config = config  # more for servers it forgets (called before its set_config)
+        self._service_keys = _service_keys(config)
         self.metrics.set_config(config)
         if not self._latency_series:
             return
@@ -145,8 +150,11 @@ class Observer:
     def _servers(self) -> tuple[ServerStatus, ...]:
         if self.health is None:
             return ()
-        keys = {vs.label: service_key(vs) for vs in self.config.virtual_servers}
-        weights = _kernel_weights(self.known_table())
+        keys = self._service_keys
+        table = self.known_table()
+        if table is not self._weights_of:  # a new pass: the kernel's weights may have moved
+            self._weights_of, self._weights = table, _kernel_weights(table)
+        weights = self._weights
         return tuple(
             ServerStatus(
                 service=h.service,
@@ -161,6 +169,10 @@ class Observer:
             )
             for h in self.health.snapshot()
         )
+
+
+def _service_keys(config: Config) -> dict[str, ServiceKey]:
+    return {vs.label: service_key(vs) for vs in config.virtual_servers}
 
 
 def _kernel_weights(table: Table | None) -> dict[tuple[ServiceKey | None, DestKey], int]:

@@ -137,11 +137,13 @@ def _match(left: Json, right: object, op: str = "==") -> Json:
     return {"match": {"op": op, "left": left, "right": right}}
 
 
-def _service_match(svc: GuardedService) -> list[Json]:
-    """``ip daddr VIP`` plus ``tcp dport P`` (or ``meta l4proto tcp`` for every port)."""
+def _service_match(svc: GuardedService, l4proto: bool = True) -> list[Json]:
+    """``ip daddr VIP`` plus ``tcp dport P`` (or ``meta l4proto tcp`` for every port, unless
+    ``l4proto`` is False: a later match on the protocol's header implies it)."""
     exprs = [_match({"payload": {"protocol": "ip", "field": "daddr"}}, str(svc.vip))]
     if svc.port is None:
-        exprs.append(_match({"meta": {"key": "l4proto"}}, svc.protocol))
+        if l4proto:
+            exprs.append(_match({"meta": {"key": "l4proto"}}, svc.protocol))
     else:
         exprs.append(_match({"payload": {"protocol": svc.protocol, "field": "dport"}}, svc.port))
     return exprs
@@ -164,9 +166,10 @@ def bypass_rule(svc: GuardedService) -> Rule:
     )
 
 
-def _from_peer(peer_macs: tuple[str, ...]) -> Json:
+def _from_peer(peer_macs: tuple[str, ...], op: str = "==") -> Json:
+    """``ether saddr`` is (``!=``: is not) one of the peer's MACs."""
     macs: object = peer_macs[0] if len(peer_macs) == 1 else {"set": list(peer_macs)}
-    return _match({"payload": {"protocol": "ether", "field": "saddr"}}, macs)
+    return _match({"payload": {"protocol": "ether", "field": "saddr"}}, macs, op=op)
 
 
 # ``tcp flags & (syn | ack) == syn``: a connection's first packet.
@@ -193,29 +196,29 @@ def peer_bypass_rule(svc: GuardedService, peer_macs: tuple[str, ...]) -> Rule:
     still delivers it.  (The flags match implies the protocol: nft reads an
     explicit ``meta l4proto tcp`` back without it, so none is written.)
     """
-    match = _service_match(svc)
-    if svc.protocol == "tcp":
-        match = [m for m in match if m["match"]["left"] != {"meta": {"key": "l4proto"}}]
-        opening = [_TCP_OPENING]
-    else:
-        opening = []
+    tcp = svc.protocol == "tcp"
     return Rule(
         BYPASS_CHAIN,
         f"bypass {svc.label} from the peer",
-        (*match, _from_peer(peer_macs), *opening, {"counter": None}, {"redirect": None}),
+        (
+            *_service_match(svc, l4proto=not tcp),
+            _from_peer(peer_macs),
+            *([_TCP_OPENING] if tcp else []),
+            {"counter": None},
+            {"redirect": None},
+        ),
     )
 
 
 def fwmark_rule(svc: GuardedService, peer_macs: tuple[str, ...]) -> Rule:
     """Mark ``svc``'s packets unless the peer director sent them (then they are its forwards)."""
     assert svc.fwmark is not None  # GuardSpec validation guarantees it in fwmark mode
-    macs: object = peer_macs[0] if len(peer_macs) == 1 else {"set": list(peer_macs)}
     return Rule(
         FWMARK_CHAIN,
         f"fwmark {svc.fwmark} {svc.label}",
         (
             *_service_match(svc),
-            _match({"payload": {"protocol": "ether", "field": "saddr"}}, macs, op="!="),
+            _from_peer(peer_macs, op="!="),
             {"counter": None},
             {"mangle": {"key": {"meta": {"key": "mark"}}, "value": svc.fwmark}},
         ),
@@ -243,25 +246,19 @@ def desired_table(spec: GuardSpec, active: bool) -> TableState:
     chains = [CT_KEEP]
     rules = [ct_keep_rule()]
     services = spec.unique_services()
-    if spec.mode == "bypass":
-        chains.append(BYPASS)
-        if active:
-            rules.extend(bypass_rule(s) for s in services)
-        elif spec.peer_macs:
-            rules.extend(peer_bypass_rule(s, spec.peer_macs) for s in services)
-    elif spec.mode == "fwmark":
+    if spec.mode == "fwmark":
         # The mark keeps the peer's forwards out of the fwmark services, but IPVS
         # looks up its connection table first: a reused client port whose old entry
         # points at the peer would bounce back (seen in the lab).  Redirecting the
-        # peer's forwards before IPVS, as the released bypass does, closes that.
-        chains += [FWMARK, BYPASS]
+        # peer's forwards before IPVS, as every mode does, closes that.
+        chains.append(FWMARK)
         if spec.peer_macs:
             rules.extend(fwmark_rule(s, spec.peer_macs) for s in services)
-            rules.extend(peer_bypass_rule(s, spec.peer_macs) for s in services)
-    else:
-        chains.append(BYPASS)
-        if spec.peer_macs:
-            rules.extend(peer_bypass_rule(s, spec.peer_macs) for s in services)
+    chains.append(BYPASS)
+    if spec.mode == "bypass" and active:
+        rules.extend(bypass_rule(s) for s in services)
+    elif spec.peer_macs:
+        rules.extend(peer_bypass_rule(s, spec.peer_macs) for s in services)
     return TableState(tuple(chains), tuple(rules))
 
 

@@ -239,13 +239,17 @@ def test_sorry_server_while_quorum_is_lost(caplog: pytest.LogCaptureFixture) -> 
 
 def test_type_none_is_always_up_and_never_checked() -> None:
     async def body() -> None:
-        async with running(config(RealServer(A, 80), health=health(type="none"))) as h:
+        # B is checked (tcp, its own health): once its check has run, A's would have too.
+        cfg = config(
+            RealServer(A, 80), RealServer(B, 80, health=health(type="tcp")),
+            health=health(type="none"),
+        )  # fmt: skip
+        async with running(cfg) as h:
             assert h.monitor.server_up(A, 80) is True
-            assert h.monitor.weights() == {}
-            for _ in range(10):
-                await asyncio.sleep(0)
-            assert h.checked == []
-            (s,) = h.monitor.snapshot()
+            assert h.monitor.weights() == {(WEB, DestKey(B, 80)): 0}  # alpha: B until checked
+            await h.until(lambda: B in h.checked)
+            assert A not in h.checked
+            (s, _) = h.monitor.snapshot()
             assert s.up is True and s.reason == "not checked (type none)"
 
     run(body)

@@ -286,7 +286,9 @@ READBACK_BYPASS: dict[str, Any] = {"nftables": [
                        {"counter": {"packets": 0, "bytes": 0}}, {"redirect": None}]}},
 ]}  # fmt: skip
 
-# The same, fwmark mode with two peer MACs (first service only).
+# The same, fwmark mode with two peer MACs (first service only). The peer rule's SYN match
+# was added when the rule gained it; the whole readback was then compared with the kernel's
+# again (equal but for handles and counters); tests/netns/test_netfilter.py does so each run.
 READBACK_FWMARK: dict[str, Any] = {"nftables": [
     {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5",
                   "json_schema_version": 1}},

@@ -97,11 +97,13 @@ class CheckSample:
 class _Entry:
     """A checked real server: where it sits in the config, and its tracker (None: type none)."""
 
-    __slots__ = ("health", "ident", "live", "rs", "tracker", "vs")
+    __slots__ = ("health", "ident", "labels", "live", "rs", "tracker", "vs")
 
     def __init__(self, ident: DestId, vs: VirtualServer, rs: RealServer, health: HealthCheck,
                  tracker: Tracker | None) -> None:  # fmt: skip
         self.ident, self.vs, self.rs, self.health, self.tracker = ident, vs, rs, health, tracker
+        # The latency sample's labels, formatted once, not at every check (same key, same text).
+        self.labels = (vs.label, f"{rs.address}:{rs.port}")
         self.live = True  # False once a reload forgot it (cheaper than a dict lookup per check)
 
     @property
@@ -176,8 +178,10 @@ class HealthMonitor:
                 old = self._entries.get(ident)
                 if old is not None and (old.tracker is None) == (health.type == "none"):
                     old.vs, old.rs, old.health = vs, rs, health
-                    if old.tracker is not None:
-                        old.tracker.reconfigure(name, _policy(health), now)
+                    # Queued once already: again only if the reload moved its time.
+                    if old.tracker is not None and old.tracker.reconfigure(
+                        name, _policy(health), now
+                    ):
                         self._push(old)
                     entries[ident] = old
                     continue
@@ -335,8 +339,7 @@ class HealthMonitor:
     def _record(self, entry: _Entry, result: CheckResult) -> None:
         if not entry.live or entry.tracker is None:
             return  # forgotten by a reload while in flight
-        rs = f"{entry.rs.address}:{entry.rs.port}"
-        self._samples.append(CheckSample(entry.vs.label, rs, result.ok, result.latency))
+        self._samples.append(CheckSample(*entry.labels, result.ok, result.latency))
         transition = entry.tracker.finish(result, self._clock())
         self._push(entry)
         if transition is not None:

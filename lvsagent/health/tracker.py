@@ -156,19 +156,22 @@ class Tracker:
             self.slot -= self.policy.interval
         self.due = now
 
-    def reconfigure(self, name: str, policy: Policy, now: float) -> None:
+    def reconfigure(self, name: str, policy: Policy, now: float) -> bool:
         """A reload changed this server's check: keep the verdict and the counters.
 
         A shorter interval takes effect at once (an operator who shortens it
-        wants faster checks now, not after the old, longer wait).
+        wants faster checks now, not after the old, longer wait).  True if
+        ``due`` moved (the scheduler must then queue the new time).
         """
         self.name = name
         if policy == self.policy:
-            return
+            return False
         self.policy = policy
         self.attempt = min(self.attempt, policy.retry)
         if self.due is not None and self.attempt == 0 and self.due > now + policy.interval:
             self.due = self.slot = now + policy.interval
+            return True
+        return False
 
     def _next_slot(self, now: float) -> float:
         """The first grid point after this round's that is not already past."""

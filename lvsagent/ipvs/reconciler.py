@@ -111,6 +111,9 @@ class IpvsReconciler:
         ok = await self._apply(why, result.ops)
         if ok:
             self.known = apply_ops(actual, result.ops) if result.ops else actual
+        if len(result.ops) >= TRIM_AFTER_OPS:
+            del result, actual  # with the encoded windows, garbage once the table is remembered
+            memory.trim()
         return ok
 
     async def _apply(self, why: str, ops: Sequence[Op]) -> bool:
@@ -149,8 +152,6 @@ class IpvsReconciler:
                 unsent,
             )
             return False
-        if len(ops) >= TRIM_AFTER_OPS:
-            memory.trim()  # the encoded windows and op objects of a big pass are garbage now
         log.info("ipvs: %s: done, %d change(s) applied", why, applied)
         return True
 

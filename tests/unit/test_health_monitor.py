@@ -296,3 +296,14 @@ def test_samples_are_drained_once() -> None:
             assert (s.up, s.reason, s.latency, s.transitions) == (True, "connected", 0.001, 1)
 
     run(body)
+
+
+def test_reloading_the_same_config_queues_nothing_more() -> None:
+    """A kept server is queued once; a reload that does not move its time adds nothing (the
+    heap grew by every server at each reload before)."""
+    cfg = config(RealServer(A, 80), RealServer(B, 80))
+    m = HealthMonitor(cfg, lambda: None, check=Harness(cfg).check, rng=NoJitter())
+    queued = len(m._heap)
+    for _ in range(3):
+        m.set_config(cfg)
+    assert len(m._heap) == queued == 2

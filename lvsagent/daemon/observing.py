@@ -18,8 +18,8 @@ from lvsagent.config.schema import Config
 from lvsagent.daemon.guard import LoopGuard
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.health.monitor import HealthMonitor
-from lvsagent.ipvs.desired import service_key
-from lvsagent.ipvs.model import DestKey, ServiceKey, Table
+from lvsagent.ipvs.desired import DestId
+from lvsagent.ipvs.model import Table
 from lvsagent.observe.control import ControlError, ControlServer
 from lvsagent.observe.metrics import Metrics
 from lvsagent.observe.notify import Notifier
@@ -46,10 +46,9 @@ class Observer:
         self._status_text = ""
         self._tasks: list[asyncio.Task[None]] = []
         self._latency_series: set[tuple[str, str]] = set()  # (service, "ip:port") observed
-        # Per config and per reconciler pass, not per publish (10 000 rows at 1000 x 10).
-        self._service_keys = _service_keys(config)
+        # Per reconciler pass, not per publish (10 000 rows at 1000 x 10).
         self._weights_of: Table | None = None
-        self._weights: dict[tuple[ServiceKey | None, DestKey], int] = {}
+        self._weights: dict[DestId, int] = {}
 
     async def start(self) -> None:
         g = self.config.global_
@@ -131,7 +130,6 @@ class Observer:
         """
         self._feed_latencies()  # the old config's samples first; the monitor records no
         self.config = config  # more for servers it forgets (called before its set_config)
-        self._service_keys = _service_keys(config)
         self.metrics.set_config(config)
         if not self._latency_series:
             return
@@ -150,7 +148,6 @@ class Observer:
     def _servers(self) -> tuple[ServerStatus, ...]:
         if self.health is None:
             return ()
-        keys = self._service_keys
         table = self.known_table()
         if table is not self._weights_of:  # a new pass: the kernel's weights may have moved
             self._weights_of, self._weights = table, _kernel_weights(table)
@@ -165,17 +162,13 @@ class Observer:
                 reason=h.reason or None,
                 latency=h.latency,
                 transitions=h.transitions,
-                weight_kernel=weights.get((keys.get(h.service), DestKey(h.address, h.port))),
+                weight_kernel=weights.get(h.ident),
             )
             for h in self.health.snapshot()
         )
 
 
-def _service_keys(config: Config) -> dict[str, ServiceKey]:
-    return {vs.label: service_key(vs) for vs in config.virtual_servers}
-
-
-def _kernel_weights(table: Table | None) -> dict[tuple[ServiceKey | None, DestKey], int]:
+def _kernel_weights(table: Table | None) -> dict[DestId, int]:
     if table is None:
         return {}
     return {(s.key, d.key): d.weight for s in table.services for d in s.dests}

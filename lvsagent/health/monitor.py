@@ -82,6 +82,7 @@ class ServerHealth:
     latency: float | None  # seconds, the last check's
     transitions: int
     weight: int  # configured
+    ident: DestId  # the IPVS service and dest it stands for
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +268,7 @@ class HealthMonitor:
         else:
             reason, latency = ("not checked (type none)" if t is None else ""), None
         return ServerHealth(
-            service=e.vs.label,
+            service=e.labels[0],
             address=e.rs.address,
             port=e.rs.port,
             up=e.up,
@@ -275,6 +276,7 @@ class HealthMonitor:
             latency=latency,
             transitions=t.transitions if t is not None else 0,
             weight=e.rs.weight,
+            ident=e.ident,
         )
 
     def drain_samples(self) -> list[CheckSample]:

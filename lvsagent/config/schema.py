@@ -8,6 +8,7 @@ everything downstream reads only these types.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
@@ -151,7 +152,7 @@ class VirtualServer:
     health: HealthCheck = field(default_factory=HealthCheck)
     real_servers: tuple[RealServer, ...] = ()
 
-    @property
+    @functools.cached_property  # asked for per real server at every status publish
     def label(self) -> str:
         if self.fwmark is not None and self.address is not None:
             return f"fwmark {self.fwmark} ({self.address}:{self.port}/{self.protocol})"

@@ -103,8 +103,9 @@ class _Entry:
     def __init__(self, ident: DestId, vs: VirtualServer, rs: RealServer, health: HealthCheck,
                  tracker: Tracker | None) -> None:  # fmt: skip
         self.ident, self.vs, self.rs, self.health, self.tracker = ident, vs, rs, health, tracker
-        # The latency sample's labels, formatted once, not at every check (same key, same text).
-        self.labels = (vs.label, f"{rs.address}:{rs.port}")
+        # The latency sample's labels, formatted at the first check, not at every one (same
+        # key, same text); never for servers nobody checks (memory at 10 000 servers).
+        self.labels: tuple[str, str] | None = None
         self.live = True  # False once a reload forgot it (cheaper than a dict lookup per check)
 
     @property
@@ -268,7 +269,7 @@ class HealthMonitor:
         else:
             reason, latency = ("not checked (type none)" if t is None else ""), None
         return ServerHealth(
-            service=e.labels[0],
+            service=e.vs.label,
             address=e.rs.address,
             port=e.rs.port,
             up=e.up,
@@ -341,6 +342,8 @@ class HealthMonitor:
     def _record(self, entry: _Entry, result: CheckResult) -> None:
         if not entry.live or entry.tracker is None:
             return  # forgotten by a reload while in flight
+        if entry.labels is None:
+            entry.labels = (entry.vs.label, f"{entry.rs.address}:{entry.rs.port}")
         self._samples.append(CheckSample(*entry.labels, result.ok, result.latency))
         transition = entry.tracker.finish(result, self._clock())
         self._push(entry)

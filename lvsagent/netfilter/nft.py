@@ -113,7 +113,6 @@ class NftGuard:
         self.last_drift: list[str] = []
         self.last_apply_ms = 0.0
         self._readback_known = False  # verified once: the readback form holds
-        self._desired: dict[bool, TableState] = {}  # per role, for this spec
 
     @property
     def spec(self) -> GuardSpec:
@@ -140,7 +139,6 @@ class NftGuard:
     def reconfigure(self, spec: GuardSpec) -> bool:
         """A reload: the new spec in the current role (nothing is sent before the first apply)."""
         self._spec = spec
-        self._desired = {}
         if self._active is None:
             return False
         return self.apply(self._active)
@@ -150,7 +148,7 @@ class NftGuard:
         if self._active is None:
             return False
         actual = self._read()
-        drift = describe_drift(self._table(self._active), actual)
+        drift = describe_drift(desired_table(self._spec, self._active), actual)
         if not drift or not self._converge("repair", actual):
             return False
         self.repairs += 1
@@ -189,7 +187,7 @@ class NftGuard:
         """For status and metrics: the kernel's view, one read (~0.2 ms)."""
         raw = self._read_raw()
         actual = parse_table(raw) if raw is not None else None
-        desired = self._table(bool(self._active))
+        desired = desired_table(self._spec, bool(self._active))
         return {
             "table": TABLE_LABEL,
             "mode": self._spec.mode,
@@ -206,12 +204,6 @@ class NftGuard:
             "last_apply_ms": round(self.last_apply_ms, 3),
         }  # fmt: skip
 
-    def _table(self, active: bool) -> TableState:
-        """The desired table for a role: built once per spec (1000 rules: ~12 ms)."""
-        if active not in self._desired:
-            self._desired[active] = desired_table(self._spec, active)
-        return self._desired[active]
-
     def _converge(self, why: str, *just_read: TableState | None) -> bool:
         """Send the transaction if the kernel differs; one retry on a fresh read.
 
@@ -220,7 +212,7 @@ class NftGuard:
         may then delete a chain that is already gone, and is rolled back).
         """
         assert self._active is not None
-        desired = self._table(self._active)
+        desired = desired_table(self._spec, self._active)
         for attempt in (1, 2):
             actual = just_read[0] if just_read and attempt == 1 else self._read()
             if actual is not None and desired.same_as(actual):

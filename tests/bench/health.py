@@ -1,22 +1,27 @@
-"""`make bench` figures for health checking, in a network namespace of our own.
+"""`make bench` figures for health checking.
 
 ``run_health_bench()`` returns these lines:
 
     bench: health_detect_latency <ms> ms interval=<s> timeout=<s> target=<ms>ms ...
     bench: health_detect_latency_blackhole <ms> ms interval=<s> timeout=<s> target=<ms>ms ...
+    bench: health_verdict_latency <ms> ms ...            (the same, to the monitor's verdict)
+    bench: health_verdict_latency_blackhole <ms> ms ...
     bench: health_capacity_1s_half_core <n> real servers ...
     bench: health_cpu_per_1000 <pct> % ...
     bench: vrrp_send_lag_p99_under_checks <ms> ms ...
 
-Each measurement runs in a child process inside the namespace (``python -m
-tests.bench.health --child ...``), so that its CPU time (getrusage of the
+- detection (health_detect_*): the issue's figure, from killing a listener to weight 0
+  in the kernel's IPVS table, with a real daemon in the kernel lab
+  (tests/bench/health_guest.py).  Killed = its socket closed (the next SYN is refused);
+  blackholed = an nft drop rule.  The worst of several runs, each at a random phase of
+  the check interval.  Target: interval + timeout + 50 ms.
+
+The rest run on the host, each in a child process inside a namespace of our own
+(``python -m tests.bench.health --child ...``), so that its CPU time (getrusage of the
 process) is the monitor's alone:
 
-- detection: a listener on a loopback alias is killed (its socket closed: the
-  next SYN is refused) or blackholed (an nft drop rule) at a random phase of
-  the check interval; the figure is the worst time from then to the
-  monitor's weight-0 verdict over several runs.  The issue's target is
-  interval + timeout + 50 ms (the kernel's part is the lead's to add).
+- verdict (health_verdict_*): the same kill and blackhole, measured to the monitor's
+  weight-0 verdict, without a daemon or a kernel: what the checking itself costs.
 - capacity: N real servers on loopback aliases 127.1.x.y:80 (one wildcard
   listener in another process accepts for all of them), interval 1 s; N
   grows until the monitor needs more than half a core or stops keeping up.
@@ -26,7 +31,8 @@ process) is the monitor's alone:
   advert on a raw socket; the lag is when the send is done minus the
   router's deadline.
 
-Benchmarks assert nothing about time.  By hand: ``python -m tests.bench.health``.
+Benchmarks assert nothing about time.  By hand: ``python -m tests.bench.health``
+(``--no-lab`` leaves out the kernel-lab figure).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from lvsagent.config.schema import Config, HealthCheck, RealServer, TcpCheck, VirtualServer
@@ -53,6 +60,7 @@ from lvsagent.daemon.clock import DeadlineTimer
 from lvsagent.health.monitor import HealthMonitor
 from lvsagent.vrrp.machine import RouterParams, SendAdvert, VirtualRouter
 from lvsagent.vrrp.packet import Advert, encode
+from tests.kernel.uml import UmlError, run_in_uml
 from tests.netns.lab import Netns, namespaces
 
 STEPS = (1000, 2500, 5000, 6000, 7000, 8000, 10000, 12500, 15000, 20000)
@@ -61,14 +69,29 @@ STEP_WINDOW = 5.0  # seconds measured per capacity step
 LAG_WINDOW = 20.0  # seconds of the final run: 200 adverts at 0.1 s
 PER_SERVICE = 250  # real servers per virtual server in the capacity config
 DETECT_PORT = 8080
+ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ipaddress.IPv4Address("127.0.0.1")
 
 
-def run_health_bench(*, reps: int = 5, steps: tuple[int, ...] = STEPS) -> list[str]:
+def run_health_bench(
+    *, reps: int = 5, steps: tuple[int, ...] = STEPS, lab: bool = True
+) -> list[str]:
+    lines = _kernel_detect_lines(reps) if lab else []
     with namespaces("hbench") as (ns,):
-        lines = [_detect_line(ns, mode, reps) for mode in ("kill", "blackhole")]
+        lines += [_detect_line(ns, mode, reps) for mode in ("kill", "blackhole")]
         lines += _capacity_lines(ns, steps)
     return lines
+
+
+def _kernel_detect_lines(reps: int) -> list[str]:
+    """The issue's figure: kill to weight 0 in the kernel, a real daemon in the lab."""
+    cmd = [sys.executable, "-m", "tests.bench.health_guest", "--reps", str(reps)]
+    try:
+        status, output = run_in_uml(cmd, 300.0, cwd=ROOT, stream=sys.stderr)
+    except UmlError as exc:
+        return [f"bench-error: health_detect_latency: the lab did not run: {exc}"]
+    lines = [line for line in output.splitlines() if line.startswith("bench: ")]
+    return lines or [f"bench-error: health_detect_latency: no figure (lab exit {status})"]
 
 
 def _child(ns: Netns, *args: str) -> dict[str, Any]:
@@ -81,10 +104,10 @@ def _detect_line(ns: Netns, mode: str, reps: int) -> str:
     interval, timeout = 1.0, 1.0
     r = _child(ns, "detect", mode, str(reps), str(interval), str(timeout))
     worst, median = max(r["latencies"]) * 1e3, statistics.median(r["latencies"]) * 1e3
-    name = "health_detect_latency" + ("" if mode == "kill" else "_blackhole")
+    name = "health_verdict_latency" + ("" if mode == "kill" else "_blackhole")
     target = (interval + timeout) * 1e3 + 50
     return (
-        f"bench: {name} {worst:.0f} ms interval={interval} timeout={timeout} "
+        f"bench: {name} {worst:.0f} ms interval={interval} timeout={timeout} retry=0 fall=1 "
         f"target={target:.0f}ms median={median:.0f}ms runs={reps}"
     )
 
@@ -316,10 +339,13 @@ def main() -> int:
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--max-servers", type=int, default=STEPS[-1])
+    p.add_argument("--no-lab", action="store_true", help="leave out the kernel-lab figure")
     args = p.parse_args()
     if not args.child:
         for line in run_health_bench(
-            reps=args.reps, steps=tuple(s for s in STEPS if s <= args.max_servers)
+            reps=args.reps,
+            steps=tuple(s for s in STEPS if s <= args.max_servers),
+            lab=not args.no_lab,
         ):
             print(line)
         return 0

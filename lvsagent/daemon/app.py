@@ -6,8 +6,9 @@ box starts in the BACKUP kernel state: a restart after kill -9 must not
 re-balance what the other box sends it), then start the health checks, the
 IPVS reconciler and the VRRP instances.  READY=1 goes to systemd after the
 first IPVS pass.  Signal handlers only post events.
-SIGHUP re-reads the config: an invalid one is logged and the running one
-kept; a valid one is applied as a difference.
+SIGHUP re-reads the config: an invalid one, or one with a change only a
+restart can make (daemon/reload.py), is logged and the running one kept; a
+valid one is applied as a difference, VRRP tunables in place.
 Shutdown order on SIGTERM/SIGINT: each instance sends priority 0 if it is
 master, engages the loop guard and removes its addresses; IPVS is left as it
 is, so connections keep their entries, and the box stays a working real
@@ -30,6 +31,7 @@ from lvsagent.config.schema import Config
 from lvsagent.daemon.guard import LoopGuard, guarded_instance
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.daemon.observing import Observer
+from lvsagent.daemon.reload import global_changes, instance_changes, restart_reasons
 from lvsagent.health.monitor import HealthMonitor
 from lvsagent.ipvs.desired import desired_table
 from lvsagent.ipvs.genl import Timeouts
@@ -93,27 +95,25 @@ class Agent:
                 "reload: %s has %d error(s); still running the previous config",
                 path,
                 len(exc.problems),
+                extra={"journal": {"LVSAGENT_EVENT": "reload", "LVSAGENT_RELOAD": "refused"}},
             )
             return
-        if new.vrrp_instances != self.config.vrrp_instances:
-            log.warning(
-                "reload: VRRP instance settings changed in %s; they take effect at the "
-                "next restart (VIPs and VRRP state are left as they are)",
-                path,
-            )
-            new = Config(new.path, new.global_, self.config.vrrp_instances, new.virtual_servers)
-        if new.global_.loop_guard != self.config.global_.loop_guard:
-            # The services were read for the new mode (fwmark or not): applying them under
-            # the running guard would leave the two disagreeing until a restart.
+        refused = restart_reasons(self.config, new)
+        if refused:
+            # Half of it applied would leave the daemon on two configs at once.
+            for reason in refused:
+                log.error("reload: %s: %s: that needs a restart", path, reason)
             log.error(
-                "reload: loop_guard changed in %s (%s -> %s): that needs a restart "
-                "(systemctl restart lvsagent); still running the previous config",
+                "reload: %s not applied: %d change(s) need a restart (systemctl restart "
+                "lvsagent); still running the previous config",
                 path,
-                self.config.global_.loop_guard,
-                new.global_.loop_guard,
+                len(refused),
+                extra={"journal": {"LVSAGENT_EVENT": "reload", "LVSAGENT_RELOAD": "refused"}},
             )
             return
+        old = self.config
         self.config = new
+        self._reconfigure_instances(old, new)
         self.observer.reconfigure(new)
         if self.health is not None:
             self.health.set_config(new)
@@ -126,10 +126,26 @@ class Agent:
             self.reconciler.timeouts = Timeouts(
                 g.ipvs_timeout_tcp, g.ipvs_timeout_tcpfin, g.ipvs_timeout_udp
             )
-        elif new.virtual_servers:
-            log.warning("reload: virtual servers were added; IPVS starts at the next restart")
+            self.reconciler.foreign = g.foreign_services
+            self.reconciler.resync_interval = g.ipvs_resync_interval
         self._health_changed()
-        log.info("reload: %s applied", path, extra={"journal": {"LVSAGENT_EVENT": "reload"}})
+        changed = global_changes(old.global_, new.global_)
+        log.info(
+            "reload: %s applied%s",
+            path,
+            f" ({'; '.join(changed)})" if changed else "",
+            extra={"journal": {"LVSAGENT_EVENT": "reload", "LVSAGENT_RELOAD": "applied"}},
+        )
+
+    def _reconfigure_instances(self, old: Config, new: Config) -> None:
+        """Tunables in place (restart_reasons has ruled out any other change)."""
+        before = {i.name: i for i in old.vrrp_instances}
+        for runner in self.runners:
+            inst = next(i for i in new.vrrp_instances if i.name == runner.inst.name)
+            changes = instance_changes(before[inst.name], inst)
+            if changes:
+                log.warning("reload: %s: %s", runner.tag, "; ".join(changes))
+                runner.reconfigure(inst)
 
     def _desired(self) -> Table:
         """The config's table with the health verdicts laid over it."""

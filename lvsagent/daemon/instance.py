@@ -79,7 +79,12 @@ class _Stop:
     pass
 
 
-_Event = _Rx | _Links | _Reconcile | _Stop
+@dataclass(frozen=True)
+class _Reconfigure:
+    inst: VrrpInstance
+
+
+_Event = _Rx | _Links | _Reconcile | _Stop | _Reconfigure
 
 
 # Engage (True) or release (False) the loop guard, with the transition's reason.
@@ -109,32 +114,9 @@ class InstanceRunner:
         self.ipr = ipr
         self.tag = f"{inst.name} (vrid {inst.vrid} on {inst.interface})"
         self.source = inst.unicast_src or primary_address(inst, link)
-        self.router = VirtualRouter(
-            RouterParams(
-                version=inst.version,
-                vrid=inst.vrid,
-                priority=inst.priority,
-                advert_int=inst.advert_int,
-                primary_address=self.source,
-                preempt=inst.preempt,
-                preempt_delay=inst.preempt_delay,
-                garp_repeat=inst.garp_repeat,
-                garp_master_delay=inst.garp_master_delay,
-                garp_master_repeat=inst.garp_master_repeat,
-            )
-        )
-        auth_type, auth_data = pass_auth_data(inst.auth_pass if inst.version == 2 else None)
-        self.auth = (auth_type, auth_data)
-        self.policy = RxPolicy(
-            version=inst.version,
-            vrid=inst.vrid,
-            adver_int_cs=round(inst.advert_int * 100),
-            auth_type=auth_type,
-            auth_data=auth_data,
-            require_ttl_255=inst.check_ttl,
-            own_addresses=frozenset({self.source}),
-            unicast_peers=frozenset(inst.unicast_peers),
-        )
+        self.router = VirtualRouter(self._router_params(inst))
+        self.auth = pass_auth_data(inst.auth_pass if inst.version == 2 else None)
+        self.policy = self._rx_policy(inst)
         self.destinations = list(inst.unicast_peers) or [VRRP_GROUP]
         self.vips = frozenset(inst.virtual_addresses)
         self.counters = Counters()
@@ -150,6 +132,32 @@ class InstanceRunner:
         self._reconcile_handle: asyncio.TimerHandle | None = None
         self._master_seen: ipaddress.IPv4Address | None = None
         self.last_transition_at: float | None = None  # wall clock, for status
+
+    def _router_params(self, inst: VrrpInstance) -> RouterParams:
+        return RouterParams(
+            version=inst.version,
+            vrid=inst.vrid,
+            priority=inst.priority,
+            advert_int=inst.advert_int,
+            primary_address=self.source,
+            preempt=inst.preempt,
+            preempt_delay=inst.preempt_delay,
+            garp_repeat=inst.garp_repeat,
+            garp_master_delay=inst.garp_master_delay,
+            garp_master_repeat=inst.garp_master_repeat,
+        )
+
+    def _rx_policy(self, inst: VrrpInstance) -> RxPolicy:
+        return RxPolicy(
+            version=inst.version,
+            vrid=inst.vrid,
+            adver_int_cs=round(inst.advert_int * 100),
+            auth_type=self.auth[0],
+            auth_data=self.auth[1],
+            require_ttl_255=inst.check_ttl,
+            own_addresses=frozenset({self.source}),
+            unicast_peers=frozenset(inst.unicast_peers),
+        )
 
     # ----- inputs -----------------------------------------------------------
 
@@ -174,6 +182,10 @@ class InstanceRunner:
 
     def stop(self) -> None:
         self._post(_Stop())
+
+    def reconfigure(self, inst: VrrpInstance) -> None:
+        """A reload changed this instance's tunables (daemon/reload.py): apply them in place."""
+        self._post(_Reconfigure(inst))
 
     def _count_discard(self, exc: Discard) -> None:
         reason = exc.reason.value
@@ -206,6 +218,8 @@ class InstanceRunner:
                     await self._apply_tracking(now)
                 elif isinstance(event, _Reconcile):
                     await self._reconcile_addresses()
+                elif isinstance(event, _Reconfigure):
+                    await self._reconfigure(event.inst, now)
                 # Timers are due regardless of how busy the queue is.
                 await self.execute(self.router.on_timer(loop.time()))
         finally:
@@ -403,11 +417,33 @@ class InstanceRunner:
         # Read back and repair (a VIP present with another prefix, say) right after.
         self._post(_Reconcile())
 
-    async def _reconcile_addresses(self) -> None:
+    async def _reconfigure(self, inst: VrrpInstance, now: float) -> None:
+        """New tunables, in the order a takeover would use them: VIPs, advert, ARP, tracking."""
+        old, self.inst = self.inst, inst
+        self.policy = self._rx_policy(inst)
+        self.destinations = list(inst.unicast_peers) or [VRRP_GROUP]
+        vips = frozenset(inst.virtual_addresses)
+        if vips != self.vips:
+            gone, self.vips = self.vips - vips, vips
+            self.fast.close()
+            self.fast = AddressFastPath(self.link.index, vips)
+            await self._reconcile_addresses(also_remove=gone)
+            if self.router.state == State.MASTER:
+                self._send_garp(inst.garp_repeat)
+        await self.execute(self.router.reconfigure(self._router_params(inst), now))
+        if inst.track_interfaces != old.track_interfaces or (
+            inst.track_real_servers != old.track_real_servers
+        ):
+            await self._apply_tracking(now)
+
+    async def _reconcile_addresses(
+        self, also_remove: frozenset[ipaddress.IPv4Interface] = frozenset()
+    ) -> None:
+        """Our VIPs present in MASTER and absent otherwise; ``also_remove``: VIPs we dropped."""
         desired = self.vips if self.router.state == State.MASTER else frozenset()
         try:
             added, removed = await addresses.reconcile_addresses(
-                self.ipr, self.link.index, desired, self.vips
+                self.ipr, self.link.index, desired, self.vips | also_remove
             )
         except OSError as exc:  # NetlinkError is an OSError
             log.error(

@@ -203,6 +203,27 @@ class VirtualRouter:
                 return self._leave_initialize(now, why)
         return []
 
+    def reconfigure(self, params: RouterParams, now: float) -> list[Action]:
+        """A reload changed the tunables (priority, interval, preempt, GARP): no new election.
+
+        A master announces a changed priority or interval at once, so a backup
+        that now outranks it preempts within its Master_Down_Interval and one
+        that it now outranks keeps following it; a backup's own v2 interval
+        follows the config (v2 adverts must carry it), and whatever it heard
+        last still decides when the master is down.  The identity (VRID,
+        version, address) never changes here: that is a new instance.
+        """
+        old, self.params = self.params, params
+        if self.state == State.MASTER and (
+            params.priority != old.priority or params.advert_int != old.advert_int
+        ):
+            self.master_adver_interval = params.advert_int
+            self.adver_timer = now + params.advert_int
+            return [SendAdvert(self.priority)]
+        if self.state == State.BACKUP and params.version == 2:
+            self.master_adver_interval = params.advert_int
+        return []
+
     def shutdown(self, now: float) -> list[Action]:
         """RFC 5798 6.4.3 Shutdown: a master says priority 0 so a backup takes over in Skew_Time.
 

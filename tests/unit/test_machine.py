@@ -6,6 +6,7 @@ Each RFC rule has a case where it applies and a case where it must not.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 import pytest
 
@@ -334,3 +335,37 @@ def test_loop_guard_engaged_before_addresses_go_and_released_after_they_come() -
     stop = r3.shutdown(2.0)
     assert kinds(stop) == ["SendAdvert", "SetLoopGuard", "RemoveAddresses"]
     assert SetLoopGuard(True) in stop
+
+
+# ----- reload: tunables in place ------------------------------------------------------
+
+
+def test_reload_master_announces_a_new_priority_at_once() -> None:
+    r = started_master()
+    assert r.reconfigure(replace(r.params, priority=30), 10.4) == [SendAdvert(30)]
+    assert r.state == State.MASTER and r.adver_timer == pytest.approx(11.4)
+    # A backup at 50 with preempt now outranks it: the master yields to its advert.
+    actions = r.on_advert(advert(50), HIGH, 10.5)
+    assert [a.new for a in actions if isinstance(a, Transition)] == [State.BACKUP]
+
+
+def test_reload_master_with_unchanged_priority_and_interval_sends_nothing() -> None:
+    r = started_master()
+    timer = r.adver_timer
+    assert r.reconfigure(replace(r.params, preempt=False, garp_repeat=1), 10.4) == []
+    assert r.adver_timer == timer
+
+
+def test_reload_backup_with_a_higher_priority_preempts_a_lower_master() -> None:
+    r = started_backup(priority=50)
+    r.on_advert(advert(100), HIGH, 1.0)
+    assert r.reconfigure(replace(r.params, priority=150), 1.5) == []
+    assert r.state == State.BACKUP  # no election on the spot: the next advert decides
+    r.on_advert(advert(100), HIGH, 2.0)  # lower now, with preempt: discarded
+    assert r.on_timer(2.0 + r.master_down_interval()) and r.state == State.MASTER
+
+
+def test_reload_v2_backup_takes_the_new_interval() -> None:
+    r = started_backup(advert_int=1.0)
+    r.reconfigure(replace(r.params, advert_int=2.0), 1.0)
+    assert r.master_adver_interval == 2.0

@@ -106,6 +106,7 @@ def cmd_run(path: str, level: str) -> int:
     from lvsagent.daemon.app import serve
     from lvsagent.vrrp.addresses import InterfaceError
 
+    _raise_fd_limit()
     try:
         asyncio.run(serve(config))
     except InterfaceError as exc:
@@ -122,6 +123,19 @@ def cmd_run(path: str, level: str) -> int:
         return EX_OSERR
     log.info("lvsagent stopped")
     return EX_OK
+
+
+def _raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard one: the health checks' concurrency is half of it.
+
+    systemd's unit sets LimitNOFILE; run by hand, the soft default (1024) would cap
+    the checks in flight at 512 and slow a large config's rounds.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def cmd_status(socket_path: str | None, config_path: str | None, as_json: bool) -> int:

@@ -12,8 +12,9 @@ valid one is applied as a difference, VRRP tunables in place.
 Shutdown order on SIGTERM/SIGINT: each instance sends priority 0 if it is
 master, engages the loop guard and removes its addresses; IPVS is left as it
 is, so connections keep their entries, and the box stays a working real
-server (``decommission_on_stop`` undoes the guard instead); the whole stop is
-bounded by SHUTDOWN_TIMEOUT so systemd never has to SIGKILL us mid-way.
+server (``decommission_on_stop`` undoes the guard instead); each half of the
+stop (the instances, then the guard, IPVS and observers) is bounded,
+so systemd (TimeoutStopSec=10) never has to SIGKILL us mid-way.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from lvsagent.vrrp import addresses
 
 log = logging.getLogger("lvsagent")
 
-SHUTDOWN_TIMEOUT = 5.0
+SHUTDOWN_TIMEOUT = 5.0  # the instances' half of a stop
+SHUTDOWN_REST_TIMEOUT = 4.0  # the rest: together under systemd's TimeoutStopSec=10
 
 
 class Agent:
@@ -77,12 +79,19 @@ class Agent:
     # ----- reload -------------------------------------------------------------
 
     def reload(self) -> None:
-        """Re-read the config file; apply a valid one as a difference, keep the old otherwise."""
-        self.observer.notifier.reloading()
+        """Re-read the config file; apply a valid one as a difference, keep the old otherwise.
+
+        Before the first READY=1 the unit is still starting: a RELOADING=1 ... READY=1
+        pair then would tell systemd start-up was over before the first IPVS pass.
+        """
+        started = self.first_pass.is_set()
+        if started:
+            self.observer.notifier.reloading()
         try:
             self._reload()
         finally:
-            self.observer.notifier.ready()
+            if started:
+                self.observer.notifier.ready()
 
     def _reload(self) -> None:
         path = self.config.path
@@ -170,6 +179,11 @@ class Agent:
     async def serve(self) -> None:
         """Run until SIGTERM or SIGINT; raise InterfaceError/OSError on a startup failure."""
         loop = asyncio.get_running_loop()
+        # First, so that a signal during start-up is an orderly stop or a reload, never the
+        # default action (death) half-way through engaging the loop guard.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.on_stop_signal)
+        loop.add_signal_handler(signal.SIGHUP, self.on_reload_signal)
         async with AsyncIPRoute() as ipr:
             guarded = guarded_instance(self.config)
             if self.config.virtual_servers:
@@ -193,9 +207,6 @@ class Agent:
             self.observer.runners = self.runners
             self.observer.health = self.health
             self.observer.guard = self.guard
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.on_stop_signal)
-            loop.add_signal_handler(signal.SIGHUP, self.on_reload_signal)
             links = addresses.LinkEvents()
             loop.add_reader(links.fileno(), self._on_link_event, links)
             ipvs = await self._start_ipvs()
@@ -205,14 +216,26 @@ class Agent:
             finally:
                 loop.remove_reader(links.fileno())
                 links.close()
-                decommission = self.config.global_.decommission_on_stop
-                if self.guard is not None:
-                    await self.guard.stop(decommission)
-                if ipvs is not None:
-                    if decommission:
-                        await self._remove_services(ipvs)
-                    ipvs.close()
-                await self.observer.stop()
+                try:
+                    await asyncio.wait_for(self._after_instances(ipvs), SHUTDOWN_REST_TIMEOUT)
+                except TimeoutError:
+                    log.error(
+                        "stopping: loop guard, IPVS and observers not done within %.0f s; "
+                        "exiting anyway (check `nft list table ip lvsagent` and ipvsadm -Ln)",
+                        SHUTDOWN_REST_TIMEOUT,
+                    )
+                finally:
+                    if ipvs is not None:
+                        ipvs.close()
+
+    async def _after_instances(self, ipvs: IpvsKernel | None) -> None:
+        """The stop's second half, once every instance released its addresses."""
+        decommission = self.config.global_.decommission_on_stop
+        if self.guard is not None:
+            await self.guard.stop(decommission)
+        if ipvs is not None and decommission:
+            await self._remove_services(ipvs)
+        await self.observer.stop()
 
     async def _start_ipvs(self) -> IpvsKernel | None:
         if self.health is not None:

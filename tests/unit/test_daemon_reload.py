@@ -120,3 +120,29 @@ def test_a_refused_reload_is_a_tagged_journal_entry(
         agent._reload()
     assert agent.config is running
     assert "refused" in [getattr(r, "journal", {}).get("LVSAGENT_RELOAD") for r in caplog.records]
+
+
+class _Notes:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def reloading(self) -> bool:
+        self.sent.append("RELOADING=1")
+        return True
+
+    def ready(self, status: str | None = None) -> bool:
+        self.sent.append("READY=1")
+        return True
+
+
+def test_a_reload_during_start_up_does_not_tell_systemd_it_is_ready(tmp_path: Path) -> None:
+    path = tmp_path / "lvsagent.toml"
+    path.write_text(BASE.format(extra=""))
+    agent = Agent(load_config(path))
+    notes = _Notes()
+    agent.observer.notifier = notes  # type: ignore[assignment]
+    agent.reload()  # before the first IPVS pass: the unit is still activating
+    assert notes.sent == []
+    agent.first_pass.set()
+    agent.reload()
+    assert notes.sent == ["RELOADING=1", "READY=1"]

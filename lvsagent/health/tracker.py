@@ -11,9 +11,11 @@ to ``retry`` retries, each ``delay_before_retry`` after the failed attempt
 before it.  The first attempt that passes ends the round as passed; a round
 fails only when its last attempt fails.  This is keepalived's TCP_CHECK and
 HTTP_GET logic (``retry_it`` counts up to ``retry`` before the checker goes
-DOWN; any success resets it), and keepalived retries whether the server is
-up or already down, so a recovered server is seen at the next retry rather
-than a whole interval later: so do we.
+DOWN; any success resets it).  As keepalived, retries are for a server that
+is up or not yet checked ("additional checks if check of an alive server
+fails", keepalived.conf(5)): a server already down gets one attempt per
+round, so a fleet of dead or blackholed servers costs one socket and one
+timeout each per interval, not ``retry + 1``.
 
 ``fall`` and ``rise`` then count rounds, as keepalived's vrrp_script and
 HAProxy do: ``fall`` failed rounds in a row take an up server DOWN, ``rise``
@@ -119,7 +121,7 @@ class Tracker:
             raise RuntimeError(f"{self.name}: finish() without begin()")
         self.last = result
         p = self.policy
-        if not result.ok and self.attempt < p.retry:
+        if not result.ok and self.attempt < p.retry and self.up is not False:
             # Not a failed round yet: keepalived's delay_before_retry, then again.
             self.attempt += 1
             self.due = now + p.delay_before_retry

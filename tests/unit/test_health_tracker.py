@@ -104,15 +104,22 @@ def test_fall_counts_rounds_each_with_its_retries() -> None:
     assert tr.message == f"{NAME} DOWN (connect timeout 1.0 s, 2 of 2, after 1 retry)"
 
 
-def test_down_servers_are_retried_too() -> None:
-    # As keepalived: a recovered server is seen at the next retry, not an interval later.
-    c = Clocked(Policy(alpha=False, retry=1, fall=1, interval=10.0, delay_before_retry=1.0))
-    c.run([REFUSED, REFUSED])
-    assert c.t.up is False
+def test_down_servers_are_not_retried() -> None:
+    # As keepalived: retries are for an alive server; a dead one gets one attempt a round.
+    c = Clocked(Policy(alpha=False, retry=2, fall=1, interval=10.0, delay_before_retry=1.0))
+    (tr,) = c.run([REFUSED, REFUSED, REFUSED])
+    assert tr.up is False
     assert c.attempt(REFUSED) is None
+    assert c.t.attempt == 0 and c.t.due == pytest.approx(c.starts[-1] + 10.0)
     (tr,) = c.run([PASS])
-    assert tr.up
-    assert c.starts[-1] == pytest.approx(c.starts[-2] + REFUSED.latency + 1.0)
+    assert tr.up and c.starts[-1] == pytest.approx(c.starts[-2] + 10.0)
+
+
+def test_an_unchecked_server_is_retried() -> None:
+    c = Clocked(Policy(alpha=True, retry=1, delay_before_retry=1.0))
+    assert c.attempt(REFUSED) is None and c.t.attempt == 1
+    (tr,) = c.run([PASS])
+    assert tr.up and tr.first
 
 
 def test_first_check_waits_for_its_jitter() -> None:
@@ -204,9 +211,9 @@ def test_verdicts_never_flap_faster_than_rise_and_fall_allow(
     rounds: list[bool] = []  # outcome of each finished round
     changes: list[tuple[int, bool, bool]] = []  # (round index, up, first)
     for r in seq:
-        before = c.t.attempt
+        before, was_down = c.t.attempt, c.t.up is False
         tr = c.attempt(r)
-        if r.ok or before == policy.retry:
+        if r.ok or before == policy.retry or was_down:
             rounds.append(r.ok)
         else:
             assert tr is None, "a retried attempt never changes the verdict"

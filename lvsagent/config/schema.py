@@ -91,7 +91,8 @@ class TcpCheck:
 @dataclass(frozen=True)
 class HttpCheck:
     path: str = "/"
-    status_codes: tuple[int, ...] = (200,)
+    # keepalived's default: any 2xx.
+    status_codes: tuple[int, ...] = tuple(range(200, 300))
     body_contains: str | None = None
     host: str | None = None
     timeout: float = 3.0

@@ -273,6 +273,7 @@ def _http_path(check: Checker, key: str, value: object) -> str | None:
 
 
 def _codes(check: Checker, key: str, value: object) -> tuple[int, ...] | None:
+    """Status codes and ranges, keepalived's ``status_code 200-299 400 503`` as an array."""
     elements = check.array(key, value)
     if elements is None:
         return None
@@ -280,10 +281,28 @@ def _codes(check: Checker, key: str, value: object) -> tuple[int, ...] | None:
         check.problem(key, "must list at least one status code")
         return None
     codes: list[int] = []
+    good = 0
     for path, element in elements:
-        code = check.integer(path, element, 100, 599)
-        if code is not None and code in codes:
-            check.problem(path, f"duplicate status code {code}")
-        elif code is not None:
-            codes.append(code)
-    return tuple(codes) if len(codes) == len(elements) else None
+        span = _code_range(check, path, element)
+        if span is None:
+            continue
+        overlap = sorted(set(span) & set(codes))
+        if overlap:
+            check.problem(path, f"duplicate status code {overlap[0]}")
+            continue
+        codes.extend(span)
+        good += 1
+    return tuple(codes) if good == len(elements) else None
+
+
+def _code_range(check: Checker, path: str, element: object) -> range | None:
+    if isinstance(element, str):
+        lo, sep, hi = element.partition("-")
+        if sep and lo.strip().isdigit() and hi.strip().isdigit():
+            first, last = int(lo), int(hi)
+            if 100 <= first <= last <= 599:
+                return range(first, last + 1)
+        check.problem(path, f'expected a status code or a range such as "200-299", got {element!r}')
+        return None
+    code = check.integer(path, element, 100, 599)
+    return None if code is None else range(code, code + 1)

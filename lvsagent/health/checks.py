@@ -30,7 +30,7 @@ import os
 import socket
 import struct
 
-from lvsagent.config.schema import HealthCheck
+from lvsagent.config.schema import HealthCheck, HttpCheck
 from lvsagent.health.tracker import CheckResult
 
 __all__ = ["check_http", "check_tcp", "run_check"]
@@ -118,7 +118,7 @@ async def check_http(
     port: int,
     *,
     path: str = "/",
-    status_codes: tuple[int, ...] = (200,),
+    status_codes: tuple[int, ...] = HttpCheck.status_codes,
     body_contains: str | None = None,
     host: str | None = None,
     timeout: float = 3.0,

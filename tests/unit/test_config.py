@@ -505,6 +505,10 @@ CASES: list[tuple[str, str, str, str]] = [
         "virtual_server[0].health.http.path", "start with '/'"),
     ("http-code", VS + HTTP + "status_codes = [200, 600]\n",
         "virtual_server[0].health.http.status_codes[1]", "between 100 and 599"),
+    ("http-code-range", VS + HTTP + 'status_codes = ["299-200"]\n',
+        "virtual_server[0].health.http.status_codes[0]", 'a range such as "200-299"'),
+    ("http-code-overlap", VS + HTTP + 'status_codes = ["200-299", 204]\n',
+        "virtual_server[0].health.http.status_codes[1]", "duplicate status code 204"),
     ("http-codes-empty", VS + HTTP + "status_codes = []\n",
         "virtual_server[0].health.http.status_codes", "at least one"),
     ("http-timeout", VS + HTTP + "timeout = -3\n",
@@ -627,3 +631,13 @@ def test_locator_falls_back_to_the_enclosing_table() -> None:
     assert locator.line_of("virtual_server[0].health.http.path") == 5
     assert locator.line_of("virtual_server[0].real_server[1].port") == 11
     assert locator.line_of("vrrp_instance[0].vrid") is None
+
+
+def test_http_status_codes_take_keepalived_ranges(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(VS + HTTP + 'status_codes = [200, "301-302", 404]\n')
+    (vs,) = load_config(str(path)).virtual_servers
+    assert vs.health.http.status_codes == (200, 301, 302, 404)
+    path.write_text(VS + HTTP)
+    (vs,) = load_config(str(path)).virtual_servers
+    assert vs.health.http.status_codes == tuple(range(200, 300))  # keepalived's default: 2xx

@@ -178,3 +178,9 @@ def test_run_check_uses_the_port_override() -> None:
 
 def test_type_none_is_a_pass_without_traffic() -> None:
     assert run(run_check(HealthCheck(type="none"), LO, free_port())).ok
+
+
+def test_http_default_codes_are_any_2xx_as_keepalived() -> None:
+    assert run(http(b"HTTP/1.0 204 No Content\r\n\r\n")).ok
+    result = run(http(b"HTTP/1.0 301 Moved\r\n\r\n"))
+    assert not result.ok and "301" in result.reason

@@ -57,6 +57,8 @@ KEEPALIVED_NAMES = {
     "uthreshold": "u_threshold",
     "lthreshold": "l_threshold",
     "url": "path",
+    "hysteresis": "quorum_hysteresis",
+    "inhibit_on_failure": "health.on_failure",
 }
 
 

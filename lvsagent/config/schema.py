@@ -149,6 +149,8 @@ class VirtualServer:
     # The VRRP instance whose state this service follows (loop guard, sync daemon).
     instance: str | None = None
     quorum: int = 0  # minimum live weight; 0 disables the quorum rule
+    # keepalived's hysteresis: lost below quorum - this, back at quorum + this.
+    quorum_hysteresis: int = 0
     sorry_server: tuple[ipaddress.IPv4Address, int] | None = None
     health: HealthCheck = field(default_factory=HealthCheck)
     real_servers: tuple[RealServer, ...] = ()

@@ -34,7 +34,7 @@ __all__ = ["build_health", "merge_health", "read_virtual_servers"]
 SERVICE_KEYS = (
     "address", "port", "protocol", "fwmark", "scheduler", "scheduler_flags",
     "persistence_timeout", "persistence_netmask", "forwarding", "instance", "quorum",
-    "sorry_server", "health", "real_server",
+    "quorum_hysteresis", "sorry_server", "health", "real_server",
 )  # fmt: skip
 REAL_KEYS = ("address", "port", "weight", "u_threshold", "l_threshold", "forwarding", "health")
 HEALTH_KEYS = (
@@ -92,6 +92,7 @@ def _read_service(
         "forwarding": s.choice("forwarding", get_args(Forwarding), fold_case=True),
         "instance": _instance(s, instance_names, instance_count),
         "quorum": s.integer("quorum", 0, U32_MAX),
+        "quorum_hysteresis": s.integer("quorum_hysteresis", 0, U32_MAX),
         "sorry_server": s.read("sorry_server", s.check.endpoint),
     }
     _form_rules(s, marked)

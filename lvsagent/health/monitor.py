@@ -213,19 +213,25 @@ class HealthMonitor:
     # ----- verdicts -------------------------------------------------------------
 
     def weights(self) -> dict[DestId, int]:
-        """Weight overrides for desired_table: 0 for every drained server not UP."""
+        """Weight overrides for desired_table: 0 for every drained server out of service.
+
+        Out of service: not UP, or in a service whose sorry server replaces its
+        real servers (quorum lost).
+        """
+        sorry = self.sorry()
         return {
             ident: 0
             for ident, e in self._entries.items()
-            if e.up is not True and e.health.on_failure == "drain"
+            if (e.up is not True or ident[0] in sorry) and e.health.on_failure == "drain"
         }
 
     def removed(self) -> frozenset[DestId]:
-        """Servers to leave out of IPVS: not UP, with ``on_failure = "remove"``."""
+        """Servers to leave out of IPVS: out of service, with ``on_failure = "remove"``."""
+        sorry = self.sorry()
         return frozenset(
             ident
             for ident, e in self._entries.items()
-            if e.up is not True and e.health.on_failure == "remove"
+            if (e.up is not True or ident[0] in sorry) and e.health.on_failure == "remove"
         )
 
     def sorry(self) -> frozenset[ServiceKey]:
@@ -395,8 +401,9 @@ class HealthMonitor:
         vs = self._services.get(key)
         if vs is None:
             return
-        state = quorum_state(vs, lambda rs: self._entry_up(key, rs))
         before = self._quorum.get(key)
+        was_lost = before is not None and before.lost
+        state = quorum_state(vs, lambda rs: self._entry_up(key, rs), was_lost)
         if state is None:
             self._quorum.pop(key, None)
             return

@@ -3,9 +3,15 @@
 keepalived's rule, as operators know it: a service's *live weight* is the sum
 of the configured weights of its real servers whose verdict is UP (a server
 not yet checked under ``alpha`` is not live).  Below ``quorum`` the service
-has lost quorum; its sorry server, if it has one, is added as a destination
-beside the live servers (which stay, so whatever capacity is left is used),
-and it goes again when quorum is back.
+has lost quorum.  If it has a sorry server, that server then replaces the
+real servers: they are taken out of service as a failed server would be
+(weight 0 or removed, per ``on_failure``) while still being checked, and come
+back, with the sorry server gone, when quorum is back ("all real servers will
+be brought down when the quorum is not achieved and be replaced with the
+sorry server", keepalived.conf(5)).
+
+``quorum_hysteresis`` is keepalived's ``hysteresis``, a flap damper: quorum
+is lost below ``quorum - hysteresis`` and back only at ``quorum + hysteresis``.
 
 ``quorum = 0`` means no quorum rule, but a configured sorry server still
 gets the traffic "when nothing is alive" (etc/lvsagent.example.toml):
@@ -42,12 +48,18 @@ def service_name(vs: VirtualServer) -> str:
     return vs.label
 
 
-def quorum_state(vs: VirtualServer, is_up: Callable[[RealServer], bool]) -> QuorumState | None:
-    """The service's quorum now, or None when it has neither a quorum nor a sorry server."""
-    threshold = vs.quorum if vs.quorum > 0 else (1 if vs.sorry_server is not None else 0)
-    if threshold == 0:
+def quorum_state(
+    vs: VirtualServer, is_up: Callable[[RealServer], bool], was_lost: bool = False
+) -> QuorumState | None:
+    """The service's quorum now, or None when it has neither a quorum nor a sorry server.
+
+    ``was_lost``: whether it was lost before this change (the hysteresis's memory).
+    """
+    quorum = vs.quorum if vs.quorum > 0 else (1 if vs.sorry_server is not None else 0)
+    if quorum == 0:
         return None
     live = sum(rs.weight for rs in vs.real_servers if is_up(rs))
+    threshold = quorum + vs.quorum_hysteresis if was_lost else quorum - vs.quorum_hysteresis
     return QuorumState(live < threshold, live, threshold)
 
 
@@ -56,7 +68,7 @@ def describe(vs: VirtualServer, state: QuorumState) -> str:
     sorry = ""
     if vs.sorry_server is not None:
         address, port = vs.sorry_server
-        verb = "added" if state.lost else "removed"
+        verb = "added in place of the real servers" if state.lost else "removed, real servers back"
         sorry = f"; sorry server {address}:{port} {verb}"
     name = f"VS {service_name(vs)}"
     if vs.quorum > 0:

@@ -15,9 +15,10 @@ plus the current verdicts, so a reload and a health change go through the
 same path and cannot disagree.
 
 The quorum rule reaches the table the same way: ``sorry`` names the services
-whose sorry server must be present now (their live weight is below quorum).
-The sorry server joins the live servers, which stay; when quorum is back
-the caller stops naming the service and the entry goes.
+whose sorry server must be present now (their live weight is below quorum);
+the health monitor takes their real servers out through ``weights`` and
+``removed`` (keepalived: the sorry server replaces them).  When quorum is
+back the caller stops naming the service and the entry goes.
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ __all__ = ["SORRY_WEIGHT", "DestId", "desired_table", "dest_key", "service_key"]
 DestId = tuple[ServiceKey, DestKey]
 
 MAX_WEIGHT = 65535  # the loader's bound; the kernel takes any non-negative int32
-# keepalived gives its sorry server weight 1: with the live servers it joins
-# it takes a share of new connections, alone it takes them all.
+# keepalived gives its sorry server weight 1: it takes every new connection.
 SORRY_WEIGHT = 1
 
 

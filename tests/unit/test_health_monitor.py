@@ -217,11 +217,14 @@ def test_sorry_server_while_quorum_is_lost(caplog: pytest.LogCaptureFixture) -> 
             m.recheck([B])
             await h.until(lambda: bool(m.sorry()))
             table = desired_table(cfg, m.weights(), m.removed(), m.sorry())
-            assert [d.key for d in table.services[0].dests] == [
-                DestKey(A, 80),
-                DestKey(B, 80),
-                DestKey(*sorry),
+            # keepalived: the sorry server replaces the real servers, the live one (A) too;
+            # they are drained (on_failure's default), and still checked.
+            assert [(d.key, d.weight) for d in table.services[0].dests] == [
+                (DestKey(A, 80), 0),
+                (DestKey(B, 80), 0),
+                (DestKey(*sorry), 1),
             ]
+            assert m.server_up(A, 80) is True
             h.results[B] = OK
             m.recheck([B])
             await h.until(lambda: not m.sorry())
@@ -230,10 +233,14 @@ def test_sorry_server_while_quorum_is_lost(caplog: pytest.LogCaptureFixture) -> 
     run(body)
     quorum = [r.getMessage() for r in caplog.records if "quorum" in r.getMessage()]
     assert quorum == [
-        "VS 172.16.0.30:80: lost quorum (live weight 0 < 2); sorry server 192.0.2.200:80 added",
-        "VS 172.16.0.30:80: quorum back (live weight 2 >= 2); sorry server 192.0.2.200:80 removed",
-        "VS 172.16.0.30:80: lost quorum (live weight 1 < 2); sorry server 192.0.2.200:80 added",
-        "VS 172.16.0.30:80: quorum back (live weight 2 >= 2); sorry server 192.0.2.200:80 removed",
+        "VS 172.16.0.30:80: lost quorum (live weight 0 < 2); "
+        "sorry server 192.0.2.200:80 added in place of the real servers",
+        "VS 172.16.0.30:80: quorum back (live weight 2 >= 2); "
+        "sorry server 192.0.2.200:80 removed, real servers back",
+        "VS 172.16.0.30:80: lost quorum (live weight 1 < 2); "
+        "sorry server 192.0.2.200:80 added in place of the real servers",
+        "VS 172.16.0.30:80: quorum back (live weight 2 >= 2); "
+        "sorry server 192.0.2.200:80 removed, real servers back",
     ]
 
 

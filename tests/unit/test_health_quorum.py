@@ -13,10 +13,10 @@ B = RealServer(ipaddress.IPv4Address("172.16.0.32"), 80, weight=3)
 SORRY = (ipaddress.IPv4Address("192.0.2.200"), 80)
 
 
-def vs(quorum: int = 0, sorry: bool = False) -> VirtualServer:
+def vs(quorum: int = 0, sorry: bool = False, hysteresis: int = 0) -> VirtualServer:
     return VirtualServer(
         address=VIP, port=80, quorum=quorum, sorry_server=SORRY if sorry else None,
-        real_servers=(A, B),
+        quorum_hysteresis=hysteresis, real_servers=(A, B),
     )  # fmt: skip
 
 
@@ -55,22 +55,36 @@ def test_lost_quorum_without_sorry_server_wants_none() -> None:
     assert state is not None and state.lost and not state.wants_sorry(vs(quorum=10))
 
 
+def test_hysteresis_loses_below_quorum_minus_it_and_regains_at_quorum_plus_it() -> None:
+    # quorum 4 +- 1: with A (2) and B (3) up the live weight is 5, with B alone 3.
+    service = vs(quorum=4, hysteresis=1)
+    only_b, both = up(B), up(A, B)
+    assert quorum_state(service, lambda rs: rs in only_b) == QuorumState(False, 3, 3)
+    assert quorum_state(service, lambda rs: False) == QuorumState(True, 0, 3)
+    # Once lost, 3 (and 4) are not enough: 5 is.
+    assert quorum_state(service, lambda rs: rs in only_b, was_lost=True) == QuorumState(True, 3, 5)
+    assert quorum_state(service, lambda rs: rs in both, was_lost=True) == QuorumState(False, 5, 5)
+
+
 def test_messages() -> None:
     assert describe(vs(quorum=4, sorry=True), QuorumState(True, 3, 4)) == (
-        "VS 172.16.0.30:80: lost quorum (live weight 3 < 4); sorry server 192.0.2.200:80 added"
+        "VS 172.16.0.30:80: lost quorum (live weight 3 < 4); "
+        "sorry server 192.0.2.200:80 added in place of the real servers"
     )
     assert describe(vs(quorum=4, sorry=True), QuorumState(False, 5, 4)) == (
-        "VS 172.16.0.30:80: quorum back (live weight 5 >= 4); sorry server 192.0.2.200:80 removed"
+        "VS 172.16.0.30:80: quorum back (live weight 5 >= 4); "
+        "sorry server 192.0.2.200:80 removed, real servers back"
     )
     assert describe(vs(quorum=4), QuorumState(True, 0, 4)) == (
         "VS 172.16.0.30:80: lost quorum (live weight 0 < 4)"
     )
     assert describe(vs(sorry=True), QuorumState(True, 0, 1)) == (
-        "VS 172.16.0.30:80: no live real server; sorry server 192.0.2.200:80 added"
+        "VS 172.16.0.30:80: no live real server; "
+        "sorry server 192.0.2.200:80 added in place of the real servers"
     )
     assert describe(vs(sorry=True), QuorumState(False, 2, 1)) == (
         "VS 172.16.0.30:80: real servers live again (live weight 2); "
-        "sorry server 192.0.2.200:80 removed"
+        "sorry server 192.0.2.200:80 removed, real servers back"
     )
 
 

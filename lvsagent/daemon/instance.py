@@ -293,9 +293,25 @@ class InstanceRunner:
 
     async def _apply_tracking(self, now: float) -> None:
         verdict = self._tracking()
+        before = self.router.priority
         await self.execute(
             self.router.set_tracking(verdict.fault, verdict.adjustment, verdict.why, now)
         )
+        if self.router.priority != before:
+            # keepalived says "Changing effective priority"; a silent change would leave an
+            # operator guessing why the other box took over.
+            log.warning(
+                "%s: effective priority %d -> %d (%s)",
+                self.tag,
+                before,
+                self.router.priority,
+                verdict.why,
+                extra={"journal": {
+                    "LVSAGENT_EVENT": "vrrp_priority",
+                    "LVSAGENT_INSTANCE": self.inst.name,
+                    "LVSAGENT_PRIORITY": str(self.router.priority),
+                }},
+            )  # fmt: skip
 
     def status(self, now: float) -> InstanceStatus:
         """This instance for `lvsagent status` and /metrics (``now`` on the loop's clock)."""

@@ -9,6 +9,7 @@ are expected and beside the point here; VRRP, the checks and tracking are all re
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -67,6 +68,38 @@ def test_dead_own_real_server_puts_the_box_in_fault_and_hands_the_vip_over(pair:
         da.wait_for(r"RS 10\.99\.0\.1:8080 of \S+ UP", 10, after=mark_a)
         da.wait_for(r"\): FAULT -> BACKUP \(", 5, after=mark_a)
         da.wait_for(r"BACKUP -> MASTER", 10, after=mark_a)  # preempts: priority 100 > 50
+        pair.a.wait_address("eth0", VIP, present=True, timeout=2)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_a_negative_weight_lowers_the_priority_and_the_peer_preempts(pair: Pair) -> None:
+    # keepalived's track_script weight -60: 100 - 60 = 40 < 50, so B (preempt) takes over;
+    # A stays BACKUP, not FAULT, and takes the VIP back when its server returns.
+    track = f'track_real_servers = [{{ address = "10.99.0.1:8080", weight = -60 }}]\n{SERVICE}'
+    ca = agent_config(pair.tmp / "a.toml", interface="eth0", priority=100, extra=track)
+    cb = agent_config(pair.tmp / "b.toml", interface="eth0", priority=50, extra=SERVICE)
+    server = web(pair)
+    try:
+        da, db = pair.settled_pair(ca, cb)
+        mark_a, mark_b = da.mark(), db.mark()
+        server.kill()
+        server.wait()
+        line = da.wait_for(r"effective priority 100 -> 40 \(", 10, after=mark_a)
+        assert "10.99.0.1:8080" in line, line
+        assert "preempting lower-priority master 10.99.0.1 (40 < 50)" in db.wait_for(
+            r"\): BACKUP -> MASTER \(", 10, after=mark_b
+        )
+        da.wait_for(r"\): MASTER -> BACKUP \(higher priority 50 from 10\.99\.0\.2", 5, after=mark_a)
+        pair.b.wait_address("eth0", VIP, present=True, timeout=2)
+        assert not pair.a.has_address("eth0", VIP)
+        assert not [line for line in da.lines[mark_a:] if re.search(r"-> FAULT \(", line)]
+
+        mark_a = da.mark()
+        server = web(pair)
+        da.wait_for(r"effective priority 40 -> 100 \(", 10, after=mark_a)
+        da.wait_for(r"\): BACKUP -> MASTER \(", 10, after=mark_a)
         pair.a.wait_address("eth0", VIP, present=True, timeout=2)
     finally:
         server.kill()

@@ -137,7 +137,7 @@ class Agent:
             )
             self.reconciler.foreign = g.foreign_services
             self.reconciler.resync_interval = g.ipvs_resync_interval
-        self._health_changed()
+        self._health_changed("config changed")
         changed = global_changes(old.global_, new.global_)
         log.info(
             "reload: %s applied%s",
@@ -163,9 +163,9 @@ class Agent:
             return desired_table(self.config)
         return desired_table(self.config, h.weights(), h.removed(), h.sorry())
 
-    def _health_changed(self) -> None:
+    def _health_changed(self, why: str = "health") -> None:
         if self.reconciler is not None:
-            self.reconciler.set_desired(self._desired())
+            self.reconciler.set_desired(self._desired(), why)
         for r in self.runners:
             if r.inst.track_real_servers:
                 r.links_changed()

@@ -201,13 +201,18 @@ def _status(data: bytes) -> int | None:
 
 
 async def run_check(health: HealthCheck, address: ipaddress.IPv4Address, port: int) -> CheckResult:
-    """One attempt of ``health``'s check against a real server (its port unless overridden)."""
+    """One attempt of ``health``'s check against a real server (its port unless overridden).
+
+    A check on another port says so in its reason: "RS 10.0.0.1:80 ... DOWN
+    (connection refused)" would send the operator to a port that is serving.
+    """
     if health.type == "tcp":
         tcp = health.tcp
-        return await check_tcp(address, tcp.port or port, tcp.connect_timeout)
-    if health.type == "http":
+        result = await check_tcp(address, tcp.port or port, tcp.connect_timeout)
+        checked = tcp.port
+    elif health.type == "http":
         h = health.http
-        return await check_http(
+        result = await check_http(
             address,
             h.port or port,
             path=h.path,
@@ -216,4 +221,9 @@ async def run_check(health: HealthCheck, address: ipaddress.IPv4Address, port: i
             host=h.host,
             timeout=h.timeout,
         )
-    return CheckResult(True, "not checked (type none)", 0.0)
+        checked = h.port
+    else:
+        return CheckResult(True, "not checked (type none)", 0.0)
+    if checked is None or checked == port:
+        return result
+    return CheckResult(result.ok, f"{result.reason} on port {checked}", result.latency)

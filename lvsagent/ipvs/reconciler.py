@@ -70,11 +70,18 @@ class IpvsReconciler:
         self.known: Table | None = None  # the kernel's table after our last good pass
         self._wake = asyncio.Event()
         self._reported: set[str] = set()
+        self._why: list[str] = []  # what asked for the next pass
 
-    def set_desired(self, desired: Table) -> None:
-        """A new desired table; the next pass applies only what differs."""
+    def set_desired(self, desired: Table, why: str = "config changed") -> None:
+        """A new desired table; the next pass applies only what differs.
+
+        ``why`` names the pass in the log ("config changed", "health"): an operator
+        reading "applying 1 change(s)" must tell a reload from a health verdict.
+        """
         if desired != self.desired:
             self.desired = desired
+            if why not in self._why:
+                self._why.append(why)
             self._wake.set()
 
     async def reconcile(self, why: str, fresh: bool = True) -> bool:
@@ -202,9 +209,10 @@ class IpvsReconciler:
             timeout = self.resync_interval if ok else retry
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout)
-                why, fresh = "config changed", False
+                why, fresh = " + ".join(self._why) or "config changed", False
             except TimeoutError:
                 why, fresh = ("resync" if ok else "retry"), True
             self._wake.clear()
+            self._why.clear()
             ok = await self.reconcile(why, fresh)
             failures = 0 if ok else failures + 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -173,7 +174,12 @@ def test_run_check_uses_the_port_override() -> None:
         h = HealthCheck(type="http", http=HttpCheck(port=port, path="/x", timeout=1.0))
         return await run_check(h, LO, closed)
 
-    assert run(serving(responder(b"HTTP/1.0 200 OK\r\n\r\n"), via_http)).reason == "status 200"
+    result = run(serving(responder(b"HTTP/1.0 200 OK\r\n\r\n"), via_http))
+    assert result.ok and re.fullmatch(r"status 200 on port \d+", result.reason)
+    # The log line of a failure names the port that failed, not the server's own.
+    other = free_port()
+    refused = HealthCheck(type="tcp", tcp=TcpCheck(connect_timeout=1.0, port=other))
+    assert run(run_check(refused, LO, closed)).reason == f"connection refused on port {other}"
 
 
 def test_type_none_is_a_pass_without_traffic() -> None:

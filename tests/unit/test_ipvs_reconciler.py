@@ -204,14 +204,16 @@ def test_foreign_services_are_reported_once(caplog: pytest.LogCaptureFixture) ->
     assert k.applied == []
 
 
-def test_run_applies_a_new_desired_table_promptly() -> None:
+def test_run_applies_a_new_desired_table_promptly(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "lvsagent.ipvs")
+
     async def scenario() -> FakeKernel:
         k = FakeKernel()
         r = IpvsReconciler(k, table(1, 1), "report", 3600)
         task = asyncio.create_task(r.run())
         while len(k.applied) < 3:
             await asyncio.sleep(0)
-        r.set_desired(table(1, 0))
+        r.set_desired(table(1, 0), "health")
         while len(k.applied) < 4:
             await asyncio.sleep(0)
         task.cancel()
@@ -219,6 +221,9 @@ def test_run_applies_a_new_desired_table_promptly() -> None:
 
     k = asyncio.run(scenario())
     assert isinstance(k.applied[-1], EditDest) and k.applied[-1].dest.weight == 0
+    # The pass is named for what asked for it: a health verdict is not a reload.
+    assert "ipvs: health: applying 1 change(s)" in caplog.text
+    assert "config changed" not in caplog.text
 
 
 def test_configured_timeouts_are_set_once_and_zero_means_leave_alone() -> None:

@@ -1,4 +1,6 @@
-"""Give freed heap back to the system after the few big, transient allocations.
+"""Memory habits of a long-lived daemon: freed heap handed back, start-up objects frozen.
+
+Freed heap.
 
 libnftables (through jansson) and the JSON readback of a 1000-service table
 allocate ~13 MB for a moment on every apply or check; a first IPVS pass of
@@ -6,12 +8,22 @@ allocate ~13 MB for a moment on every apply or check; a first IPVS pass of
 the daemon's RSS would stay at that peak (measured: 70 MB against a 60 MB
 budget at 1000 services x 10).  ``malloc_trim(0)`` hands it back; it costs
 about a millisecond, so it is called after those operations only.
+
+Frozen start-up objects.  Almost everything the daemon allocates before it is
+ready (modules, the config, a tracker and an entry per real server) lives until
+it stops, yet every full collection of the cyclic garbage collector walks all
+of it: at 6,000 checked real servers a full collection took ~50 ms of the
+event loop that VRRP shares.  ``settle()`` runs one collection and then
+``gc.freeze()``: later collections walk only what came after.  Frozen objects
+are still freed by reference counting; only a reference cycle among them would
+outlive its use, and the config, trackers and tables have none.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 
 log = logging.getLogger("lvsagent")
@@ -34,3 +46,10 @@ def trim() -> None:
             log.debug("malloc_trim is not available; RSS keeps its peaks")
             return
     _libc.malloc_trim(0)
+
+
+def settle() -> None:
+    """After start-up or a reload: collect, freeze what is left, hand freed heap back."""
+    gc.collect()
+    gc.freeze()
+    trim()

@@ -28,16 +28,16 @@ from collections.abc import Callable
 
 from lvsagent import memory
 from lvsagent.config.loader import ConfigError, load_config
-from lvsagent.config.schema import Config
+from lvsagent.config.schema import Config, VirtualServer
 from lvsagent.daemon.guard import LoopGuard, guarded_instance
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.daemon.observing import Observer
 from lvsagent.daemon.reload import global_changes, instance_changes, restart_reasons
 from lvsagent.health.monitor import HealthMonitor
-from lvsagent.ipvs.desired import desired_table
+from lvsagent.ipvs.desired import desired_table, service_key, update_services
 from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.kernel import IpvsKernel
-from lvsagent.ipvs.model import Table
+from lvsagent.ipvs.model import ServiceKey, Table
 from lvsagent.ipvs.plan import DelService
 from lvsagent.ipvs.reconciler import IpvsReconciler
 from lvsagent.netlink import AsyncIPRoute
@@ -61,6 +61,10 @@ class Agent:
         self.first_pass = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._reloads: set[asyncio.Task[None]] = set()
+        # Each service key of the config, for rebuilding one service on a verdict.
+        self._services: dict[ServiceKey, VirtualServer] = {
+            service_key(vs): vs for vs in config.virtual_servers
+        }
 
     # ----- signals (handlers only post) -------------------------------------
 
@@ -138,6 +142,8 @@ class Agent:
             self.reconciler.foreign = g.foreign_services
             self.reconciler.resync_interval = g.ipvs_resync_interval
         self._health_changed("config changed")
+        if self.first_pass.is_set():
+            memory.settle()  # the new config's objects live as long as it does
         changed = global_changes(old.global_, new.global_)
         log.info(
             "reload: %s applied%s",
@@ -163,9 +169,26 @@ class Agent:
             return desired_table(self.config)
         return desired_table(self.config, h.weights(), h.removed(), h.sorry())
 
+    def _verdicts_changed(self) -> None:
+        """The health monitor's callback: only the services it names are rebuilt."""
+        h, rec = self.health, self.reconciler
+        if h is not None and rec is not None:
+            changed = h.changed
+            table = update_services(
+                rec.desired, self._services, changed,
+                h.weights(changed), h.removed(changed), h.sorry(),
+            )  # fmt: skip
+            rec.set_desired(table, "health", changed)
+        self._tell_trackers()
+
     def _health_changed(self, why: str = "health") -> None:
+        """Everything may have changed (a reload): the whole table again."""
+        self._services = {service_key(vs): vs for vs in self.config.virtual_servers}
         if self.reconciler is not None:
             self.reconciler.set_desired(self._desired(), why)
+        self._tell_trackers()
+
+    def _tell_trackers(self) -> None:
         for r in self.runners:
             if r.inst.track_real_servers:
                 r.links_changed()
@@ -187,7 +210,7 @@ class Agent:
         async with AsyncIPRoute() as ipr:
             guarded = guarded_instance(self.config)
             if self.config.virtual_servers:
-                self.health = HealthMonitor(self.config, self._health_changed)
+                self.health = HealthMonitor(self.config, self._verdicts_changed)
             server_up = self.health.server_up if self.health is not None else None
             try:
                 for inst in self.config.vrrp_instances:
@@ -316,7 +339,7 @@ class Agent:
     async def _ready(self) -> None:
         """READY=1 once the kernel holds the configured IPVS table (or IPVS failed once)."""
         await self.first_pass.wait()
-        memory.trim()  # the first pass's encoding of every entry is garbage now
+        memory.settle()  # the first pass's encoding is garbage; the rest lives on
         self.observer.publish()
         self.observer.notifier.ready(self.observer.status_text())
 

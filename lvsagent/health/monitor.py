@@ -34,7 +34,7 @@ import random
 import resource
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from lvsagent.config.schema import Config, HealthCheck, RealServer, VirtualServer
@@ -153,6 +153,10 @@ class HealthMonitor:
         self._wakeup: asyncio.Future[None] | None = None
         self._sleep_until: float | None = None
         self._dirty: set[ServiceKey] = set()  # services with a verdict change not yet told
+        # The services whose verdicts changed, as of the last ``on_change``: the daemon
+        # rebuilds and re-plans only those (a whole 10 000-server table costs ~50 ms).
+        self.changed: frozenset[ServiceKey] = frozenset()
+        self._by_service: dict[ServiceKey, list[_Entry]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.set_config(config)
 
@@ -203,8 +207,10 @@ class HealthMonitor:
         self._entries = entries
         self._services = services
         self._by_server = {}
+        self._by_service = {}
         for entry in entries.values():
             self._by_server.setdefault((entry.rs.address, entry.rs.port), []).append(entry)
+            self._by_service.setdefault(entry.ident[0], []).append(entry)
         self._quorum = {k: v for k, v in self._quorum.items() if k in services}
         for key in services:
             self._update_quorum(key)
@@ -212,27 +218,32 @@ class HealthMonitor:
 
     # ----- verdicts -------------------------------------------------------------
 
-    def weights(self) -> dict[DestId, int]:
+    def weights(self, services: Collection[ServiceKey] | None = None) -> dict[DestId, int]:
         """Weight overrides for desired_table: 0 for every drained server out of service.
 
         Out of service: not UP, or in a service whose sorry server replaces its
-        real servers (quorum lost).
+        real servers (quorum lost).  ``services``: only theirs (default: all).
         """
         sorry = self.sorry()
         return {
-            ident: 0
-            for ident, e in self._entries.items()
-            if (e.up is not True or ident[0] in sorry) and e.health.on_failure == "drain"
+            e.ident: 0
+            for e in self._of(services)
+            if (e.up is not True or e.ident[0] in sorry) and e.health.on_failure == "drain"
         }
 
-    def removed(self) -> frozenset[DestId]:
+    def removed(self, services: Collection[ServiceKey] | None = None) -> frozenset[DestId]:
         """Servers to leave out of IPVS: out of service, with ``on_failure = "remove"``."""
         sorry = self.sorry()
         return frozenset(
-            ident
-            for ident, e in self._entries.items()
-            if (e.up is not True or ident[0] in sorry) and e.health.on_failure == "remove"
+            e.ident
+            for e in self._of(services)
+            if (e.up is not True or e.ident[0] in sorry) and e.health.on_failure == "remove"
         )
+
+    def _of(self, services: Collection[ServiceKey] | None) -> Iterable[_Entry]:
+        if services is None:
+            return self._entries.values()
+        return (e for key in services for e in self._by_service.get(key, ()))
 
     def sorry(self) -> frozenset[ServiceKey]:
         """Services whose sorry server must be in IPVS now (desired_table's ``sorry``)."""
@@ -383,6 +394,7 @@ class HealthMonitor:
         dirty, self._dirty = self._dirty, set()
         for key in dirty:
             self._update_quorum(key)
+        self.changed = frozenset(dirty)
         self.on_change()
 
     # ----- logging and quorum --------------------------------------------------------

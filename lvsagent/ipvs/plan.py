@@ -278,34 +278,46 @@ def apply_ops(actual: Table, ops: Iterable[Op]) -> Table:
     every time.
     """
     services: dict[ServiceKey, Service] = {s.key: s for s in actual.services}
+    # Each touched service's dests as a dict, opened once: a pass that edits every
+    # dest of a 250-dest service must not rebuild that dict 250 times.
+    opened: dict[ServiceKey, dict[DestKey, Dest]] = {}
     for op in ops:
         if isinstance(op, AddService):
             if op.service.key not in services:
                 services[op.service.key] = op.service.attributes()
+                opened[op.service.key] = {}
         elif isinstance(op, EditService):
-            if op.service.key in services:
-                dests = services[op.service.key].dests
-                services[op.service.key] = replace(op.service.attributes(), dests=dests)
+            key = op.service.key
+            if key in services:
+                opened.setdefault(key, services[key].dest_map())
+                services[key] = op.service.attributes()
         elif isinstance(op, DelService):
             services.pop(op.key, None)
-        else:
-            current = services.get(op.service)
-            if current is not None:
-                services[op.service] = _apply_dest_op(current, op)
+            opened.pop(op.key, None)
+        elif op.service in services:
+            dests = opened.get(op.service)
+            if dests is None:
+                dests = opened[op.service] = services[op.service].dest_map()
+            _apply_dest_op(dests, op)
     return Table(
         tuple(
-            replace(services[key], dests=tuple(sorted(services[key].dests, key=_dest_key)))
+            replace(
+                services[key],
+                dests=tuple(sorted(
+                    opened[key].values() if key in opened else services[key].dests,
+                    key=_dest_key,
+                )),
+            )
             for key in sorted(services)
         )
-    )
+    )  # fmt: skip
 
 
 def _dest_key(dest: Dest) -> DestKey:
     return dest.key
 
 
-def _apply_dest_op(service: Service, op: AddDest | EditDest | DelDest) -> Service:
-    dests = service.dest_map()
+def _apply_dest_op(dests: dict[DestKey, Dest], op: AddDest | EditDest | DelDest) -> None:
     if isinstance(op, AddDest):
         dests.setdefault(op.dest.key, op.dest)
     elif isinstance(op, EditDest):
@@ -313,4 +325,3 @@ def _apply_dest_op(service: Service, op: AddDest | EditDest | DelDest) -> Servic
             dests[op.dest.key] = op.dest
     else:
         dests.pop(op.dest, None)
-    return replace(service, dests=tuple(dests.values()))

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import astuple
 from typing import Literal, Protocol
 
 from lvsagent import memory
 from lvsagent.ipvs.genl import Timeouts
-from lvsagent.ipvs.model import Table
-from lvsagent.ipvs.plan import Op, Plan, apply_ops, plan
+from lvsagent.ipvs.model import ServiceKey, Table
+from lvsagent.ipvs.plan import AddService, DelService, EditService, Op, Plan, apply_ops, plan
 
 log = logging.getLogger("lvsagent.ipvs")
 
@@ -71,18 +71,33 @@ class IpvsReconciler:
         self._wake = asyncio.Event()
         self._reported: set[str] = set()
         self._why: list[str] = []  # what asked for the next pass
+        # Services changed since the last pass; None: unknown, compare them all.
+        self._pending: set[ServiceKey] | None = None
 
-    def set_desired(self, desired: Table, why: str = "config changed") -> None:
+    def set_desired(
+        self,
+        desired: Table,
+        why: str = "config changed",
+        changed: Collection[ServiceKey] | None = None,
+    ) -> None:
         """A new desired table; the next pass applies only what differs.
 
         ``why`` names the pass in the log ("config changed", "health"): an operator
         reading "applying 1 change(s)" must tell a reload from a health verdict.
+        ``changed``, when known, names the only services that differ from the
+        last desired table: the next pass (if it plans against the remembered
+        table) compares just those, not every entry of a 10 000-server table.
         """
-        if desired != self.desired:
-            self.desired = desired
-            if why not in self._why:
-                self._why.append(why)
-            self._wake.set()
+        if desired == self.desired:  # cheap when unchanged services are the same objects
+            return
+        self.desired = desired
+        if changed is None:
+            self._pending = None
+        elif self._pending is not None:
+            self._pending.update(changed)
+        if why not in self._why:
+            self._why.append(why)
+        self._wake.set()
 
     async def reconcile(self, why: str, fresh: bool = True) -> bool:
         """One pass; True when the kernel now matches.
@@ -93,9 +108,11 @@ class IpvsReconciler:
         the lab).  Drift in between is the resync's job, and any failure drops
         the remembered table so that the next pass reads the kernel again.
         """
+        scope, self._pending = self._pending, set()
         try:
             actual = self.known if (not fresh and self.known is not None) else None
             if actual is None:
+                scope = None  # a dump: compare everything
                 actual = await self.kernel.dump()
         except OSError as exc:
             self.known = None
@@ -109,15 +126,22 @@ class IpvsReconciler:
         self.known = None
         if not await self._reconcile_timeouts():
             return False
-        result = plan(self.desired, actual, self.foreign)
-        self._report_foreign(result)
+        if scope is None:
+            result = plan(self.desired, actual, self.foreign)
+            self._report_foreign(result)
+        else:
+            result = _plan_within(self.desired, actual, scope)
         if result.ops:
             log.info("ipvs: %s: applying %d change(s)", why, len(result.ops))
         elif why != "resync":
             log.info("ipvs: %s: kernel already matches (%d services)", why, len(actual.services))
         ok = await self._apply(why, result.ops)
-        if ok:
-            self.known = apply_ops(actual, result.ops) if result.ops else actual
+        if ok and not result.ops:
+            self.known = actual
+        elif ok and scope is None:
+            self.known = apply_ops(actual, result.ops)
+        elif ok:
+            self.known = _apply_within(actual, result.ops)
         if len(result.ops) >= TRIM_AFTER_OPS:
             del result, actual  # with the encoded windows, garbage once the table is remembered
             memory.trim()
@@ -216,3 +240,37 @@ class IpvsReconciler:
             self._why.clear()
             ok = await self.reconcile(why, fresh)
             failures = 0 if ok else failures + 1
+
+
+def _plan_within(desired: Table, known: Table, scope: Collection[ServiceKey]) -> Plan:
+    """plan() over the ``scope`` services alone (the rest is known to match)."""
+    want = Table(tuple(s for s in desired.services if s.key in scope))
+    have_map = known.service_map()
+    have = Table(tuple(have_map[s.key] for s in want.services if s.key in have_map))
+    return plan(want, have, "report")
+
+
+def _apply_within(known: Table, ops: Sequence[Op]) -> Table:
+    """apply_ops() on the services the ops touch; every other service is kept as it is.
+
+    A health verdict's pass edits one service: rebuilding (and re-sorting) the whole
+    remembered table for it cost more than the pass itself at 10 000 dests.
+    """
+    touched = {_service_of(op) for op in ops}
+    have = known.service_map()
+    after = apply_ops(Table(tuple(have[k] for k in touched if k in have)), ops).service_map()
+    kept = []
+    for service in known.services:
+        if service.key not in touched:
+            kept.append(service)
+        elif service.key in after:
+            kept.append(after.pop(service.key))
+    return Table((*kept, *after.values()))
+
+
+def _service_of(op: Op) -> ServiceKey:
+    if isinstance(op, AddService | EditService):
+        return op.service.key
+    if isinstance(op, DelService):
+        return op.key
+    return op.service

@@ -9,6 +9,7 @@
     bench: health_capacity_1s_half_core <n> real servers ...
     bench: health_cpu_per_1000 <pct> % ...
     bench: vrrp_send_lag_p99_under_checks <ms> ms ...
+    bench: vrrp_send_lag_p99_under_checks_churn <ms> ms ...  (10 % blackholed, reactions on)
 
 - detection (health_detect_*): the issue's figure, from killing a listener to weight 0
   in the kernel's IPVS table, with a real daemon in the kernel lab
@@ -29,7 +30,11 @@ process) is the monitor's alone:
   0.1 s adverts, as owner so it is master at once) is driven exactly as the
   daemon drives it (a timerfd deadline read on the loop) and sends each
   advert on a raw socket; the lag is when the send is done minus the
-  router's deadline.
+  router's deadline.  The churn run adds the daemon's reaction to verdicts
+  (its own callback: the changed services rebuilt, a reconciler pass over
+  them; IPVS ops taken by a null kernel, the host having none) while 10 %
+  of the servers are blackholed for the middle third of the window and then
+  let through.
 
 Benchmarks assert nothing about time.  By hand: ``python -m tests.bench.health``
 (``--no-lab`` leaves out the kernel-lab figure).
@@ -52,12 +57,19 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lvsagent import memory
 from lvsagent.config.schema import Config, HealthCheck, RealServer, TcpCheck, VirtualServer
+from lvsagent.daemon.app import Agent
 from lvsagent.daemon.clock import DeadlineTimer
 from lvsagent.health.monitor import HealthMonitor
+from lvsagent.ipvs.desired import desired_table
+from lvsagent.ipvs.genl import Timeouts
+from lvsagent.ipvs.model import Table
+from lvsagent.ipvs.reconciler import IpvsReconciler
 from lvsagent.vrrp.machine import RouterParams, SendAdvert, VirtualRouter
 from lvsagent.vrrp.packet import Advert, encode
 from tests.kernel.uml import UmlError, run_in_uml
@@ -67,6 +79,7 @@ STEPS = (1000, 2500, 5000, 6000, 7000, 8000, 10000, 12500, 15000, 20000)
 CPU_BUDGET = 50.0  # % of one core
 STEP_WINDOW = 5.0  # seconds measured per capacity step
 LAG_WINDOW = 20.0  # seconds of the final run: 200 adverts at 0.1 s
+CHURN = 0.1  # of the servers blackholed in the churn run's middle third
 PER_SERVICE = 250  # real servers per virtual server in the capacity config
 DETECT_PORT = 8080
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,6 +145,15 @@ def _capacity_lines(ns: Netns, steps: tuple[int, ...]) -> list[str]:
             return ["bench-error: health capacity: not even the smallest step fits half a core"]
         long = _child(ns, "capacity", str(best), str(LAG_WINDOW))
         print(f"health capacity {best} ({LAG_WINDOW} s): {_summary(long)}", file=sys.stderr)
+        churn = _child(ns, "capacity", str(best), str(LAG_WINDOW), "churn")
+        print(
+            f"health capacity {best} ({LAG_WINDOW} s, {CHURN:.0%} blackholed for a third): "
+            f"{_summary(churn)}, {churn['transitions']} transitions, "
+            f"{churn['ipvs_ops']} IPVS ops planned; {churn['reactions']} reactions "
+            f"(longest {churn['reaction_max'] * 1e3:.1f} ms), {churn['passes']} reconciler "
+            f"passes (longest {churn['pass_max'] * 1e3:.1f} ms)",
+            file=sys.stderr,
+        )
     finally:
         listener.terminate()
         listener.wait()
@@ -140,12 +162,17 @@ def _capacity_lines(ns: Netns, steps: tuple[int, ...]) -> list[str]:
     more = ">=" if best == steps[-1] else ""
     lags = sorted(long["lags"])
     p99 = lags[math.ceil(0.99 * len(lags)) - 1] * 1e3  # nearest rank: a lag that happened
+    churned = sorted(churn["lags"])
+    p99_churn = churned[math.ceil(0.99 * len(churned)) - 1] * 1e3
     return [
         f"bench: health_capacity_1s_half_core {more}{best} real servers "
         f"cpu={long['cpu_pct']:.1f}% checks_per_s={long['checks_per_s']:.0f} target=5000",
         f"bench: health_cpu_per_1000 {long['cpu_pct'] / (best / 1000):.2f} % servers={best}",
         f"bench: vrrp_send_lag_p99_under_checks {p99:.2f} ms servers={best} "
         f"max={lags[-1] * 1e3:.2f}ms adverts={len(lags)} advert_int=0.1 target=10ms",
+        f"bench: vrrp_send_lag_p99_under_checks_churn {p99_churn:.2f} ms servers={best} "
+        f"max={churned[-1] * 1e3:.2f}ms adverts={len(churned)} blackholed={CHURN:.0%} "
+        f"transitions={churn['transitions']} ipvs_ops={churn['ipvs_ops']} target=10ms",
     ]
 
 
@@ -303,35 +330,110 @@ class _GcPauses:
             self.longest = max(self.longest, time.perf_counter() - self._start)
 
 
-async def _capacity(n: int, window: float, warmup: float = 2.5) -> dict[str, Any]:
+class _NullKernel:
+    """Takes every IPVS op (the host has no IPVS): the reaction's Python cost, not netlink's."""
+
+    async def dump(self) -> Table:
+        return Table()
+
+    async def apply_many(self, ops: Sequence[object]) -> list[bool]:
+        return [True] * len(ops)
+
+    async def get_timeouts(self) -> Timeouts:
+        return Timeouts(900, 120, 300)
+
+    async def set_timeouts(self, tcp: int, tcp_fin: int, udp: int) -> None:
+        return None
+
+
+async def _capacity(
+    n: int, window: float, warmup: float = 2.5, churn: bool = False
+) -> dict[str, Any]:
+    """N servers checked for ``window`` s; ``churn``: the daemon's reaction path too.
+
+    With churn, each verdict change goes the way the daemon's does (the whole
+    desired table rebuilt from the config and the verdicts, then planned by the
+    reconciler against its last pass), and CHURN of the servers are blackholed
+    for the middle third of the window (down after their retry, then timing out
+    every interval) and let through again (back up).
+    """
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     loop = asyncio.get_running_loop()
-    monitor = HealthMonitor(_capacity_config(n), lambda: None)
+    config = _capacity_config(n)
+    reconciler = IpvsReconciler(_NullKernel(), desired_table(config), "report", 3600.0)
+    # The daemon's own callback (Agent._verdicts_changed), wired as Agent.serve wires it.
+    agent = Agent(config)
+    reactions: list[float] = []  # how long each of the daemon's reactions held the loop
+
+    def react() -> None:
+        started = time.perf_counter()
+        agent._verdicts_changed()
+        reactions.append(time.perf_counter() - started)
+
+    passes: list[float] = []
+    reconcile = reconciler.reconcile
+
+    async def timed_pass(why: str, fresh: bool = True) -> bool:
+        started = time.perf_counter()
+        try:
+            return await reconcile(why, fresh)
+        finally:
+            passes.append(time.perf_counter() - started)
+
+    reconciler.reconcile = timed_pass  # type: ignore[method-assign]
+    monitor = HealthMonitor(config, react if churn else lambda: None)
+    agent.health, agent.reconciler = monitor, reconciler
     adverts = _Adverts(loop)
-    task = asyncio.create_task(monitor.run())
+    tasks = [asyncio.create_task(monitor.run()), asyncio.create_task(reconciler.run())]
+    blackholed = False
     try:
         await asyncio.sleep(warmup)  # first checks are spread over the first interval
+        memory.settle()  # as the daemon does once ready
         monitor.drain_samples()
         adverts.recording = True
         pauses = _GcPauses()
         r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
         checks = failed = 0
-        while time.monotonic() - t0 < window:
+        while (elapsed := time.monotonic() - t0) < window:
             await asyncio.sleep(0.25)  # drain before the sample buffer can overflow
             samples = monitor.drain_samples()
             checks += len(samples)
             failed += sum(not s.ok for s in samples)
+            if churn and not blackholed and window / 3 <= elapsed < 2 * window / 3:
+                await _nft(_blackhole(n))
+                blackholed = True
+            elif churn and blackholed and elapsed >= 2 * window / 3:
+                await _nft("delete table inet hbench")
+                blackholed = False
         r1, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
     finally:
-        task.cancel()
+        for task in tasks:
+            task.cancel()
         adverts.close()
+        if blackholed:
+            await _nft("delete table inet hbench")
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     return {
         "servers": n, "cpu_pct": 100 * cpu / wall, "checks_per_s": checks / wall,
         "failed": failed, "lags": adverts.lags, "concurrency": monitor.concurrency,
         "gc_max": pauses.longest, "preempted": r1.ru_nivcsw - r0.ru_nivcsw,
+        "transitions": sum(h.transitions for h in monitor.snapshot()),
+        "reactions": len(reactions), "reaction_max": max(reactions, default=0.0),
+        "passes": len(passes), "pass_max": max(passes, default=0.0),
+        "ipvs_ops": reconciler.ops_applied,
     }  # fmt: skip
+
+
+def _blackhole(n: int) -> str:
+    """An nft table dropping CHURN of the capacity config's servers (whole /24s of them)."""
+    nets = max(1, round(n * CHURN / 250))
+    daddrs = ", ".join(f"127.1.{i}.0/24" for i in range(nets))
+    return (
+        "add table inet hbench; add chain inet hbench input "
+        "{ type filter hook input priority 0 ; }; "
+        f"add rule inet hbench input ip daddr {{ {daddrs} }} tcp dport 80 drop"
+    )
 
 
 def main() -> int:
@@ -356,7 +458,8 @@ def main() -> int:
     if kind == "detect":
         result = asyncio.run(_detect(rest[0], int(rest[1]), float(rest[2]), float(rest[3])))
     else:
-        result = asyncio.run(_capacity(int(rest[0]), float(rest[1])))
+        churn = len(rest) > 2 and rest[2] == "churn"
+        result = asyncio.run(_capacity(int(rest[0]), float(rest[1]), churn=churn))
     print(json.dumps(result))
     return 0
 

@@ -314,3 +314,23 @@ def test_reloading_the_same_config_queues_nothing_more() -> None:
     for _ in range(3):
         m.set_config(cfg)
     assert len(m._heap) == queued == 2
+
+
+def test_on_change_names_the_services_whose_verdicts_changed() -> None:
+    tls = ServiceKey(protocol="tcp", address=VIP, port=443)
+
+    async def body() -> None:
+        web = VirtualServer(VIP, 80, health=health(), real_servers=(RealServer(A, 80),))
+        https = VirtualServer(VIP, 443, health=health(), real_servers=(RealServer(B, 443),))
+        async with running(Config("t.toml", virtual_servers=(web, https))) as h:
+            m = h.monitor
+            await h.until(lambda: not m.weights())  # both passed their first check
+            h.results[B] = REFUSED
+            m.recheck([B])
+            await h.until(lambda: bool(m.weights()))
+            assert m.changed == {tls}
+            # Verdicts per service: what the daemon rebuilds for that change alone.
+            assert m.weights([tls]) == {(tls, DestKey(B, 443)): 0}
+            assert m.weights([WEB]) == {} and m.removed([tls]) == frozenset()
+
+    run(body)

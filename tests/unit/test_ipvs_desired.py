@@ -14,7 +14,13 @@ import pytest
 
 from lvsagent.config.loader import load_config
 from lvsagent.config.schema import Config, Forwarding, RealServer, VirtualServer
-from lvsagent.ipvs.desired import SORRY_WEIGHT, desired_table, dest_key, service_key
+from lvsagent.ipvs.desired import (
+    SORRY_WEIGHT,
+    desired_table,
+    dest_key,
+    service_key,
+    update_services,
+)
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 from lvsagent.ipvs.plan import AddDest, DelDest, EditDest, plan
 
@@ -177,6 +183,23 @@ def test_override_is_per_service() -> None:
     tls_key = ServiceKey(protocol="tcp", address=VIP, port=443)
     table = desired_table(config(web(RealServer(BOX_A, 80)), tls), weights={(tls_key, A): 0})
     assert [s.dests for s in table.services] == [(Dest(A),), (Dest(A, weight=0),)]
+
+
+def test_updating_one_service_equals_building_the_whole_table() -> None:
+    # A verdict in the :443 service: only it is rebuilt; the :80 service is the same object.
+    tls = VirtualServer(address=VIP, port=443, real_servers=(RealServer(BOX_A, 80),))
+    tls_key = ServiceKey(protocol="tcp", address=VIP, port=443)
+    cfg = config(web(RealServer(BOX_A, 80), RealServer(BOX_B, 80)), tls)
+    before = desired_table(cfg)
+    services = {service_key(vs): vs for vs in cfg.virtual_servers}
+    after = update_services(before, services, {tls_key}, weights={(tls_key, A): 0})
+    assert after == desired_table(cfg, weights={(tls_key, A): 0})
+    assert after.services[0] is before.services[0]
+    # A removal and a sorry server the same way; an unknown key changes nothing.
+    assert update_services(before, services, {tls_key}, removed=[(tls_key, A)]) == desired_table(
+        cfg, removed=[(tls_key, A)]
+    )
+    assert update_services(before, services, {ServiceKey(fwmark=9)}) == before
 
 
 @pytest.mark.parametrize("weight", [-1, 65536])

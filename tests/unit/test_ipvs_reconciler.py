@@ -253,3 +253,57 @@ def test_reload_plans_against_the_last_pass_without_a_dump() -> None:
     assert r.known is None
     assert run(r.reconcile("retry", fresh=False))
     assert k.dumps == dumps + 1
+
+
+OTHER = ServiceKey(protocol="tcp", address=A("172.16.0.30"), port=443)
+
+
+def two_services(web: tuple[int, ...], tls: tuple[int, ...]) -> Table:
+    def dests(weights: tuple[int, ...]) -> tuple[Dest, ...]:
+        return tuple(Dest(DestKey(A(f"172.16.0.{31 + i}"), 80), w) for i, w in enumerate(weights))
+
+    return Table((
+        Service(KEY, scheduler="rr", dests=dests(web)),
+        Service(OTHER, scheduler="rr", dests=dests(tls)),
+    ))  # fmt: skip
+
+
+def test_a_health_pass_compares_only_the_services_it_is_told_of() -> None:
+    k = FakeKernel()
+    r = IpvsReconciler(k, two_services((1, 1), (1, 1)), "report", 30)
+    assert run(r.reconcile("start"))
+    k.applied.clear()
+    untouched = r.known.service_map()[KEY] if r.known else None
+    r.set_desired(two_services((1, 1), (1, 0)), "health", changed={OTHER})
+    assert run(r.reconcile("health", fresh=False))
+    assert [(op.service, op.dest.weight) for op in k.applied] == [(OTHER, 0)]  # type: ignore[union-attr]
+    assert r.known is not None and r.known.service_map() == k.table.service_map()
+    assert r.known.service_map()[KEY] is untouched  # kept as it was, not rebuilt
+    # Told of only one service, a pass does not look at the other: the scope is a promise
+    # the caller keeps (the daemon names every service whose verdicts changed).
+    r.set_desired(two_services((0, 1), (1, 1)), "health", changed={OTHER})
+    k.applied.clear()
+    assert run(r.reconcile("health", fresh=False))
+    assert [op.service for op in k.applied] == [OTHER]  # type: ignore[union-attr]
+    # A reload (no scope) compares everything again.
+    r.set_desired(two_services((0, 1), (1, 0)))
+    k.applied.clear()
+    assert run(r.reconcile("config changed", fresh=False))
+    edits = {(op.service, str(op.dest.key), op.dest.weight) for op in k.applied}  # type: ignore[union-attr]
+    assert edits == {(KEY, "172.16.0.31:80", 0), (OTHER, "172.16.0.32:80", 0)}
+
+
+def test_scopes_add_up_until_a_pass_and_a_dump_compares_everything() -> None:
+    k = FakeKernel()
+    r = IpvsReconciler(k, two_services((1, 1), (1, 1)), "report", 30)
+    assert run(r.reconcile("start"))
+    r.set_desired(two_services((0, 1), (1, 1)), "health", changed={KEY})
+    r.set_desired(two_services((0, 1), (0, 1)), "health", changed={OTHER})
+    k.applied.clear()
+    assert run(r.reconcile("health", fresh=False))
+    assert sorted(str(op.service) for op in k.applied) == sorted([str(KEY), str(OTHER)])  # type: ignore[union-attr]
+    # Drift in a service nobody named is found by a fresh pass (resync), which dumps.
+    k.table = two_services((0, 1), (1, 1))
+    k.applied.clear()
+    assert run(r.reconcile("resync"))
+    assert [op.service for op in k.applied] == [OTHER]  # type: ignore[union-attr]

@@ -55,6 +55,8 @@ class Counters:
     priority_zero_sent: int = 0
     priority_zero_received: int = 0
     transitions: int = 0
+    become_master: int = 0
+    release_master: int = 0
     discards: Counter[str] = field(default_factory=Counter)
 
 
@@ -332,6 +334,8 @@ class InstanceRunner:
             adverts_received=c.adverts_received,
             priority_zero_sent=c.priority_zero_sent,
             priority_zero_received=c.priority_zero_received,
+            become_master=c.become_master,
+            release_master=c.release_master,
             discards=dict(c.discards),
             split_brain=split_brain(
                 r.state.value,
@@ -371,6 +375,8 @@ class InstanceRunner:
                 self.peer_lost(peer.address)
             self._master_seen = None
             self.counters.transitions += 1
+            self.counters.become_master += t.new == State.MASTER
+            self.counters.release_master += t.old == State.MASTER
             self.last_transition_at = time.time()
             log.warning(
                 "%s: %s -> %s (%s)",

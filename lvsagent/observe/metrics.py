@@ -137,6 +137,12 @@ class AgentCollector:
             "priority_zero_received": _counter(
                 "lvsagent_vrrp_priority_zero_received", "Priority-0 adverts accepted.", i
             ),
+            "become_master": _counter(
+                "lvsagent_vrrp_become_master", "Transitions to MASTER (keepalived's name).", i
+            ),
+            "release_master": _counter(
+                "lvsagent_vrrp_release_master", "Transitions from MASTER (keepalived's name).", i
+            ),
         }
         discards = _counter(
             "lvsagent_vrrp_rx_discarded",

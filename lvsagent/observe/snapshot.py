@@ -44,6 +44,8 @@ class InstanceStatus:
     adverts_received: int = 0
     priority_zero_sent: int = 0
     priority_zero_received: int = 0
+    become_master: int = 0  # keepalived's become_master / release_master statistics
+    release_master: int = 0
     discards: Mapping[str, int] = field(default_factory=dict)  # keepalived's counter names
     split_brain: bool = False
 

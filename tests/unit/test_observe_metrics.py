@@ -22,7 +22,7 @@ SNAP = AgentSnapshot(
             "VI_1", 51, "eth0", "MASTER", 100, 90,
             last_transition_at=1_700_000_000.0, transitions=2, adverts_sent=40,
             adverts_received=3, priority_zero_sent=1, priority_zero_received=0,
-            discards={"ip_ttl_err": 3, "something_new": 1}, split_brain=True,
+            become_master=2, release_master=1, discards={"ip_ttl_err": 3, "something_new": 1}, split_brain=True,
         ),
         InstanceStatus("VI_2", 52, "eth1", "BACKUP", 50, 50, master_seen="10.0.0.9"),
     ),
@@ -103,6 +103,9 @@ def test_instance_series(scraper: Scraper) -> None:
     assert got[key("lvsagent_vrrp_adverts_sent_total", vrrp_instance="VI_1")] == 40
     assert got[key("lvsagent_vrrp_adverts_received_total", vrrp_instance="VI_1")] == 3
     assert got[key("lvsagent_vrrp_priority_zero_sent_total", vrrp_instance="VI_1")] == 1
+    assert got[key("lvsagent_vrrp_become_master_total", vrrp_instance="VI_1")] == 2
+    assert got[key("lvsagent_vrrp_release_master_total", vrrp_instance="VI_1")] == 1
+    assert got[key("lvsagent_vrrp_become_master_total", vrrp_instance="VI_2")] == 0
     assert got[key("lvsagent_vrrp_split_brain", vrrp_instance="VI_1")] == 1
     assert got[key("lvsagent_vrrp_split_brain", vrrp_instance="VI_2")] == 0
     assert got[key("lvsagent_vrrp_last_transition_timestamp_seconds", vrrp_instance="VI_1")] == (

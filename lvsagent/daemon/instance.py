@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 from lvsagent.config.schema import VrrpInstance
 from lvsagent.daemon.clock import DeadlineTimer
+from lvsagent.daemon.vips import VirtualAddresses
 from lvsagent.health.track import combine, evaluate_servers
 from lvsagent.netlink import AsyncIPRoute
 from lvsagent.observe.snapshot import InstanceStatus, split_brain
 from lvsagent.vrrp import addresses, track
-from lvsagent.vrrp.fastaddr import AddressFastPath
 from lvsagent.vrrp.io import VRRP_GROUP, ArpSender, VrrpSocket
 from lvsagent.vrrp.machine import (
     Action,
@@ -120,12 +120,13 @@ class InstanceRunner:
         self.auth = pass_auth_data(inst.auth_pass if inst.version == 2 else None)
         self.policy = self._rx_policy(inst)
         self.destinations = list(inst.unicast_peers) or [VRRP_GROUP]
-        self.vips = frozenset(inst.virtual_addresses)
         self.counters = Counters()
         self._events: deque[_Event] = deque()
         self._wake: asyncio.Future[None] | None = None
         self.timer = DeadlineTimer()
-        self.fast = AddressFastPath(link.index, self.vips)
+        self.vips = VirtualAddresses(
+            self.tag, inst.interface, link.index, ipr, frozenset(inst.virtual_addresses)
+        )
         self.sock = VrrpSocket(
             inst.interface, link.index, self.source, inst.is_unicast, inst.unicast_ttl
         )
@@ -219,7 +220,7 @@ class InstanceRunner:
                 elif isinstance(event, _Links):
                     await self._apply_tracking(now)
                 elif isinstance(event, _Reconcile):
-                    await self._reconcile_addresses()
+                    await self.vips.reconcile(self.router.state == State.MASTER)
                 elif isinstance(event, _Reconfigure):
                     await self._reconfigure(event.inst, now)
                 # Timers are due regardless of how busy the queue is.
@@ -232,7 +233,7 @@ class InstanceRunner:
             self.close()
 
     def close(self) -> None:
-        for resource in (self.sock, self.arp, self.timer, self.fast):
+        for resource in (self.sock, self.arp, self.timer, self.vips):
             resource.close()
 
     async def _next_event(self, loop: asyncio.AbstractEventLoop) -> _Event | None:
@@ -366,7 +367,9 @@ class InstanceRunner:
             elif isinstance(action, SendAdvert):
                 self._send_advert(action.priority)
             elif isinstance(action, AddAddresses | RemoveAddresses):
-                await self._transition_addresses(isinstance(action, AddAddresses))
+                await self.vips.transition(isinstance(action, AddAddresses))
+                # Read back and repair (a VIP present with another prefix, say) right after.
+                self._post(_Reconcile())
             elif isinstance(action, SendGratuitousArp):
                 self._send_garp(action.repeat)
         for t in transitions:
@@ -422,63 +425,19 @@ class InstanceRunner:
         except OSError as exc:
             log.error("%s: cannot send gratuitous ARP: %s", self.tag, exc)
 
-    async def _transition_addresses(self, add: bool) -> None:
-        try:
-            changed = await self.fast.apply(add)
-        except OSError as exc:
-            log.error(
-                "%s: cannot %s virtual addresses on %s: %s; will retry",
-                self.tag,
-                "add" if add else "remove",
-                self.inst.interface,
-                exc,
-            )
-        else:
-            for vip in changed:
-                log.info("%s: %s virtual address %s", self.tag, "added" if add else "removed", vip)
-        # Read back and repair (a VIP present with another prefix, say) right after.
-        self._post(_Reconcile())
-
     async def _reconfigure(self, inst: VrrpInstance, now: float) -> None:
         """New tunables, in the order a takeover would use them: VIPs, advert, ARP, tracking."""
         old, self.inst = self.inst, inst
         self.policy = self._rx_policy(inst)
         self.destinations = list(inst.unicast_peers) or [VRRP_GROUP]
-        vips = frozenset(inst.virtual_addresses)
-        if vips != self.vips:
-            gone, self.vips = self.vips - vips, vips
-            self.fast.close()
-            self.fast = AddressFastPath(self.link.index, vips)
-            await self._reconcile_addresses(also_remove=gone)
-            if self.router.state == State.MASTER:
-                self._send_garp(inst.garp_repeat)
+        master = self.router.state == State.MASTER
+        if await self.vips.replace(frozenset(inst.virtual_addresses), master) and master:
+            self._send_garp(inst.garp_repeat)
         await self.execute(self.router.reconfigure(self._router_params(inst), now))
         if inst.track_interfaces != old.track_interfaces or (
             inst.track_real_servers != old.track_real_servers
         ):
             await self._apply_tracking(now)
-
-    async def _reconcile_addresses(
-        self, also_remove: frozenset[ipaddress.IPv4Interface] = frozenset()
-    ) -> None:
-        """Our VIPs present in MASTER and absent otherwise; ``also_remove``: VIPs we dropped."""
-        desired = self.vips if self.router.state == State.MASTER else frozenset()
-        try:
-            added, removed = await addresses.reconcile_addresses(
-                self.ipr, self.link.index, desired, self.vips | also_remove
-            )
-        except OSError as exc:  # NetlinkError is an OSError
-            log.error(
-                "%s: cannot update virtual addresses on %s: %s; will retry",
-                self.tag,
-                self.inst.interface,
-                exc,
-            )
-            return
-        for a in added:
-            log.info("%s: added virtual address %s", self.tag, a)
-        for a in removed:
-            log.info("%s: removed virtual address %s", self.tag, a)
 
 
 def primary_address(inst: VrrpInstance, link: addresses.LinkInfo) -> ipaddress.IPv4Address:

@@ -1,0 +1,78 @@
+"""One VRRP instance's virtual addresses on its interface.
+
+Two ways to the same end, on purpose.  A transition uses the pre-built
+requests of vrrp/fastaddr.py: a takeover counts until the VIP is there, and
+pyroute2 costs half a millisecond of Python per request.  Everything else
+(the read-back right after a transition, the periodic repair of drift such as
+an `ip addr del` by hand, a reload that changes the set) reads the link's
+addresses and applies the difference, through vrrp/addresses.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from lvsagent.netlink import AsyncIPRoute
+from lvsagent.vrrp import addresses
+from lvsagent.vrrp.fastaddr import AddressFastPath
+
+log = logging.getLogger("lvsagent.vrrp")
+
+Vips = frozenset[ipaddress.IPv4Interface]
+
+
+class VirtualAddresses:
+    def __init__(self, tag: str, ifname: str, index: int, ipr: AsyncIPRoute, vips: Vips) -> None:
+        self.tag, self.ifname, self.index, self.ipr = tag, ifname, index, ipr
+        self.vips = vips
+        self.fast = AddressFastPath(index, vips)
+
+    async def transition(self, add: bool) -> None:
+        """All of them added (MASTER) or removed, at once; the caller reconciles after."""
+        try:
+            changed = await self.fast.apply(add)
+        except OSError as exc:
+            log.error(
+                "%s: cannot %s virtual addresses on %s: %s; will retry",
+                self.tag,
+                "add" if add else "remove",
+                self.ifname,
+                exc,
+            )
+            return
+        for vip in changed:
+            log.info("%s: %s virtual address %s", self.tag, "added" if add else "removed", vip)
+
+    async def reconcile(self, master: bool, also_remove: Vips = frozenset()) -> None:
+        """Present in MASTER, absent otherwise; ``also_remove``: VIPs no longer ours."""
+        desired = self.vips if master else frozenset()
+        try:
+            added, removed = await addresses.reconcile_addresses(
+                self.ipr, self.index, desired, self.vips | also_remove
+            )
+        except OSError as exc:  # NetlinkError is an OSError
+            log.error(
+                "%s: cannot update virtual addresses on %s: %s; will retry",
+                self.tag,
+                self.ifname,
+                exc,
+            )
+            return
+        for a in added:
+            log.info("%s: added virtual address %s", self.tag, a)
+        for a in removed:
+            log.info("%s: removed virtual address %s", self.tag, a)
+
+    async def replace(self, vips: Vips, master: bool) -> bool:
+        """A reload's new set, applied now; True if it differed (a master then announces it)."""
+        if vips == self.vips:
+            return False
+        gone, self.vips = self.vips - vips, vips
+        self.fast.close()
+        self.fast = AddressFastPath(self.index, vips)
+        await self.reconcile(master, also_remove=gone)
+        return True
+
+    def close(self) -> None:
+        self.fast.close()

@@ -24,6 +24,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
+import time
 from collections.abc import Callable
 
 from lvsagent import memory
@@ -41,6 +42,7 @@ from lvsagent.ipvs.model import ServiceKey, Table
 from lvsagent.ipvs.plan import DelService
 from lvsagent.ipvs.reconciler import IpvsReconciler
 from lvsagent.netlink import AsyncIPRoute
+from lvsagent.observe.snapshot import ReloadStatus
 from lvsagent.vrrp import addresses
 
 log = logging.getLogger("lvsagent")
@@ -110,6 +112,7 @@ class Agent:
                 len(exc.problems),
                 extra={"journal": {"LVSAGENT_EVENT": "reload", "LVSAGENT_RELOAD": "refused"}},
             )
+            self._reloaded(False, f"{len(exc.problems)} error(s) in the file: {exc.problems[0]}")
             return
         refused = restart_reasons(self.config, new)
         if refused:
@@ -123,6 +126,7 @@ class Agent:
                 len(refused),
                 extra={"journal": {"LVSAGENT_EVENT": "reload", "LVSAGENT_RELOAD": "refused"}},
             )
+            self._reloaded(False, f"needs a restart: {'; '.join(refused)}")
             return
         old = self.config
         self.config = new
@@ -151,6 +155,11 @@ class Agent:
             f" ({'; '.join(changed)})" if changed else "",
             extra={"journal": {"LVSAGENT_EVENT": "reload", "LVSAGENT_RELOAD": "applied"}},
         )
+        self._reloaded(True, "applied")
+
+    def _reloaded(self, ok: bool, detail: str) -> None:
+        """For `lvsagent status` and the metrics (next publish): a refused reload must show."""
+        self.observer.last_reload = ReloadStatus(time.time(), ok, detail)
 
     def _reconfigure_instances(self, old: Config, new: Config) -> None:
         """Tunables in place (restart_reasons has ruled out any other change)."""

@@ -23,7 +23,7 @@ from lvsagent.ipvs.model import Table
 from lvsagent.observe.control import ControlError, ControlServer
 from lvsagent.observe.metrics import Metrics
 from lvsagent.observe.notify import Notifier
-from lvsagent.observe.snapshot import AgentSnapshot, ServerStatus
+from lvsagent.observe.snapshot import AgentSnapshot, ReloadStatus, ServerStatus
 
 log = logging.getLogger("lvsagent")
 
@@ -43,6 +43,7 @@ class Observer:
         self.health: HealthMonitor | None = None
         self.guard: LoopGuard | None = None
         self.known_table: Callable[[], Table | None] = lambda: None
+        self.last_reload: ReloadStatus | None = None
         self._status_text = ""
         self._tasks: list[asyncio.Task[None]] = []
         self._latency_series: set[tuple[str, str]] = set()  # (service, "ip:port") observed
@@ -102,6 +103,7 @@ class Observer:
             config_path=self.config.path,
             started_at=self.started_at,
             loop_lag=self.notifier.loop_lag,
+            last_reload=self.last_reload,
         )
         text = self.status_text()
         if text != self._status_text:

@@ -211,9 +211,12 @@ def format_status(snap: AgentSnapshot, now: float) -> str:
     lines = [
         f"lvsagent: up {duration(now - snap.started_at)}, config {snap.config_path}, "
         f"event-loop lag {_milliseconds(snap.loop_lag)} (worst of the last minute)",
-        "",
-        "VRRP instances:",
     ]
+    if snap.last_reload is not None:
+        r = snap.last_reload
+        verdict = "applied" if r.ok else f"REFUSED, still running the previous config ({r.detail})"
+        lines.append(f"last reload {moment(r.at, now)}: {verdict}")
+    lines += ["", "VRRP instances:"]
     if not snap.instances:
         lines.append("  (none configured)")
     for inst in snap.instances:

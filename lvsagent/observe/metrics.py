@@ -105,6 +105,17 @@ class AgentCollector:
         lag.add_metric([], snap.loop_lag)
         yield start
         yield lag
+        # Prometheus's own names for the same thing (prometheus_config_last_reload_*).
+        ok = _gauge(
+            "lvsagent_config_last_reload_successful",
+            "0 while the last reload was refused (the daemon runs the previous config).",
+        )
+        ok.add_metric([], float(snap.last_reload is None or snap.last_reload.ok))
+        yield ok
+        if snap.last_reload is not None:
+            at = _gauge("lvsagent_config_last_reload_timestamp_seconds", "When (Unix time).")
+            at.add_metric([], snap.last_reload.at)
+            yield at
         if snap.loop_guard is not None and snap.loop_guard.active is not None:
             guard = _gauge(
                 "lvsagent_loop_guard_active", "1 while the loop guard is in force.", ["mode"]

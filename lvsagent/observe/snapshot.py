@@ -79,6 +79,15 @@ class GuardStatus:
 
 
 @dataclass(frozen=True)
+class ReloadStatus:
+    """The last reload (SIGHUP): applied, or refused with the first reason."""
+
+    at: float  # wall clock
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
 class AgentSnapshot:
     instances: tuple[InstanceStatus, ...] = ()
     servers: tuple[ServerStatus, ...] = ()
@@ -86,6 +95,7 @@ class AgentSnapshot:
     config_path: str = ""
     started_at: float = 0.0  # wall clock
     loop_lag: float = 0.0  # seconds: the largest recent event-loop lag
+    last_reload: ReloadStatus | None = None  # None: none since the start
 
     def to_json(self) -> str:
         return json.dumps(_plain(self), sort_keys=True)
@@ -172,6 +182,7 @@ class _Reader:
 def snapshot_from_dict(data: object) -> AgentSnapshot:
     r = _Reader(data, "snapshot")
     guard = r.data.get("loop_guard")
+    reload = r.data.get("last_reload")
     return AgentSnapshot(
         instances=tuple(
             _instance(_Reader(item, f"instances[{i}]"))
@@ -184,6 +195,7 @@ def snapshot_from_dict(data: object) -> AgentSnapshot:
         config_path=r.text("config_path"),
         started_at=r.number("started_at"),
         loop_lag=r.number("loop_lag"),
+        last_reload=None if reload is None else _reload(_Reader(reload, "last_reload")),
     )
 
 
@@ -203,6 +215,8 @@ def _instance(r: _Reader) -> InstanceStatus:
         adverts_received=r.integer("adverts_received"),
         priority_zero_sent=r.integer("priority_zero_sent"),
         priority_zero_received=r.integer("priority_zero_received"),
+        become_master=r.integer("become_master"),
+        release_master=r.integer("release_master"),
         discards=r.counts("discards"),
         split_brain=r.flag("split_brain"),
     )
@@ -220,6 +234,10 @@ def _server(r: _Reader) -> ServerStatus:
         transitions=r.integer("transitions"),
         weight_kernel=r.opt_integer("weight_kernel"),
     )
+
+
+def _reload(r: _Reader) -> ReloadStatus:
+    return ReloadStatus(at=r.number("at"), ok=r.flag("ok"), detail=r.text("detail"))
 
 
 def _guard(r: _Reader) -> GuardStatus:

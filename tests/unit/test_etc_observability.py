@@ -21,7 +21,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lvsagent.observe.ipvsstats import Counters, DestStats, ServiceStats
 from lvsagent.observe.metrics import Metrics
-from lvsagent.observe.snapshot import AgentSnapshot, GuardStatus, InstanceStatus, ServerStatus
+from lvsagent.observe.snapshot import (
+    AgentSnapshot,
+    GuardStatus,
+    InstanceStatus,
+    ReloadStatus,
+    ServerStatus,
+)
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
 DASHBOARD = ETC / "grafana-lvsagent.json"
@@ -39,6 +45,7 @@ SNAP = AgentSnapshot(
     loop_guard=GuardStatus("bypass", True),
     started_at=1.0e9,
     loop_lag=0.001,
+    last_reload=ReloadStatus(1.0e9, False, "needs a restart: vrid changed"),
 )  # fmt: skip
 IPVS = [
     ServiceStats(

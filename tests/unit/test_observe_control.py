@@ -10,6 +10,7 @@ import stat
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,13 @@ from lvsagent.observe.control import (
     request,
     status,
 )
-from lvsagent.observe.snapshot import AgentSnapshot, GuardStatus, InstanceStatus, ServerStatus
+from lvsagent.observe.snapshot import (
+    AgentSnapshot,
+    GuardStatus,
+    InstanceStatus,
+    ReloadStatus,
+    ServerStatus,
+)
 
 WAIT = 10.0
 
@@ -185,6 +192,17 @@ def test_the_human_report() -> None:
         "Loop guard: bypass, engaged (BACKUP state) "
         "(redirecting 10.99.0.100:80/tcp to the local server)"
     )
+
+
+def test_a_refused_reload_is_the_second_line() -> None:
+    refused = replace(SNAP, last_reload=ReloadStatus(1_300.0, False, "needs a restart: vrid"))
+    lines = format_status(refused, now=1_600.0).splitlines()
+    assert lines[1].startswith("last reload ") and lines[1].endswith(
+        "(5m00s ago): REFUSED, still running the previous config (needs a restart: vrid)"
+    )
+    applied = replace(SNAP, last_reload=ReloadStatus(1_300.0, True, "applied"))
+    assert format_status(applied, now=1_600.0).splitlines()[1].endswith("(5m00s ago): applied")
+    assert format_status(SNAP, now=1_600.0).splitlines()[1] == ""  # none since the start
 
 
 def test_an_empty_report() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,7 +14,13 @@ from lvsagent.config.loader import parse_config
 from lvsagent.observe import ipvsstats
 from lvsagent.observe.ipvsstats import Counters, DestStats, ServiceStats
 from lvsagent.observe.metrics import Metrics, parse_listen
-from lvsagent.observe.snapshot import AgentSnapshot, GuardStatus, InstanceStatus, ServerStatus
+from lvsagent.observe.snapshot import (
+    AgentSnapshot,
+    GuardStatus,
+    InstanceStatus,
+    ReloadStatus,
+    ServerStatus,
+)
 from lvsagent.vrrp.packet import Reason
 
 SNAP = AgentSnapshot(
@@ -22,7 +29,8 @@ SNAP = AgentSnapshot(
             "VI_1", 51, "eth0", "MASTER", 100, 90,
             last_transition_at=1_700_000_000.0, transitions=2, adverts_sent=40,
             adverts_received=3, priority_zero_sent=1, priority_zero_received=0,
-            become_master=2, release_master=1, discards={"ip_ttl_err": 3, "something_new": 1}, split_brain=True,
+            become_master=2, release_master=1, discards={"ip_ttl_err": 3, "something_new": 1},
+            split_brain=True,
         ),
         InstanceStatus("VI_2", 52, "eth1", "BACKUP", 50, 50, master_seen="10.0.0.9"),
     ),
@@ -160,6 +168,18 @@ def test_agent_series(scraper: Scraper) -> None:
     assert got[key("lvsagent_event_loop_lag_seconds")] == pytest.approx(0.004)
     assert got[key("lvsagent_start_time_seconds")] == 1_699_999_000.0
     assert got[key("lvsagent_loop_guard_active", mode="bypass")] == 0
+    # No reload since the start: successful, as Prometheus's own metric says of itself.
+    assert got[key("lvsagent_config_last_reload_successful")] == 1
+    assert key("lvsagent_config_last_reload_timestamp_seconds") not in got
+
+
+def test_a_refused_reload_shows(
+    scraper: Scraper, published: list[AgentSnapshot | None]
+) -> None:
+    published[0] = replace(SNAP, last_reload=ReloadStatus(1_700_000_100.0, False, "restart"))
+    got = scraper.samples()
+    assert got[key("lvsagent_config_last_reload_successful")] == 0
+    assert got[key("lvsagent_config_last_reload_timestamp_seconds")] == 1_700_000_100.0
 
 
 def test_ipvs_series_from_the_kernel_reader(scraper: Scraper) -> None:

@@ -10,6 +10,7 @@ from lvsagent.observe.snapshot import (
     AgentSnapshot,
     GuardStatus,
     InstanceStatus,
+    ReloadStatus,
     ServerStatus,
     split_brain,
 )
@@ -33,6 +34,8 @@ def sample() -> AgentSnapshot:
                 adverts_received=200,
                 priority_zero_sent=1,
                 priority_zero_received=2,
+                become_master=2,
+                release_master=1,
                 discards={"ip_ttl_err": 4, "auth_failure": 1},
                 split_brain=False,
             ),
@@ -49,6 +52,7 @@ def sample() -> AgentSnapshot:
         config_path="/etc/lvsagent/lvsagent.toml",
         started_at=1_699_999_000.5,
         loop_lag=0.0031,
+        last_reload=ReloadStatus(1_700_000_001.5, False, "needs a restart: vrid changed"),
     )
 
 

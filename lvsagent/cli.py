@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import faulthandler
 import logging
 import sys
 
@@ -107,6 +108,9 @@ def cmd_run(path: str, level: str) -> int:
     from lvsagent.vrrp.addresses import InterfaceError
 
     _raise_fd_limit()
+    # systemd's watchdog kills a stuck loop with SIGABRT: the stack of every thread then
+    # goes to stderr (the journal), so the operator sees where it was stuck.
+    faulthandler.enable()
     try:
         asyncio.run(serve(config))
     except InterfaceError as exc:

@@ -334,3 +334,21 @@ def test_on_change_names_the_services_whose_verdicts_changed() -> None:
             assert m.weights([WEB]) == {} and m.removed([tls]) == frozenset()
 
     run(body)
+
+
+def test_first_checks_are_spread_over_the_first_second() -> None:
+    # Jitter, so that a restart does not fire 200 checks in the same millisecond, but
+    # within a second (not a whole 10 s interval): alpha servers get no traffic until then.
+    servers = [RealServer(ipaddress.IPv4Address(f"10.1.0.{i + 1}"), 80) for i in range(200)]
+    now = 1_000.0
+    m = HealthMonitor(
+        config(*servers, health=health(interval=10.0)), lambda: None,
+        clock=lambda: now, rng=random.Random(7),
+    )  # fmt: skip
+    firsts = sorted(
+        e.tracker.due - now for e in m._entries.values() if e.tracker and e.tracker.due
+    )
+    assert len(firsts) == 200 and firsts[0] >= 0.0 and firsts[-1] < 1.0
+    assert firsts[-1] - firsts[0] > 0.9
+    # No clump: no tenth of a second holds more than a fifth of them.
+    assert max(sum(1 for t in firsts if k / 10 <= t < (k + 1) / 10) for k in range(10)) < 40

@@ -139,7 +139,10 @@ def _raise_fd_limit() -> None:
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError) as exc:  # a seccomp filter may refuse it: keep the soft one
+            log.warning("cannot raise the open-files limit to %d (%s); kept %d", hard, exc, soft)
 
 
 def cmd_status(socket_path: str | None, config_path: str | None, as_json: bool) -> int:

@@ -5,7 +5,7 @@
 # nf_tables for ip/inet nor NAT. So we build UML from Debian's linux-source-6.1 with the
 # options in uml.config, all built in.
 #
-# The result is cached OUTSIDE the clone, keyed by the sha256 of uml.config and the
+# The result is cached OUTSIDE the clone, keyed by the sha256 of uml.config, uml-patches/ and the
 # linux-source version, so CI runs on the same machine (each in a fresh clone) build it once:
 #     ${LVSAGENT_CACHE:-/var/cache/lvsagent}/uml-<key>/linux   (+ config, build.log)
 # The build runs in a temporary directory under the cache and the finished directory is
@@ -17,11 +17,13 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 fragment=$here/uml.config
+# Fixes for bugs of UML itself that the lab hits, applied in name order (patch -p1).
+patches=("$here"/uml-patches/*.patch)
 cache_root=${LVSAGENT_CACHE:-/var/cache/lvsagent}
 source_pkg=linux-source-6.1
 source_tar=/usr/src/$source_pkg.tar.xz
 # Build tools, plus what the lab's own scripts call inside the guest.
-packages=("$source_pkg" flex bison bc libelf-dev gcc make libc6-dev xz-utils perl
+packages=("$source_pkg" flex bison bc libelf-dev gcc make libc6-dev xz-utils perl patch
           ipvsadm nftables iproute2 python3)
 
 say() { printf 'build-uml: %s\n' "$*" >&2; }
@@ -69,7 +71,8 @@ ensure_packages
 [[ -r $source_tar ]] || die "$source_tar not found although $source_pkg is installed"
 
 version=$(dpkg-query -W -f='${Version}' "$source_pkg")
-key=$( { cat "$fragment"; printf '%s %s\n' "$source_pkg" "$version"; } | sha256sum | cut -c1-16)
+key=$( { cat "$fragment" "${patches[@]}"; printf '%s %s\n' "$source_pkg" "$version"; } \
+      | sha256sum | cut -c1-16)
 dest=$cache_root/uml-$key
 
 if [[ -x $dest/linux ]]; then
@@ -114,6 +117,10 @@ say "this takes 5-15 min on 2 cores"
 tar -xJf "$source_tar" -C "$work" || fail "cannot unpack $source_tar"
 src=$work/$source_pkg
 [[ -d $src ]] || fail "$source_tar did not unpack to $source_pkg/"
+for p in "${patches[@]}"; do
+    say "applying ${p##*/}"
+    patch -p1 -d "$src" <"$p" >>"$log" 2>&1 || fail "${p##*/} does not apply"
+done
 
 {
     make -C "$src" ARCH=um defconfig

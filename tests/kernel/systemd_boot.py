@@ -15,6 +15,18 @@ the shared directory through it (so results reach the host), installs a
 a minimal target, and execs systemd.  The unit powers the guest off when the
 command ends, whatever its status.
 
+A hazard of stock UML 6.1 that this lab met, and that build-uml.sh patches
+(tests/kernel/uml-patches/0001-um-map-over-live-kernel-pages.patch): the guest
+froze for good, now and then, while a sandboxed process exited.  Every seccomp
+filter systemd installs (SystemCallFilter=, RestrictAddressFamilies=, ...) is a
+BPF program; freeing it flushes the kernel's mappings over a range that spans
+live kernel stacks, and UML remapped each page there by munmap then mmap.  An
+interrupt in between faulted on the unmapped stack, in gdb: a kworker in
+bpf_prog_free_deferred -> vfree -> flush_tlb_kernel_range -> munmap, interrupted,
+SIGSEGV in to_irq_stack, thousands of signals a second.  120 `systemctl reload`s
+in a row (each runs `lvsagent check` and kill under the unit's filters) froze the
+unpatched kernel within the first few; see the patch's own comment.
+
 The runner has no parameter for another init yet; until it does,
 ``run_under_systemd`` swaps the module's INIT_SCRIPT for the duration of the
 call.  The runner change wanted: ``run_in_uml(..., init=INIT_SCRIPT)``.

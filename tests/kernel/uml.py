@@ -51,6 +51,7 @@ from typing import Any, TextIO
 HERE = Path(__file__).resolve().parent
 INIT_SCRIPT = HERE / "uml-init.sh"
 CONFIG_FRAGMENT = HERE / "uml.config"
+PATCH_DIR = HERE / "uml-patches"  # build-uml.sh applies these; part of the key
 BUILD_SCRIPT = "tests/kernel/build-uml.sh"
 SOURCE_PACKAGE = "linux-source-6.1"
 # The guest mounts tmpfs on /tmp, /run and /dev/shm, so the shared directory lives elsewhere.
@@ -119,6 +120,8 @@ def _source_version() -> str:
 def cache_key() -> str:
     """The cache key: must stay byte for byte what build-uml.sh computes."""
     digest = hashlib.sha256(CONFIG_FRAGMENT.read_bytes())
+    for patch in sorted(PATCH_DIR.glob("*.patch")):  # the shell glob's order, in the C locale
+        digest.update(patch.read_bytes())
     digest.update(f"{SOURCE_PACKAGE} {_source_version()}\n".encode())
     return digest.hexdigest()[:16]
 

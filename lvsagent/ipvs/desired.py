@@ -139,20 +139,22 @@ def _service(
 ) -> Service:
     key = service_key(vs)
     sorry = _sorry_dest(vs) if key in needs_sorry else None
-    dests = tuple(
-        _dest(vs, rs, overrides.get((key, dest_key(rs))))
-        for rs in vs.real_servers
-        if (key, dest_key(rs)) not in dropped and (sorry is None or dest_key(rs) != sorry.key)
-    )
+    dests: list[Dest] = []
+    for rs in vs.real_servers:  # one key and one lookup of each kind per server: a hot loop
+        dk = dest_key(rs)
+        ident = (key, dk)
+        if ident in dropped or (sorry is not None and dk == sorry.key):
+            continue
+        dests.append(_dest(vs, rs, dk, overrides.get(ident)))
     if sorry is not None:
-        dests += (sorry,)
+        dests.append(sorry)
     return Service(
         key=key,
         scheduler=vs.scheduler,
         flags=frozenset(vs.scheduler_flags),
         persistence_timeout=vs.persistence_timeout,
         persistence_netmask=vs.persistence_netmask,
-        dests=dests,
+        dests=tuple(dests),
     )
 
 
@@ -163,9 +165,9 @@ def _sorry_dest(vs: VirtualServer) -> Dest | None:
     return Dest(key=DestKey(address, port), weight=SORRY_WEIGHT, forwarding=vs.forwarding)
 
 
-def _dest(vs: VirtualServer, rs: RealServer, weight: int | None) -> Dest:
+def _dest(vs: VirtualServer, rs: RealServer, key: DestKey, weight: int | None) -> Dest:
     return Dest(
-        key=dest_key(rs),
+        key=key,
         weight=rs.weight if weight is None else weight,
         # A real server may differ from its service (e.g. one NAT backend in
         # a DR service); None means "as the service says".

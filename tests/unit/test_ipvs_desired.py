@@ -8,9 +8,13 @@ loader and this module are checked to agree on a real file.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lvsagent.config.loader import load_config
 from lvsagent.config.schema import Config, Forwarding, RealServer, VirtualServer
@@ -21,7 +25,7 @@ from lvsagent.ipvs.desired import (
     service_key,
     update_services,
 )
-from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
+from lvsagent.ipvs.model import Dest, DestKey, Protocol, Service, ServiceKey, Table
 from lvsagent.ipvs.plan import AddDest, DelDest, EditDest, plan
 
 ETC = Path(__file__).parents[2] / "etc"
@@ -139,6 +143,27 @@ def test_service_key_refuses_what_the_loader_refuses(vs: VirtualServer, message:
 
 def test_dest_key() -> None:
     assert dest_key(RealServer(BOX_A, 8080, weight=3)) == DestKey(BOX_A, 8080)
+
+
+@given(
+    st.integers(0, 2**32 - 1), st.integers(0, 65535), st.integers(0, 2**32 - 1),
+    st.integers(0, 65535), st.sampled_from(["tcp", "udp"]), st.integers(0, 3),
+)  # fmt: skip
+def test_keys_cached_hash_agrees_with_equality(
+    a: int, port_a: int, b: int, port_b: int, proto: Protocol, mark: int
+) -> None:
+    """Keys carry their hash (speed): equal keys hash alike, copies too, and the cached field
+    takes no part in equality, order or the status JSON."""
+    ka, kb = DestKey(IPv4Address(a), port_a), DestKey(IPv4Address(b), port_b)
+    assert (ka == kb) == ((a, port_a) == (b, port_b))
+    assert (ka < kb) == ((a, port_a) < (b, port_b))
+    assert hash(ka) == hash(DestKey(IPv4Address(a), port_a)) == hash(replace(ka))
+    assert hash(replace(ka, port=port_b, address=IPv4Address(b))) == hash(kb)
+    sa = ServiceKey(mark, proto, IPv4Address(a), port_a)
+    assert sa == ServiceKey(mark, proto, IPv4Address(a), port_a)
+    assert hash(sa) == hash(ServiceKey(mark, proto, IPv4Address(a), port_a))
+    assert {(sa, ka): 1}[(replace(sa), replace(ka))] == 1
+    assert "_hash" not in repr(sa) + repr(ka)
 
 
 def test_weight_override_drains_one_server() -> None:

@@ -25,7 +25,9 @@ process) is the monitor's alone:
   weight-0 verdict, without a daemon or a kernel: what the checking itself costs.
 - capacity: N real servers on loopback aliases 127.1.x.y:80 (one wildcard
   listener in another process accepts for all of them), interval 1 s; N
-  grows until the monitor needs more than half a core or stops keeping up.
+  grows until the monitor needs more than half a core or stops keeping up
+  (in both of two tries: the machine's cores are shared), and the figure is
+  the largest N whose 20 s run fits as well.
 - VRRP lag: in the same process as the checks, a VirtualRouter (VRRPv3,
   0.1 s adverts, as owner so it is master at once) is driven exactly as the
   daemon drives it (a timerfd deadline read on the loop) and sends each
@@ -134,17 +136,21 @@ def _capacity_lines(ns: Netns, steps: tuple[int, ...]) -> list[str]:
     try:
         assert listener.stdout is not None
         listener.stdout.readline()  # "ready"
-        best: int | None = None
+        fitted: list[int] = []
         for n in steps:
-            r = _child(ns, "capacity", str(n), str(STEP_WINDOW))
-            print(f"health capacity {n}: {_summary(r)}", file=sys.stderr)
-            if r["cpu_pct"] > CPU_BUDGET or r["checks_per_s"] < 0.95 * n or r["failed"]:
+            if not _tries(ns, n, STEP_WINDOW):
                 break
-            best = n
+            fitted.append(n)
+        # The figure is a size whose long run fits too: a step that only just fitted in its
+        # short window may not, and then the one below it is tried.
+        best, long = None, {}
+        for n in reversed(fitted):
+            long = _tries(ns, n, LAG_WINDOW)
+            if long:
+                best = n
+                break
         if best is None:
             return ["bench-error: health capacity: not even the smallest step fits half a core"]
-        long = _child(ns, "capacity", str(best), str(LAG_WINDOW))
-        print(f"health capacity {best} ({LAG_WINDOW} s): {_summary(long)}", file=sys.stderr)
         churn = _child(ns, "capacity", str(best), str(LAG_WINDOW), "churn")
         print(
             f"health capacity {best} ({LAG_WINDOW} s, {CHURN:.0%} blackholed for a third): "
@@ -174,6 +180,25 @@ def _capacity_lines(ns: Netns, steps: tuple[int, ...]) -> list[str]:
         f"max={churned[-1] * 1e3:.2f}ms adverts={len(churned)} blackholed={CHURN:.0%} "
         f"transitions={churn['transitions']} ipvs_ops={churn['ipvs_ops']} target=10ms",
     ]
+
+
+def _tries(ns: Netns, n: int, window: float) -> dict[str, Any]:
+    """A run of N servers that fits half a core, in one of two tries; {} if neither did.
+
+    Two: this machine shares its cores, and a neighbour's burst during one window (the
+    "preempted" count shows it) is not what N servers cost.
+    """
+    for _ in range(2):
+        r = _child(ns, "capacity", str(n), str(window))
+        print(f"health capacity {n} ({window:g} s): {_summary(r)}", file=sys.stderr)
+        if _fits(r, n):
+            return r
+    return {}
+
+
+def _fits(r: dict[str, Any], n: int) -> bool:
+    """Half a core was enough: every server checked each second, none failing."""
+    return r["cpu_pct"] <= CPU_BUDGET and r["checks_per_s"] >= 0.95 * n and not r["failed"]
 
 
 def _summary(r: dict[str, Any]) -> str:
@@ -391,6 +416,8 @@ async def _capacity(
         await asyncio.sleep(warmup)  # first checks are spread over the first interval
         memory.settle()  # as the daemon does once ready
         monitor.drain_samples()
+        reactions.clear()  # the first verdicts (every service at once) are start-up, not churn
+        passes.clear()
         adverts.recording = True
         pauses = _GcPauses()
         r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 
 from lvsagent.config.schema import VrrpInstance
 from lvsagent.daemon.clock import DeadlineTimer
+from lvsagent.daemon.derive import advert, primary_address, router_params, rx_policy
 from lvsagent.daemon.vips import VirtualAddresses
 from lvsagent.health.track import combine, evaluate_servers
 from lvsagent.netlink import AsyncIPRoute
+from lvsagent.observe.journal import fields
 from lvsagent.observe.snapshot import InstanceStatus, split_brain
 from lvsagent.vrrp import addresses, track
 from lvsagent.vrrp.io import VRRP_GROUP, ArpSender, VrrpSocket
@@ -29,7 +31,6 @@ from lvsagent.vrrp.machine import (
     Action,
     AddAddresses,
     RemoveAddresses,
-    RouterParams,
     SendAdvert,
     SendGratuitousArp,
     SetLoopGuard,
@@ -38,7 +39,7 @@ from lvsagent.vrrp.machine import (
     VirtualRouter,
 )
 from lvsagent.vrrp.packet import Advert, Discard, encode, pass_auth_data
-from lvsagent.vrrp.receive import RxPolicy, accept
+from lvsagent.vrrp.receive import accept
 
 log = logging.getLogger("lvsagent.vrrp")
 
@@ -116,9 +117,9 @@ class InstanceRunner:
         self.ipr = ipr
         self.tag = f"{inst.name} (vrid {inst.vrid} on {inst.interface})"
         self.source = inst.unicast_src or primary_address(inst, link)
-        self.router = VirtualRouter(self._router_params(inst))
+        self.router = VirtualRouter(router_params(inst, self.source))
         self.auth = pass_auth_data(inst.auth_pass if inst.version == 2 else None)
-        self.policy = self._rx_policy(inst)
+        self.policy = rx_policy(inst, self.source, self.auth)
         self.destinations = list(inst.unicast_peers) or [VRRP_GROUP]
         self.counters = Counters()
         self._events: deque[_Event] = deque()
@@ -135,32 +136,6 @@ class InstanceRunner:
         self._reconcile_handle: asyncio.TimerHandle | None = None
         self._master_seen: ipaddress.IPv4Address | None = None
         self.last_transition_at: float | None = None  # wall clock, for status
-
-    def _router_params(self, inst: VrrpInstance) -> RouterParams:
-        return RouterParams(
-            version=inst.version,
-            vrid=inst.vrid,
-            priority=inst.priority,
-            advert_int=inst.advert_int,
-            primary_address=self.source,
-            preempt=inst.preempt,
-            preempt_delay=inst.preempt_delay,
-            garp_repeat=inst.garp_repeat,
-            garp_master_delay=inst.garp_master_delay,
-            garp_master_repeat=inst.garp_master_repeat,
-        )
-
-    def _rx_policy(self, inst: VrrpInstance) -> RxPolicy:
-        return RxPolicy(
-            version=inst.version,
-            vrid=inst.vrid,
-            adver_int_cs=round(inst.advert_int * 100),
-            auth_type=self.auth[0],
-            auth_data=self.auth[1],
-            require_ttl_255=inst.check_ttl,
-            own_addresses=frozenset({self.source}),
-            unicast_peers=frozenset(inst.unicast_peers),
-        )
 
     # ----- inputs -----------------------------------------------------------
 
@@ -309,11 +284,10 @@ class InstanceRunner:
                 before,
                 self.router.priority,
                 verdict.why,
-                extra={"journal": {
-                    "LVSAGENT_EVENT": "vrrp_priority",
-                    "LVSAGENT_INSTANCE": self.inst.name,
-                    "LVSAGENT_PRIORITY": str(self.router.priority),
-                }},
+                extra=fields(
+                    event="vrrp_priority", instance=self.inst.name,
+                    priority=str(self.router.priority),
+                ),
             )  # fmt: skip
 
     def status(self, now: float) -> InstanceStatus:
@@ -387,28 +361,14 @@ class InstanceRunner:
                 t.old.value,
                 t.new.value,
                 t.reason,
-                extra={
-                    "journal": {
-                        "LVSAGENT_EVENT": "vrrp_transition",
-                        "LVSAGENT_INSTANCE": self.inst.name,
-                        "LVSAGENT_STATE": t.new.value,
-                        "LVSAGENT_OLD_STATE": t.old.value,
-                        "LVSAGENT_VRID": str(self.inst.vrid),
-                    }
-                },
-            )
+                extra=fields(
+                    event="vrrp_transition", instance=self.inst.name, state=t.new.value,
+                    old_state=t.old.value, vrid=str(self.inst.vrid),
+                ),
+            )  # fmt: skip
 
     def _send_advert(self, priority: int) -> None:
-        adv = Advert(
-            version=self.inst.version,
-            vrid=self.inst.vrid,
-            priority=priority,
-            max_adver_int=round(self.inst.advert_int * 100),
-            addresses=tuple(a.ip for a in self.inst.virtual_addresses),
-            auth_type=self.auth[0],
-            auth_data=self.auth[1],
-            checksum_mode=self.inst.v3_checksum,
-        )
+        adv = advert(self.inst, priority, self.auth)
         for dst in self.destinations:
             try:
                 self.sock.send(encode(adv, self.source, dst), dst)
@@ -428,25 +388,14 @@ class InstanceRunner:
     async def _reconfigure(self, inst: VrrpInstance, now: float) -> None:
         """New tunables, in the order a takeover would use them: VIPs, advert, ARP, tracking."""
         old, self.inst = self.inst, inst
-        self.policy = self._rx_policy(inst)
+        self.policy = rx_policy(inst, self.source, self.auth)
         self.destinations = list(inst.unicast_peers) or [VRRP_GROUP]
         master = self.router.state == State.MASTER
         if await self.vips.replace(frozenset(inst.virtual_addresses), master) and master:
             self._send_garp(inst.garp_repeat)
-        await self.execute(self.router.reconfigure(self._router_params(inst), now))
+        await self.execute(self.router.reconfigure(router_params(inst, self.source), now))
         if inst.track_interfaces != old.track_interfaces or (
             inst.track_real_servers != old.track_real_servers
         ):
             await self._apply_tracking(now)
 
-
-def primary_address(inst: VrrpInstance, link: addresses.LinkInfo) -> ipaddress.IPv4Address:
-    """The interface's own first IPv4 address: the advert source and tie-break key."""
-    vips = {a.ip for a in inst.virtual_addresses}
-    for a in link.addresses:
-        if a.ip not in vips:
-            return a.ip
-    raise addresses.InterfaceError(
-        f"{inst.name}: interface {inst.interface} has no IPv4 address of its own; "
-        "VRRP sends from it. Add one, or set unicast_src"
-    )

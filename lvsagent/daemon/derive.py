@@ -1,0 +1,76 @@
+"""What an instance runner derives from its configuration: pure functions of the config.
+
+Kept apart from the runner (instance.py) because both the start and a reload
+(``InstanceRunner._reconfigure``) build the same router parameters, receive
+policy and advert from a VrrpInstance, and these are easier to read and test
+without sockets around them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from lvsagent.config.schema import VrrpInstance
+from lvsagent.vrrp import addresses
+from lvsagent.vrrp.machine import RouterParams
+from lvsagent.vrrp.packet import Advert
+from lvsagent.vrrp.receive import RxPolicy
+
+# (auth_type, auth_data) as vrrp.packet.pass_auth_data returns them.
+Auth = tuple[int, bytes]
+
+
+def router_params(inst: VrrpInstance, source: ipaddress.IPv4Address) -> RouterParams:
+    """The state machine's tunables; ``source`` (our address) breaks priority ties."""
+    return RouterParams(
+        version=inst.version,
+        vrid=inst.vrid,
+        priority=inst.priority,
+        advert_int=inst.advert_int,
+        primary_address=source,
+        preempt=inst.preempt,
+        preempt_delay=inst.preempt_delay,
+        garp_repeat=inst.garp_repeat,
+        garp_master_delay=inst.garp_master_delay,
+        garp_master_repeat=inst.garp_master_repeat,
+    )
+
+
+def rx_policy(inst: VrrpInstance, source: ipaddress.IPv4Address, auth: Auth) -> RxPolicy:
+    """What a received advert must match to be accepted (vrrp.receive)."""
+    return RxPolicy(
+        version=inst.version,
+        vrid=inst.vrid,
+        adver_int_cs=round(inst.advert_int * 100),
+        auth_type=auth[0],
+        auth_data=auth[1],
+        require_ttl_255=inst.check_ttl,
+        own_addresses=frozenset({source}),
+        unicast_peers=frozenset(inst.unicast_peers),
+    )
+
+
+def advert(inst: VrrpInstance, priority: int, auth: Auth) -> Advert:
+    """Our advert at ``priority`` (the effective one, or 0 when we step down)."""
+    return Advert(
+        version=inst.version,
+        vrid=inst.vrid,
+        priority=priority,
+        max_adver_int=round(inst.advert_int * 100),
+        addresses=tuple(a.ip for a in inst.virtual_addresses),
+        auth_type=auth[0],
+        auth_data=auth[1],
+        checksum_mode=inst.v3_checksum,
+    )
+
+
+def primary_address(inst: VrrpInstance, link: addresses.LinkInfo) -> ipaddress.IPv4Address:
+    """The interface's own first IPv4 address: the advert source and tie-break key."""
+    vips = {a.ip for a in inst.virtual_addresses}
+    for a in link.addresses:
+        if a.ip not in vips:
+            return a.ip
+    raise addresses.InterfaceError(
+        f"{inst.name}: interface {inst.interface} has no IPv4 address of its own; "
+        "VRRP sends from it. Add one, or set unicast_src"
+    )

@@ -40,9 +40,9 @@ class ServiceKey:
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Keys are hashed by the thousand in every plan and health reaction, and an
-        # IPv4Address hashes through hex(): computed once here, the hash is ~5x cheaper.
-        hashed = hash((self.fwmark, self.protocol, int(self.address), self.port))
+        # Keys are hashed by the thousand in every plan and health reaction, and the default
+        # dataclass hash goes through IPv4Address's, hex() each time: computed once here.
+        hashed = hash((self.fwmark, self.protocol == "udp", int(self.address), self.port))
         object.__setattr__(self, "_hash", hashed)
 
     def __hash__(self) -> int:
@@ -61,7 +61,7 @@ class DestKey:
     _hash: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_hash", hash((int(self.address), self.port)))  # ServiceKey's
+        object.__setattr__(self, "_hash", hash((int(self.address), self.port)))  # as ServiceKey
 
     def __hash__(self) -> int:
         return self._hash

@@ -113,12 +113,7 @@ class AgentSnapshot:
 def _plain(value: object) -> object:
     """Dataclasses, tuples and mappings as JSON's objects and lists (asdict cannot copy proxies)."""
     if is_dataclass(value) and not isinstance(value, type):
-        # A leading underscore marks a field kept for speed (a cached hash), not data.
-        return {
-            f.name: _plain(getattr(value, f.name))
-            for f in fields(value)
-            if not f.name.startswith("_")
-        }
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, tuple | list):

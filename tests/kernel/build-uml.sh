@@ -18,6 +18,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 fragment=$here/uml.config
 # Fixes for bugs of UML itself that the lab hits, applied in name order (patch -p1).
+# Byte order, whatever the caller's locale: uml.py hashes them in sorted() order.
+export LC_ALL=C
 patches=("$here"/uml-patches/*.patch)
 cache_root=${LVSAGENT_CACHE:-/var/cache/lvsagent}
 source_pkg=linux-source-6.1

@@ -120,7 +120,7 @@ def _source_version() -> str:
 def cache_key() -> str:
     """The cache key: must stay byte for byte what build-uml.sh computes."""
     digest = hashlib.sha256(CONFIG_FRAGMENT.read_bytes())
-    for patch in sorted(PATCH_DIR.glob("*.patch")):  # the shell glob's order, in the C locale
+    for patch in sorted(PATCH_DIR.glob("*.patch")):  # build-uml.sh globs with LC_ALL=C
         digest.update(patch.read_bytes())
     digest.update(f"{SOURCE_PACKAGE} {_source_version()}\n".encode())
     return digest.hexdigest()[:16]

@@ -153,7 +153,7 @@ def test_keys_cached_hash_agrees_with_equality(
     a: int, port_a: int, b: int, port_b: int, proto: Protocol, mark: int
 ) -> None:
     """Keys carry their hash (speed): equal keys hash alike, copies too, and the cached field
-    takes no part in equality, order or the status JSON."""
+    takes no part in equality, order or repr."""
     ka, kb = DestKey(IPv4Address(a), port_a), DestKey(IPv4Address(b), port_b)
     assert (ka == kb) == ((a, port_a) == (b, port_b))
     assert (ka < kb) == ((a, port_a) < (b, port_b))

@@ -3,7 +3,8 @@
 # Run as root on Debian 12.  Skips apt entirely when everything is present.
 set -euo pipefail
 pkgs=(python3 python3-venv python3-dev python3-nftables nftables iproute2 gcc pkg-config
-      libsystemd-dev keepalived tshark arping tcpdump procps)
+      libsystemd-dev keepalived tshark arping tcpdump procps
+      user-mode-linux)  # user-mode-linux: the stock UML, a test shows it dying on AMX hosts
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

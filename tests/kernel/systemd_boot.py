@@ -26,10 +26,6 @@ bpf_prog_free_deferred -> vfree -> flush_tlb_kernel_range -> munmap, interrupted
 SIGSEGV in to_irq_stack, thousands of signals a second.  120 `systemctl reload`s
 in a row (each runs `lvsagent check` and kill under the unit's filters) froze the
 unpatched kernel within the first few; see the patch's own comment.
-
-The runner has no parameter for another init yet; until it does,
-``run_under_systemd`` swaps the module's INIT_SCRIPT for the duration of the
-call.  The runner change wanted: ``run_in_uml(..., init=INIT_SCRIPT)``.
 """
 
 from __future__ import annotations
@@ -39,7 +35,6 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
-from unittest import mock
 
 from tests.kernel import uml
 
@@ -67,6 +62,7 @@ fail() {
 }
 
 [ -n "$shared" ] || fail "no lvsagent_shared= on the kernel command line"
+: >"$shared/booted"
 mount -t proc proc /proc || fail "cannot mount /proc"
 # /var/tmp/... is on the hostfs root; the overlay's layers live on a tmpfs at /mnt, not
 # /tmp: a work tree under /tmp (a CI clone) must stay visible through the overlay.
@@ -143,7 +139,6 @@ def run_under_systemd(
         init.write_text(INIT)
         init.chmod(0o755)
         environment = {**(os.environ if env is None else env), LAB_ENV: "1"}
-        with mock.patch.object(uml, "INIT_SCRIPT", init):
-            return uml.run_in_uml(
-                cmd, timeout + BOOT_SECONDS, "1G", cwd=cwd, env=environment, stream=stream
-            )
+        return uml.run_in_uml(
+            cmd, timeout + BOOT_SECONDS, "1G", cwd=cwd, env=environment, stream=stream, init=init
+        )

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +168,100 @@ def test_a_work_tree_under_tmp_stays_visible_in_the_guest(kernel: Path) -> None:
         Path(tree, "marker").write_text("here\n")
         status, output = uml.run_in_uml(["/bin/cat", "marker"], timeout=60, cwd=tree)
     assert (status, output) == (0, "here\n")
+
+
+# ----- a dead guest is reported at once, with its reason -------------------------------------
+
+# The run's own deadline in the tests below: a runner that waited for it instead of noticing
+# the dead guest would take this long, and the assertions say it did not.
+LONG_TIMEOUT = 600.0
+
+
+def test_a_guest_whose_init_fails_is_reported_at_once(kernel: Path) -> None:
+    """init= on the kernel command line names no program: the kernel panics at once."""
+    started = time.monotonic()
+    with pytest.raises(uml.BootFailed) as caught:
+        uml.run_in_uml(
+            ["/bin/true"], LONG_TIMEOUT, kernel=kernel, kernel_args=["init=/nonexistent-init"]
+        )
+    took = time.monotonic() - started
+    assert "the guest kernel panicked" in str(caught.value)
+    assert "Kernel panic" in caught.value.console
+    assert took < LONG_TIMEOUT / 10, f"reported after {took:.0f} s, not at once"
+
+
+def test_a_guest_that_never_reaches_init_is_reported(kernel: Path, tmp_path: Path) -> None:
+    """An init that hangs before its first act (the booted marker) is a dead guest."""
+    init = tmp_path / "init"
+    init.write_text("#!/bin/sh\nexec sleep 100000\n")
+    init.chmod(0o755)
+    with pytest.raises(uml.BootFailed, match="never reached its init script within 5 s"):
+        uml.run_in_uml(["/bin/true"], LONG_TIMEOUT, kernel=kernel, init=init, boot_timeout=5)
+
+
+# ----- the lab kernel on every CPU -----------------------------------------------------------
+#
+# What differs between CPUs, for UML, is the size of the host's XSAVE area, which the host's
+# ptrace insists on (11008 bytes with AMX). xsave-shim.c gives UML the ptrace of a host with
+# another size, so every machine runs what an AMX machine runs.
+
+SHIM_SOURCE = Path(__file__).with_name("xsave-shim.c")
+STOCK_UML = Path("/usr/bin/linux.uml")  # Debian's user-mode-linux (tools/host-deps.sh)
+AMX_XSAVE = 11008  # x87..AVX-512, PKRU, then XTILECFG and XTILEDATA
+
+# Floating-point work in three processes at once: the registers of each survive the
+# guest's context switches only if UML saves and restores them whole.
+FP_WORK = (
+    "import math, sys\n"
+    "total = math.fsum(math.sin(i * 0.001) * math.sqrt(i) for i in range(400_000))\n"
+    "print(repr(total))\n"
+)
+
+
+@pytest.fixture(scope="module")
+def xsave_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("shim") / "xsave-shim.so"
+    subprocess.run(
+        ["gcc", "-shared", "-fPIC", "-O2", "-Wall", "-o", str(out), str(SHIM_SOURCE), "-ldl"],
+        check=True,
+    )
+    return out
+
+
+def _as_host_with_xsave(shim: Path, size: int) -> dict[str, str]:
+    return {"LD_PRELOAD": str(shim), "LVSAGENT_FAKE_XSAVE": str(size)}
+
+
+def test_the_shim_gives_stock_uml_the_amx_hosts_failure(xsave_shim: Path) -> None:
+    """Debian's own linux.uml dies on AMX hosts; under the shim it dies the same way here,
+    and the runner says, within seconds, that the kernel cannot run on this CPU."""
+    started = time.monotonic()
+    with pytest.raises(uml.BootFailed) as caught:
+        uml.run_in_uml(
+            ["/bin/true"],
+            LONG_TIMEOUT,
+            kernel=STOCK_UML,
+            host_env=_as_host_with_xsave(xsave_shim, AMX_XSAVE),
+        )
+    took = time.monotonic() - started
+    assert "cannot run on this CPU" in str(caught.value)
+    assert "ptrace set fp regs failed, errno = 14" in str(caught.value)
+    assert took < LONG_TIMEOUT / 10, f"reported after {took:.0f} s, not at once"
+
+
+@pytest.mark.parametrize("size", [AMX_XSAVE, 16384])
+def test_the_lab_kernel_boots_whatever_the_hosts_xsave_size(
+    kernel: Path, xsave_shim: Path, size: int
+) -> None:
+    expected = subprocess.run(
+        ["/usr/bin/python3", "-c", FP_WORK], capture_output=True, text=True, check=True
+    ).stdout
+    script = f"for i in 1 2 3; do /usr/bin/python3 -c {shlex.quote(FP_WORK)} & done; wait"
+    status, output = uml.run_in_uml(
+        ["sh", "-c", script],
+        timeout=180,
+        kernel=kernel,
+        host_env=_as_host_with_xsave(xsave_shim, size),
+    )
+    assert status == 0, output
+    assert output.splitlines() == expected.splitlines() * 3

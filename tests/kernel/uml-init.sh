@@ -7,7 +7,8 @@
 #
 # Contract with uml.py: the kernel command line carries lvsagent_shared=DIR (the kernel hands
 # unknown name=value parameters to init as environment variables). DIR is a host directory,
-# visible here at the same path because / is the host's /. This script runs DIR/run.sh
+# visible here at the same path because / is the host's /. This script first writes
+# DIR/booted (the runner takes a guest without it, after a while, for dead), then runs DIR/run.sh
 # (written by uml.py: environment, cwd and the command, shell-quoted), with its stdout and
 # stderr going to DIR/output, writes its exit status to DIR/status, flushes, and powers off.
 # Everything else the guest writes to the console goes to the host's console log, not to
@@ -18,6 +19,7 @@ export PATH
 shared=${lvsagent_shared:-}
 keep=${lvsagent_keep:-}
 unset lvsagent_shared lvsagent_keep
+[ -n "$shared" ] && : >"$shared/booted"
 
 power_off() {
     sync

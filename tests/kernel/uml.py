@@ -15,6 +15,10 @@ nothing but a plain path crosses the kernel command line), and receives ``output
 command's stdout and stderr), ``status`` and ``console.log`` (the kernel's console, kept
 apart from the command's output). The directory is removed afterwards.
 
+A dead guest is reported in seconds, not at the deadline: the runner follows the console and
+fails at once on a kernel panic (naming the CPU when the host refused UML's registers), and when
+init has not written ``booted`` into the shared directory within ``boot_timeout``.
+
 It never hangs: the host waits on a pidfd with a deadline. UML runs each guest address space
 and helper as a host process, so it is started as PID 1 of a PID namespace of its own (through
 ``unshare``, the PID started here): on timeout, interrupt or error UML is SIGKILLed and the
@@ -65,6 +69,9 @@ GUEST_PRIVATE_MOUNTS = ("/tmp", "/run", "/dev", "/proc", "/sys")
 # Of those, where a work tree may live: uml-init.sh bind-mounts it back (lvsagent_keep=).
 GUEST_KEEPABLE_MOUNTS = ("/tmp", "/run")
 OWNER_FILE = "owner"
+BOOTED_FILE = "booted"  # init's first act; its absence after boot_timeout is a dead guest
+BOOT_TIMEOUT = 60.0  # the lab's init starts ~1.5 s after UML does; far more under load
+WATCH_INTERVAL = 0.25  # how often the console and the marker are looked at while waiting
 CONSOLE_TAIL_LINES = 30
 EXIT_TIMEOUT = 124
 EXIT_SKIP = 77
@@ -79,7 +86,8 @@ class KernelMissing(UmlError):
 
 
 class BootFailed(UmlError):
-    """UML ended without reporting the command's status (crash, panic, init failure)."""
+    """The guest died or never started: UML ended without the command's status, the kernel
+    panicked, or init never ran. The message says why and what to do."""
 
     def __init__(self, message: str, console: str) -> None:
         super().__init__(message)
@@ -335,6 +343,97 @@ def _sweep_stale(parent: Path) -> None:
             shutil.rmtree(candidate, ignore_errors=True)
 
 
+_PANIC = re.compile(r"Kernel panic - not syncing: (?P<why>.*)")
+# UML's words when the host refuses its floating-point registers: the host's XSAVE area is
+# not the size this UML sends (a CPU with AMX, for a UML without the lab's patch).
+_FP_REFUSED = re.compile(
+    r"ptrace (?:set|get) fp regs failed.*|.*fp_registers (?:returned|failed).*"
+)
+
+
+def _cpu_note() -> str:
+    """What this CPU has that UML's register handling depends on, for a failure message."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "this CPU"
+    return "this CPU (it has AMX: amx_tile)" if " amx_tile" in flags else "this CPU"
+
+
+def console_verdict(console: str, kernel: str) -> str | None:
+    """Why the guest is dead, from what its kernel printed so far; None while it looks alive.
+
+    A panic is final: UML may linger after one, printing nothing more, until the deadline.
+    """
+    panic = _PANIC.search(console)
+    if panic is None:
+        return None
+    lines = console[: panic.start()].splitlines()
+    fp = next((m.group(0).strip() for line in lines if (m := _FP_REFUSED.search(line))), None)
+    if fp is not None:
+        return (
+            f"the lab kernel cannot run on {_cpu_note()}: the host refused UML's floating-point"
+            f" registers ({fp}); the host takes an XSAVE area of its own size only. The lab's"
+            f" kernel carries a patch for that (tests/kernel/uml-patches): is {kernel} a kernel"
+            f" that {BUILD_SCRIPT} built from this checkout?"
+        )
+    context = next((line.strip() for line in reversed(lines) if line.strip()), "")
+    detail = f" (after: {context})" if context else ""
+    return f"the guest kernel panicked: {panic.group('why').strip()}{detail}"
+
+
+class _Deadline(Exception):
+    """The run's deadline passed with the guest still running."""
+
+
+def _watch_guest(
+    pid: int,
+    timeout: float,
+    boot_timeout: float,
+    console: Path,
+    shared: Path,
+    kernel: str,
+    on_booted: Callable[[float], None] | None = None,
+) -> str | None:
+    """Wait for UML to exit (None), or raise _Deadline when ``timeout`` passes.
+
+    Returns a reason as soon as the guest is known dead: a kernel panic on the console, or no
+    ``booted`` marker from init within ``boot_timeout``. The console is read from where the
+    last look ended, so a long run costs nothing per look. ``on_booted`` gets the seconds from
+    start to the marker, once.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    seen, offset, booted = "", 0, False
+    while True:
+        remaining = deadline - time.monotonic()
+        if _wait_exit(pid, min(WATCH_INTERVAL, max(0.0, remaining))):
+            return None
+        try:
+            with console.open("rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            chunk = b""
+        if chunk:
+            offset += len(chunk)
+            seen += decoder.decode(chunk)
+            if (reason := console_verdict(seen, kernel)) is not None:
+                return reason
+        if not booted and (shared / BOOTED_FILE).exists():
+            booted = True
+            if on_booted is not None:
+                on_booted(time.monotonic() - started)
+        if not booted and time.monotonic() - started > boot_timeout:
+            return (
+                f"the guest never reached its init script within {boot_timeout:g} s (no"
+                f" {BOOTED_FILE} marker in {shared}); its console is below"
+            )
+        if time.monotonic() >= deadline:
+            raise _Deadline
+
+
 def _read_text(path: Path) -> str:
     try:
         return path.read_bytes().decode("utf-8", errors="replace")
@@ -344,6 +443,15 @@ def _read_text(path: Path) -> str:
 
 def _tail(text: str, lines: int = CONSOLE_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:])
+
+
+def _excerpt(text: str, lines: int = CONSOLE_TAIL_LINES) -> str:
+    """The console around a panic (what led to it, not the stack dump after it), else its tail."""
+    all_lines = text.splitlines()
+    at = next((i for i, line in enumerate(all_lines) if _PANIC.search(line)), None)
+    if at is None:
+        return _tail(text, lines)
+    return "\n".join(all_lines[max(0, at - lines + 5) : at + 5])
 
 
 class _OutputTail(threading.Thread):
@@ -391,12 +499,21 @@ def run_in_uml(
     env: Mapping[str, str] | None = None,
     kernel: str | os.PathLike[str] | None = None,
     stream: TextIO | None = None,
+    init: Path | None = None,
+    kernel_args: Sequence[str] = (),
+    host_env: Mapping[str, str] | None = None,
+    boot_timeout: float = BOOT_TIMEOUT,
+    on_booted: Callable[[float], None] | None = None,
 ) -> tuple[int, str]:
     """Boot the lab kernel, run ``cmd`` in ``cwd`` with ``env``, power off.
 
     Returns the command's exit status and its stdout+stderr. ``cwd`` and ``env`` default to
     this process's; ``timeout`` covers boot, run and power-off. ``stream``, if given, gets
-    the output as it is written. Raises KernelMissing, BootFailed or UmlTimeout (UmlError).
+    the output as it is written. ``init`` replaces uml-init.sh (it must honour the same
+    contract, ``booted`` first); ``kernel_args`` go after the runner's own on UML's command
+    line; ``host_env`` is added to the UML process's own environment on the host;
+    ``on_booted`` is called with the boot's seconds when init has started. Raises
+    KernelMissing, BootFailed (at once, for a dead guest) or UmlTimeout (UmlError).
     """
     if not _MEM.match(mem):
         raise ValueError(f"mem={mem!r}: want a size such as 512M or 1G")
@@ -421,7 +538,7 @@ def run_in_uml(
         if not _SAFE_CMDLINE_PATH.match(shared_name):
             raise UmlError(f"{shared_name}: the shared dir path must be [A-Za-z0-9_/-] only")
         (shared / OWNER_FILE).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
-        shutil.copyfile(INIT_SCRIPT, shared / "init")
+        shutil.copyfile(init if init is not None else INIT_SCRIPT, shared / "init")
         (shared / "init").chmod(0o755)
         (shared / "run.sh").write_text(script)
         console_path = shared / "console.log"
@@ -430,12 +547,18 @@ def run_in_uml(
             "PATH": "/usr/bin:/usr/sbin:/bin:/sbin",
             "TMPDIR": str(_memory_dir(shared)),
             "HOME": str(shared),
+            **(host_env or {}),
         }
         done = threading.Event()
         tail = _OutputTail(output_path, stream, done) if stream is not None else None
         with console_path.open("wb") as console:
             proc = subprocess.Popen(
-                [*_PID_NAMESPACE, str(kernel_file), *kernel_command_line(shared, mem, keep)],
+                [
+                    *_PID_NAMESPACE,
+                    str(kernel_file),
+                    *kernel_command_line(shared, mem, keep),
+                    *kernel_args,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
@@ -444,10 +567,23 @@ def run_in_uml(
                 start_new_session=True,
                 preexec_fn=_child_setup_for(ctypes.CDLL(None, use_errno=True)),
             )
+        dead: str | None = None
         try:
             if tail is not None:
                 tail.start()
-            exited = _wait_exit(proc.pid, timeout)
+            try:
+                dead = _watch_guest(
+                    proc.pid,
+                    timeout,
+                    boot_timeout,
+                    console_path,
+                    shared,
+                    str(kernel_file),
+                    on_booted,
+                )
+                exited = dead is None
+            except _Deadline:
+                exited = False
         finally:
             # Also on success: no guest process outlives the run.
             uml_status = _stop(proc)
@@ -457,6 +593,8 @@ def run_in_uml(
 
         output = _read_text(output_path)
         console_text = _read_text(console_path)
+        if dead is not None:
+            raise BootFailed(dead, _excerpt(console_text))
         if not exited:
             raise UmlTimeout(
                 f"the UML guest did not finish within {timeout:g} s; killed it and all its"
@@ -467,10 +605,12 @@ def run_in_uml(
             )
         status_text = _read_text(shared / "status").strip()
         if not status_text.isdigit():
-            reason = _read_text(shared / "init-error").strip() or (
-                f"UML exited with {uml_status} without reporting the command's status"
+            reason = (
+                _read_text(shared / "init-error").strip()
+                or console_verdict(console_text, str(kernel_file))
+                or f"UML exited with {uml_status} without reporting the command's status"
             )
-            raise BootFailed(reason, _tail(console_text))
+            raise BootFailed(reason, _excerpt(console_text))
         return int(status_text), output
 
 

@@ -53,8 +53,14 @@ test: lint test-unit test-netns test-kernel
 bench: venv uml-kernel
 	$(PY) -m tests.bench.run
 
-demo: venv uml-kernel
-	$(PY) -m tests.demo
+# Each step says what it does and how long it took: a first run installs packages, builds the
+# lab kernel (~5-7 min on 2 cores, progress every 30 s) and boots it; later runs find both cached.
+demo:
+	@tools/timed "Debian packages (tools/host-deps.sh)" tools/host-deps.sh
+	@tools/timed "Python venv ($(VENV))" $(MAKE) --no-print-directory venv
+	@tools/timed "lab kernel (cached in $${LVSAGENT_CACHE:-/var/cache/lvsagent})" \
+		$(MAKE) --no-print-directory uml-kernel
+	@$(PY) -m tests.demo
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -84,7 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]  # fmt: skip
     started = time.monotonic()
     try:
-        status, _ = run_in_uml(cmd, args.timeout, cwd=ROOT, kernel=kernel, stream=sys.stdout)
+        status, _ = run_in_uml(
+            cmd,
+            args.timeout,
+            cwd=ROOT,
+            kernel=kernel,
+            stream=sys.stdout,
+            on_booted=lambda took: print(f"make demo: the lab booted in {took:.1f} s", flush=True),
+        )
     except UmlTimeout as exc:
         return fail(f"{exc}\n--- lab console (tail) ---\n{exc.console}")
     except BootFailed as exc:

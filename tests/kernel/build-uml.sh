@@ -98,7 +98,9 @@ fi
 rm -rf "$dest"  # a leftover without a kernel binary is not a cache entry
 
 work=$(mktemp -d "$cache_root/.build-$key.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+make_pid=
+# The compile runs in the background (for the progress lines): stop it with us.
+trap '[[ -n $make_pid ]] && kill "$make_pid" 2>/dev/null; rm -rf "$work"' EXIT
 trap 'exit 130' INT   # so that the EXIT trap removes the build tree on ^C or TERM too
 trap 'exit 143' TERM
 log=$work/build.log
@@ -138,7 +140,21 @@ done
 verify_config "$src/.config" || fail "the options above did not end up in .config"
 say "config verified: $(wanted_options | wc -l) options hold; compiling with -j$(nproc)"
 
-make -C "$src" -j"$(nproc)" ARCH=um linux >>"$log" 2>&1 || fail "make failed"
+# A line at least every PROGRESS_EVERY seconds, so a first run never looks hung: files
+# compiled so far (make's CC lines) against a full build's count for uml.config.
+PROGRESS_EVERY=30
+OBJECTS_EXPECTED=2300
+make -C "$src" -j"$(nproc)" ARCH=um linux >>"$log" 2>&1 &
+make_pid=$!
+while kill -0 "$make_pid" 2>/dev/null; do
+    # tail --pid returns as soon as make ends; timeout ends the wait after PROGRESS_EVERY s.
+    timeout "$PROGRESS_EVERY" tail --pid="$make_pid" -f /dev/null || true
+    kill -0 "$make_pid" 2>/dev/null || break
+    built=$(grep -c '^  CC ' "$log" || true)
+    pct=$((built * 100 / OBJECTS_EXPECTED)); ((pct > 99)) && pct=99
+    say "compiling: $((SECONDS - start)) s so far, $built objects (~$pct %)"
+done
+wait "$make_pid" || fail "make failed"
 [[ -x $src/linux ]] || fail "make succeeded but left no $src/linux"
 
 out=$work/out

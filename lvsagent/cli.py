@@ -1,4 +1,4 @@
-"""The ``lvsagent`` command: run, check, plan, status.
+"""The ``lvsagent`` command: run, check, plan, status, convert.
 
 Exit codes follow sysexits(3) so that systemd's journal and scripts can tell
 a bad config (78) from a missing privilege (77) or an OS failure (71).
@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     where = status.add_mutually_exclusive_group()
     where.add_argument("--socket", help="the control socket (default: the config's or the default)")
     where.add_argument("--config", help="read control_socket from this config file")
+    convert = sub.add_parser("convert", help="print an lvsagent TOML for a keepalived.conf")
+    convert.add_argument("keepalived_conf")
+    convert.add_argument("-o", "--output", help="write the TOML here instead of stdout")
+    convert.add_argument(
+        "-i", "--config-id", help="the box, for '@id' lines (keepalived -i; default: this host)"
+    )
     return p
 
 
@@ -179,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_status(args.socket, args.config, args.json)
     if args.verb == "run":
         return cmd_run(args.config, args.log_level)
+    if args.verb == "convert":
+        from lvsagent.convert.command import cmd_convert
+
+        return cmd_convert(args.keepalived_conf, args.output, args.config_id)
     return EX_USAGE
 
 

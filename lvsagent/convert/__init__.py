@@ -1,0 +1,1 @@
+"""``lvsagent convert``: keepalived.conf to lvsagent TOML (lexer, tree, mappers, writer)."""

@@ -25,6 +25,7 @@ _SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh", "mh")
 _METHODS = {"NAT": "nat", "DR": "dr", "TUN": "tun"}
 _FLAGS = {"sh-port", "sh-fallback", "mh-port", "mh-fallback"}
 _FLAG_N = {"flag-1": "fallback", "flag-2": "port"}
+_PERSISTENCE_MAX = 2678400  # keepalived's upper bound, 31 days
 
 
 class ServiceOut:
@@ -133,7 +134,13 @@ def _settings(m: Mapper, node: Node, table: Table) -> bool:
                 runnable = False
         elif word == "persistence_timeout":
             seconds = m.integer(child, 0, 2**31 - 1) if child.args else 360
-            if seconds is not None:
+            if seconds == 0:
+                m.note(child, "keepalived 2.2.7 refuses 0 (its range is 1..2678400) and keeps "
+                       "no persistence; so does the conversion")
+            elif seconds is not None and seconds > _PERSISTENCE_MAX:
+                m.error(child, f"keepalived 2.2.7 refuses {seconds} (its range is "
+                        f"1..{_PERSISTENCE_MAX}) and keeps no persistence: write what you mean")
+            elif seconds is not None:
                 table.set("persistence_timeout", seconds, origin(child))
         elif word == "persistence_granularity":
             _granularity(m, child, table)

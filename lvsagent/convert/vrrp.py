@@ -208,6 +208,9 @@ def _instance(m: Mapper, node: Node, defaults: Defaults, taken: set[str]) -> Ins
                 m.note(child, "deprecated in keepalived, which turns it into global_defs "
                        "lvs_sync_daemon; converted the same way")
                 defaults.sync = (child.args[0], None, child)
+        elif word.startswith("notify") and _loop_script(child):
+            m.note(child, "runs the two-box design's bypass_ipvs.sh, which lvsagent's "
+                   'loop_guard = "bypass" (the default) does built in')
         elif word in advice.INSTANCE:
             kind, text = advice.INSTANCE[word]
             m.report(kind, child, text)
@@ -260,6 +263,12 @@ def _finish(
         if not table.get("unicast_peers"):
             table.drop("unicast_peers")
     return out
+
+
+def _loop_script(node: Node) -> bool:
+    """A notify script that is the design's own loop guard (bypass_ipvs.sh add|del VIP)."""
+    command = node.args[0].split() if node.args else []
+    return bool(command) and command[0].rsplit("/", 1)[-1] == "bypass_ipvs.sh"
 
 
 def _name(m: Mapper, node: Node, raw: str, taken: set[str]) -> str:

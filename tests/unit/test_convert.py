@@ -276,6 +276,7 @@ def test_limits_stop_huge_input() -> None:
 
 @pytest.mark.parametrize("value", ["0", "3"])
 def test_persistence_timeout(value: str) -> None:
-    text = VRRP + f"virtual_server 192.0.2.100 80 {{\n protocol TCP\n persistence_timeout {value}\n}}\n"
+    service = f"virtual_server 192.0.2.100 80 {{\n protocol TCP\n persistence_timeout {value}\n}}\n"
+    text = VRRP + service
     vs = data(run(text))["virtual_server"][0]
     assert vs.get("persistence_timeout", 0) == int(value)

@@ -16,11 +16,12 @@ from lvsagent.config.loader import ConfigError, parse_config
 from lvsagent.convert import advice
 from lvsagent.convert.common import Mapper
 from lvsagent.convert.findings import Finding, Findings
+from lvsagent.convert.global_defs import Defaults, map_globals
 from lvsagent.convert.lexer import LIMITS, Limits, Source, read_lines
 from lvsagent.convert.lvs import ServiceOut, map_services
 from lvsagent.convert.output import Table, render
 from lvsagent.convert.tree import Node, build_tree
-from lvsagent.convert.vrrp import Defaults, InstanceOut, map_globals, map_instances
+from lvsagent.convert.vrrp import InstanceOut, map_instances
 
 __all__ = ["Conversion", "convert"]
 

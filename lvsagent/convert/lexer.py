@@ -27,18 +27,17 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lvsagent.convert.findings import Finding, Findings
 from lvsagent.convert.keywords import INCLUDES
+from lvsagent.convert.words import decomment, scan, split_brace
 
 __all__ = ["LIMITS", "Limits", "Line", "Source", "read_lines"]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _BLANK = re.compile(r"[ \t]")
-_ESCAPES = {"a": "\a", "b": "\b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
-            "v": "\v"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -140,14 +139,14 @@ def _read_text(state: _State, path: str, text: str) -> None:
             state.error(path, number, f"line longer than {state.limits.line_chars} characters")
             continue
         if pending is not None:
-            line = _decomment(raw)
+            line = decomment(raw)
             if line.endswith("\\"):
                 _extend(state, pending, line[:-1].rstrip(" \t") + "\n")
                 continue
             _extend(state, pending, line)
             pending = None
             continue
-        line = _decomment(raw)
+        line = decomment(raw)
         if line:
             pending = _logical(state, path, number, line)
 
@@ -184,7 +183,7 @@ def _logical(state: _State, path: str, number: int, line: str) -> str | None:
         if words[0] in INCLUDES and len(words) == 2:
             _include(state, path, number, words[1])
             continue
-        head, brace, rest = _split_brace(text)
+        head, brace, rest = split_brace(text)
         if brace:
             if head:
                 queue.insert(0, rest)
@@ -304,116 +303,15 @@ def _substitute(state: _State, text: str) -> tuple[str, list[str]] | None:
     return "".join(out) + text[pos:], extra
 
 
-def _decomment(raw: str) -> str:
-    """Cut the comment and the surrounding blanks; keep a final '\\' of a continued line."""
-    text = raw.lstrip(" \t")
-    out: list[str] = []
-    quote = False
-    i = 0
-    cont = False
-    while i < len(text):
-        ch = text[i]
-        if ch == '"':
-            quote = not quote
-        elif ch == "\\":
-            if i + 1 == len(text):
-                cont = True
-                break
-            nxt = text[i + 1]
-            if not quote and nxt in "#!":
-                out.append(nxt)
-            else:
-                out.append(ch + nxt)
-            i += 2
-            continue
-        elif not quote and ch in "#!":
-            break
-        out.append(ch)
-        i += 1
-    line = "".join(out).rstrip(" \t")
-    return line + "\\" if cont else line
-
-
-def _split_brace(text: str) -> tuple[str, str, str]:
-    """(before, brace, after) at the first '{' or '}' outside double quotes."""
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == '"':
-            close = text.find('"', i + 1)
-            if close < 0:
-                break
-            i = close + 1
-            continue
-        if ch in "{}":
-            return text[:i].rstrip(" \t"), ch, text[i + 1 :].strip(" \t")
-        i += 1
-    return text, "", ""
-
-
 def _words(state: _State, path: str, number: int, text: str) -> tuple[str, ...] | None:
     """Split at blanks; quotes group (and are removed), backslash escapes."""
     words: list[str] = []
-    for word in _scan(text):
+    for word in scan(text):
         if word is None:
             state.error(path, number, "a quote is not closed; close it or escape it with '\\'")
             return None
         words.append(word)
     return tuple(words) if words else None
-
-
-def _scan(text: str) -> Iterator[str | None]:
-    i, n = 0, len(text)
-    while i < n:
-        while i < n and text[i] in " \t\f\v\r\n":
-            i += 1
-        if i >= n:
-            return
-        buf: list[str] = []
-        quote = ""
-        while i < n:
-            ch = text[i]
-            if ch == "\\" and i + 1 < n:
-                char, i = _escape(text, i + 1)
-                buf.append(char)
-                continue
-            if quote:
-                if ch == quote:
-                    quote = ""
-                else:
-                    buf.append(ch)
-                i += 1
-                continue
-            if ch in "\"'":
-                quote = ch
-                i += 1
-                continue
-            if ch in " \t\f\v\r\n":
-                break
-            buf.append(ch)
-            i += 1
-        if quote:
-            yield None
-            return
-        yield "".join(buf)
-
-
-def _escape(text: str, i: int) -> tuple[str, int]:
-    """The character a backslash sequence at ``text[i]`` stands for, and where text goes on."""
-    ch = text[i]
-    if ch == "x" and i + 1 < len(text) and text[i + 1] in "0123456789abcdefABCDEF":
-        j = i + 1
-        while j < len(text) and text[j] in "0123456789abcdefABCDEF":
-            j += 1
-        return chr(int(text[i + 1 : j], 16) & 0xFF), j
-    if ch == "c" and i + 1 < len(text):
-        return chr(ord(text[i + 1]) & 0x1F), i + 2
-    if ch in "01234567":
-        j = i
-        while j < len(text) and j < i + 3 and text[j] in "01234567":
-            j += 1
-        return chr(int(text[i:j], 8) & 0xFF), j
-    return _ESCAPES.get(ch, ch), i + 1
 
 
 def _include(state: _State, path: str, number: int, pattern: str) -> None:

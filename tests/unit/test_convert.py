@@ -280,3 +280,17 @@ def test_persistence_timeout(value: str) -> None:
     text = VRRP + service
     vs = data(run(text))["virtual_server"][0]
     assert vs.get("persistence_timeout", 0) == int(value)
+
+
+def test_cli_verb_writes_the_file_and_exits_by_outcome(tmp_path: Any) -> None:
+    from lvsagent.cli import main
+
+    good = tmp_path / "good.conf"
+    good.write_text(VRRP)
+    out = tmp_path / "lvsagent.toml"
+    assert main(["convert", str(good), "-o", str(out), "--config-id", "a"]) == EXIT_COMPLETE
+    assert main(["check", str(out)]) == 0
+    bad = tmp_path / "bad.conf"
+    bad.write_text(VRRP + "lb-kind DR\n")
+    assert main(["convert", str(bad), "-o", str(tmp_path / "no.toml")]) == EXIT_REFUSED
+    assert not (tmp_path / "no.toml").exists()

@@ -143,7 +143,7 @@ say "config verified: $(wanted_options | wc -l) options hold; compiling with -j$
 # A line at least every PROGRESS_EVERY seconds, so a first run never looks hung: files
 # compiled so far (make's CC lines) against a full build's count for uml.config.
 PROGRESS_EVERY=30
-OBJECTS_EXPECTED=2300
+OBJECTS_EXPECTED=1050
 make -C "$src" -j"$(nproc)" ARCH=um linux >>"$log" 2>&1 &
 make_pid=$!
 while kill -0 "$make_pid" 2>/dev/null; do

@@ -40,7 +40,7 @@ KERNEL_TIMEOUT ?= 900
 # The user-mode Linux kernel of the kernel lab (IPVS + nf_tables), built once per
 # machine into $${LVSAGENT_CACHE:-/var/cache/lvsagent} (~5 min on 2 cores); a no-op when cached.
 uml-kernel:
-	bash tests/kernel/build-uml.sh >/dev/null
+	@bash tests/kernel/build-uml.sh >/dev/null
 
 # Host: the runner's own tests, and systemd as PID 1 in a lab of its own (test_systemd boots it).
 # Guest: every other tests/kernel/test_*.py (IPVS, nft, the agents, the two-box topology).
@@ -57,9 +57,9 @@ bench: venv uml-kernel
 # lab kernel (~5-7 min on 2 cores, progress every 30 s) and boots it; later runs find both cached.
 demo:
 	@tools/timed "Debian packages (tools/host-deps.sh)" tools/host-deps.sh
-	@tools/timed "Python venv ($(VENV))" $(MAKE) --no-print-directory venv
+	@tools/timed "Python venv ($(VENV))" $(MAKE) -s --no-print-directory venv
 	@tools/timed "lab kernel (cached in $${LVSAGENT_CACHE:-/var/cache/lvsagent})" \
-		$(MAKE) --no-print-directory uml-kernel
+		$(MAKE) -s --no-print-directory uml-kernel
 	@$(PY) -m tests.demo
 
 clean:

@@ -57,7 +57,7 @@ def _load(path: str) -> Config | None:
     except ConfigError as exc:
         print(format_problems(exc.problems), file=sys.stderr)
         print(
-            f"lvsagent: {len(exc.problems)} error(s) in {path}; nothing was changed",
+            f"lvsagent: {exc.total} error(s) in {path}; nothing was changed",
             file=sys.stderr,
         )
         return None

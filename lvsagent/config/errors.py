@@ -13,7 +13,35 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["ConfigError", "Problem", "format_problems", "sort_problems", "syntax_problem"]
+__all__ = [
+    "MAX_PROBLEMS",
+    "ConfigError",
+    "Problem",
+    "crash_problem",
+    "format_problems",
+    "printable",
+    "sort_problems",
+    "syntax_problem",
+]
+
+# ``check`` stops recording after this many: a file of 100,000 unknown keys must not
+# cost 100,000 "did you mean" searches and a screenful per key to say it is wrong.
+# The first hundred, in file order, are what an operator reads anyway.
+MAX_PROBLEMS = 100
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal or the journal would act on escaped.
+
+    Key names, file names and values come from the file; a key written as
+    ``"a\\nb.c: forged"`` would otherwise print as a second, invented problem
+    line in ``check``'s output and in the journal.  Only what is not printable
+    (C0/C1 controls, line and paragraph separators, format characters) is
+    escaped, the way ``repr`` spells it; the rest stays as written.
+    """
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 @dataclass(frozen=True)
@@ -29,6 +57,11 @@ class Problem:
     line: int | None
     key: str
     message: str
+
+    def __post_init__(self) -> None:
+        # Escaped once here, so every reader (check, the journal, status) prints it safely.
+        for name in ("file", "key", "message"):
+            object.__setattr__(self, name, printable(getattr(self, name)))
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
@@ -53,11 +86,19 @@ def format_problems(problems: Iterable[Problem]) -> str:
 
 
 class ConfigError(Exception):
-    """Every problem found in one config file; raised only after the whole file was read."""
+    """Every problem found in one config file; raised only after the whole file was read.
 
-    def __init__(self, problems: list[Problem]) -> None:
+    ``total`` counts the problems found, including those past MAX_PROBLEMS that
+    were counted but not recorded; ``problems`` holds the recorded ones.
+    """
+
+    def __init__(self, problems: list[Problem], total: int | None = None) -> None:
         self.problems: list[Problem] = sort_problems(problems)
-        super().__init__(format_problems(self.problems))
+        self.total = max(len(self.problems), total or 0)
+        text = format_problems(self.problems)
+        if self.total > len(self.problems):
+            text += f"\n... and {self.total - len(self.problems)} more problem(s) not shown"
+        super().__init__(text)
 
 
 _POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -81,3 +122,44 @@ def syntax_problem(file: str, text: str, error: tomllib.TOMLDecodeError) -> Prob
         # "End of document" is the last line, which is where an editor should jump.
         line = max(1, text.count("\n") + (0 if text.endswith("\n") else 1)) if at_end else None
     return Problem(file, line, "", f"TOML syntax error: {detail}")
+
+
+def crash_problem(file: str, text: str, error: Exception) -> Problem:
+    """Locate an exception tomllib raised that is not its own error, and say what it means.
+
+    tomllib gives no position for these (a RecursionError from nesting, a
+    ValueError from an integer longer than ``int()`` converts), but it parses
+    front to back and stops at the first failure: a prefix of the file fails the
+    same way exactly when it contains the failing line.  So the first such line
+    is found by bisection over prefixes, each of which is parsed only up to that
+    line or to its own end (``log2(lines)`` partial parses, on the error path only).
+    """
+    lines = text.split("\n")
+
+    def fails(count: int) -> bool:
+        try:
+            tomllib.loads("\n".join(lines[:count]))
+        except type(error):
+            return True
+        except Exception:  # the prefix ends mid-value: not the failure we look for
+            return False
+        return False
+
+    low, high = 1, len(lines)
+    while low < high:
+        middle = (low + high) // 2
+        if fails(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return Problem(file, low, "", _crash_message(error))
+
+
+def _crash_message(error: Exception) -> str:
+    if isinstance(error, RecursionError):
+        return "values nested too deeply for the TOML parser (a config needs a few levels)"
+    if isinstance(error, MemoryError):
+        return "the TOML parser ran out of memory on this file"
+    if isinstance(error, ValueError) and "digits" in str(error):
+        return "an integer with more than 4300 digits (no setting takes one)"
+    return f"the TOML parser failed: {type(error).__name__}: {error}"

@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lvsagent.config.errors import Problem
+from lvsagent.config.errors import MAX_PROBLEMS, Problem
 from lvsagent.config.locate import Locator, child, item
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ T = TypeVar("T")
 U32_MAX = 2**32 - 1
 # sun_path is 108 bytes including the terminating NUL.
 SUN_PATH_MAX = 107
+# IFNAMSIZ is 16 bytes including the terminating NUL.
+IFNAME_MAX = 15
 
 # keepalived.conf words an operator will type from habit, and what they are called here.
 KEEPALIVED_NAMES = {
@@ -121,9 +123,20 @@ class Checker:
         self.file = file
         self.locator = locator
         self.problems: list[Problem] = []
+        self.total = 0  # found, including those past MAX_PROBLEMS that were only counted
 
-    def problem(self, key: str, message: str) -> None:
-        self.problems.append(Problem(self.file, self.locator.line_of(key), key, message))
+    @property
+    def full(self) -> bool:
+        """Enough problems recorded: callers may skip costly hints for the rest."""
+        return self.total >= MAX_PROBLEMS
+
+    def problem(self, key: str, message: str, line: int | None = None) -> None:
+        """Record a problem at ``key``'s line; ``line`` for a key the file does not contain."""
+        self.total += 1
+        if self.total > MAX_PROBLEMS:
+            return
+        where = self.locator.line_of(key) if line is None else line
+        self.problems.append(Problem(self.file, where, key, message))
 
     def where(self, key: str) -> str:
         """``key (line N)``, to point one problem at the other half of a clash."""
@@ -199,6 +212,48 @@ class Checker:
     def port(self, key: str, value: object) -> int | None:
         return self.integer(key, value, 1, 65535)
 
+    def ifname(self, key: str, value: object) -> str | None:
+        """A name the kernel would accept (dev_valid_name), so it is refused here, located.
+
+        The kernel takes 1-15 bytes (IFNAMSIZ with its NUL), not "." or "..", and no
+        '/', ':' or blank; a NUL or another control character would end or garble the
+        name on its way to the kernel and in every log line that names it.
+        """
+        text = self.string(key, value)
+        if text is None:
+            return None
+        if (
+            not 1 <= len(text.encode()) <= IFNAME_MAX
+            or text in (".", "..")
+            or any(ch in "/:" or ch.isspace() or not ch.isprintable() for ch in text)
+        ):
+            self.problem(
+                key,
+                f"not a Linux interface name (1-{IFNAME_MAX} bytes, no '/', ':', blanks or "
+                f"control characters): {text!r}",
+            )
+            return None
+        return text
+
+    def visible(self, key: str, value: object, what: str) -> str | None:
+        """Printable ASCII without blanks: what goes verbatim into a request line or header.
+
+        A CR or LF there would end the line early and let the rest of the value
+        forge headers; a blank would split the request line; a non-ASCII
+        character cannot be sent at all (the request is Latin-1 on the wire).
+        """
+        text = self.string(key, value)
+        if text is None:
+            return None
+        if not text or not all("!" <= ch <= "~" for ch in text):
+            self.problem(
+                key,
+                f"{what} must be printable ASCII without blanks or control characters, "
+                f"got {text!r}",
+            )
+            return None
+        return text
+
     def endpoint(self, key: str, value: object) -> tuple[ipaddress.IPv4Address, int] | None:
         """An ``"ip:port"`` string, the address checked as strictly as any other."""
         text = self.string(key, value)
@@ -243,8 +298,12 @@ class Checker:
         text = self.string(key, value)
         if text is None:
             return None
-        if not text.startswith("/") or len(text.encode()) > SUN_PATH_MAX:
-            self.problem(key, f"expected an absolute path of at most {SUN_PATH_MAX} bytes")
+        if not (text.startswith("/") and text.isprintable()) or len(text.encode()) > SUN_PATH_MAX:
+            self.problem(
+                key,
+                f"expected an absolute path of at most {SUN_PATH_MAX} bytes, without control "
+                f"characters, got {text!r}",
+            )
             return None
         return text
 
@@ -288,6 +347,10 @@ class Section:
         for name in self.raw:
             if name in allowed:
                 continue
+            self.rejected.add(name)
+            if self.check.full:  # only counted now: a hint nobody sees costs a difflib search
+                self.problem(name, "unknown key")
+                continue
             ours = KEEPALIVED_NAMES.get(name, "")
             if ours.rpartition(".")[2] in allowed:  # delay_loop inside [..health]
                 ours = ours.rpartition(".")[2]
@@ -298,7 +361,6 @@ class Section:
                 hint = f"; did you mean {close[0]!r}?"
             else:
                 hint = ""
-            self.rejected.add(name)
             self.problem(name, f"unknown key{hint}")
 
     def read(

@@ -35,7 +35,7 @@ def read_guard_globals(s: Section) -> dict[str, Any]:
             "decommission_on_stop": s.boolean("decommission_on_stop"),
             "state_dir": s.read("state_dir", lambda k, v: _abs_path(check, k, v)),
             "ipvs_sync_daemon": s.boolean("ipvs_sync_daemon"),
-            "ipvs_sync_interface": s.string("ipvs_sync_interface"),
+            "ipvs_sync_interface": s.read("ipvs_sync_interface", check.ifname),
             "ipvs_sync_id": s.integer("ipvs_sync_id", 0, 255),
         }
     )
@@ -51,8 +51,8 @@ def _mac(check: Checker, key: str, value: object) -> str | None:
 
 def _abs_path(check: Checker, key: str, value: object) -> str | None:
     text = check.string(key, value)
-    if text is not None and not text.startswith("/"):
-        check.problem(key, f"expected an absolute path, got {text!r}")
+    if text is not None and not (text.startswith("/") and text.isprintable()):
+        check.problem(key, f"expected an absolute path without control characters, got {text!r}")
         return None
     return text
 

@@ -12,7 +12,9 @@ array spans several lines.
 It runs only after tomllib accepted the text, so it may assume valid TOML and
 never reports errors itself; whatever it cannot place, the caller finds under
 the nearest enclosing key (a missing ``vrid`` points at its
-``[[vrrp_instance]]`` header).
+``[[vrrp_instance]]`` header).  Values nested deeper than MAX_DEPTH keys are
+skipped without recursion: no config key is that deep, and a file of 500
+nested arrays must not exhaust the stack of the code that reports it.
 
 Paths are written the way problems name them: ``virtual_server[0].real_server[2].weight``.
 """
@@ -30,6 +32,10 @@ KeyPath = tuple[Part, ...]
 
 _BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _SCALAR_END = frozenset(",]}\n#")
+# The deepest key path the schema has is 7 parts
+# (virtual_server[0].real_server[1].health.http.status_codes[2]); deeper values are
+# skipped as a whole, and their problems are reported at the nearest recorded key.
+MAX_DEPTH = 16
 
 
 def render(parts: Iterable[Part]) -> str:
@@ -154,6 +160,10 @@ class _Scanner:
             elif here in self.counts:
                 # [virtual_server.health] belongs to the latest [[virtual_server]].
                 resolved.append(self.counts[here] - 1)
+            elif index == 0:
+                # [virtual_server.health] with no [[virtual_server]] makes a plain table of
+                # it, and the problem "expected an array of tables" needs this line.
+                self._record(here, line)
         path = tuple(resolved)
         self._record(path, line)
         return path
@@ -199,7 +209,9 @@ class _Scanner:
         if self.pos >= len(text):
             return
         ch = text[self.pos]
-        if ch in "\"'":
+        if ch in "[{" and len(path) > MAX_DEPTH:
+            self._skip_nested()
+        elif ch in "\"'":
             self._string()
         elif ch == "[":
             self._array(path)
@@ -245,6 +257,27 @@ class _Scanner:
             self._skip(newlines=True)
             if self.text.startswith(",", self.pos) or self.pos == start:
                 self.pos += 1
+
+    def _skip_nested(self) -> None:
+        """Skip one array or inline table, however deep, with a counter instead of recursion."""
+        text = self.text
+        depth = 0
+        while self.pos < len(text):
+            ch = text[self.pos]
+            if ch in "\"'":
+                self._string()
+                continue
+            if ch == "#":
+                end = text.find("\n", self.pos)
+                self.pos = len(text) if end < 0 else end
+                continue
+            self.pos += 1
+            if ch in "[{":
+                depth += 1
+            elif ch in "]}":
+                depth -= 1
+                if depth == 0:
+                    return
 
     def _string(self) -> None:
         """Skip one string of any of TOML's four kinds, escapes and all."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, get_args
 
-from lvsagent.config.fields import U32_MAX, Checker, Section, effective, given
+from lvsagent.config.fields import U32_MAX, Checker, Section, decimal, effective, given
 from lvsagent.config.schema import (
     CheckType,
     Forwarding,
@@ -46,6 +46,12 @@ HTTP_KEYS = ("path", "status_codes", "body_contains", "host", "timeout", "port")
 # The kernel's flags for the hashing schedulers (ipvsadm -b); other schedulers take none.
 SCHEDULER_FLAGS = {"sh": ("sh-fallback", "sh-port"), "mh": ("mh-fallback", "mh-port")}
 PERSISTENCE_MAX = 2**31 - 1
+# Upper bounds of the check's timings and counts.  keepalived's own where it has one
+# (connect_timeout: 4294.967295 s); else a day for a period (keepalived's delay_loop
+# is bounded only by its integer type) and 100 for a count, far past any use.
+DAY = 86400.0
+TIMEOUT_MAX = 4294.0
+COUNT_MAX = 100
 
 
 def read_virtual_servers(
@@ -213,11 +219,11 @@ def read_health(s: Section) -> dict[str, Any]:
     s.unknown(HEALTH_KEYS)
     values: dict[str, Any] = {
         "type": s.choice("type", get_args(CheckType)),
-        "interval": s.number("interval", 0, above=True),  # keepalived delay_loop
-        "retry": s.integer("retry", 0),
-        "delay_before_retry": s.number("delay_before_retry", 0),
-        "rise": s.integer("rise", 1),
-        "fall": s.integer("fall", 1),
+        "interval": s.number("interval", 0, DAY, above=True),  # keepalived delay_loop
+        "retry": s.integer("retry", 0, COUNT_MAX),
+        "delay_before_retry": s.number("delay_before_retry", 0, DAY),
+        "rise": s.integer("rise", 1, COUNT_MAX),
+        "fall": s.integer("fall", 1, COUNT_MAX),
         "alpha": s.boolean("alpha"),
         "on_failure": s.choice("on_failure", get_args(OnFailure)),
     }
@@ -226,7 +232,7 @@ def read_health(s: Section) -> dict[str, Any]:
         tcp.unknown(TCP_KEYS)
         values["tcp"] = given(
             {
-                "connect_timeout": tcp.number("connect_timeout", 0, above=True),
+                "connect_timeout": tcp.number("connect_timeout", 0, TIMEOUT_MAX, above=True),
                 "port": tcp.port("port"),
             }
         )
@@ -239,8 +245,8 @@ def read_health(s: Section) -> dict[str, Any]:
                 "path": http.read("path", lambda k, v: _http_path(check, k, v)),
                 "status_codes": http.read("status_codes", lambda k, v: _codes(check, k, v)),
                 "body_contains": http.string("body_contains"),
-                "host": http.string("host"),
-                "timeout": http.number("timeout", 0, above=True),
+                "host": http.read("host", lambda k, v: check.visible(k, v, "a Host header")),
+                "timeout": http.number("timeout", 0, TIMEOUT_MAX, above=True),
                 "port": http.port("port"),
             }
         )
@@ -266,7 +272,7 @@ def build_health(values: dict[str, Any]) -> HealthCheck:
 
 
 def _http_path(check: Checker, key: str, value: object) -> str | None:
-    path = check.string(key, value)
+    path = check.visible(key, value, "a request path")
     if path is not None and not path.startswith("/"):
         check.problem(key, f"must start with '/', got {path!r}")
         return None
@@ -299,10 +305,10 @@ def _codes(check: Checker, key: str, value: object) -> tuple[int, ...] | None:
 def _code_range(check: Checker, path: str, element: object) -> range | None:
     if isinstance(element, str):
         lo, sep, hi = element.partition("-")
-        if sep and lo.strip().isdigit() and hi.strip().isdigit():
-            first, last = int(lo), int(hi)
-            if 100 <= first <= last <= 599:
-                return range(first, last + 1)
+        first, last = decimal(lo.strip()), decimal(hi.strip())
+        # ASCII digits only: int() would also read "２００" (fullwidth) as 200.
+        if sep and first is not None and last is not None and 100 <= first <= last <= 599:
+            return range(first, last + 1)
         check.problem(path, f'expected a status code or a range such as "200-299", got {element!r}')
         return None
     code = check.integer(path, element, 100, 599)

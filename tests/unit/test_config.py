@@ -299,7 +299,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
 
 def test_no_instance_at_all() -> None:
     (problem,) = problems_of(GLOBAL)
-    assert (problem.line, problem.key) == (None, "vrrp_instance")
+    assert (problem.line, problem.key) == (1, "vrrp_instance")  # every problem has a line
 
 
 def test_unknown_nested_table_suggests() -> None:
@@ -489,11 +489,12 @@ CASES: list[tuple[str, str, str, str]] = [
         "virtual_server[0].health.interval", "greater than 0"),
     ("health-interval-inf", VS + HEALTH + "interval = inf\n",
         "virtual_server[0].health.interval", "finite"),
-    ("health-retry", VS + HEALTH + "retry = -1\n", "virtual_server[0].health.retry", "at least 0"),
+    ("health-retry", VS + HEALTH + "retry = -1\n",
+        "virtual_server[0].health.retry", "between 0 and 100"),
     ("health-delay", VS + HEALTH + "delay_before_retry = -0.5\n",
         "virtual_server[0].health.delay_before_retry", "at least 0"),
-    ("health-rise", VS + HEALTH + "rise = 0\n", "virtual_server[0].health.rise", "at least 1"),
-    ("health-fall", VS + HEALTH + "fall = 0\n", "virtual_server[0].health.fall", "at least 1"),
+    ("health-rise", VS + HEALTH + "rise = 0\n", "virtual_server[0].health.rise", "between 1 and 100"),
+    ("health-fall", VS + HEALTH + "fall = 0\n", "virtual_server[0].health.fall", "between 1 and 100"),
     ("health-alpha", VS + HEALTH + "alpha = 1\n",
         "virtual_server[0].health.alpha", "expected a boolean, got integer"),
     ("health-on-failure", VS + HEALTH + 'on_failure = "kill"\n',
@@ -534,7 +535,7 @@ CASES: list[tuple[str, str, str, str]] = [
     ("real-unknown", RS + "wieght = 2\n",
         "virtual_server[0].real_server[0].wieght", "did you mean 'weight'"),
     ("real-health", RS + "[virtual_server.real_server.health]\nrise = 0\n",
-        "virtual_server[0].real_server[0].health.rise", "at least 1"),
+        "virtual_server[0].real_server[0].health.rise", "between 1 and 100"),
     ("top-unknown", VI + "[globl]\n", "globl", "did you mean 'global'"),
 ]
 # fmt: on

@@ -28,12 +28,13 @@ import time
 from collections.abc import Callable
 
 from lvsagent import memory
-from lvsagent.config.loader import ConfigError, load_config
+from lvsagent.config.loader import ConfigError
 from lvsagent.config.schema import Config, VirtualServer
 from lvsagent.daemon.guard import LoopGuard, guarded_instance
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.daemon.observing import Observer
 from lvsagent.daemon.reload import global_changes, instance_changes, restart_reasons
+from lvsagent.daemon.reread import reread
 from lvsagent.health.monitor import HealthMonitor
 from lvsagent.ipvs.desired import desired_table, service_key, update_services
 from lvsagent.ipvs.genl import Timeouts
@@ -63,6 +64,9 @@ class Agent:
         self.first_pass = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._reloads: set[asyncio.Task[None]] = set()
+        # The reload in progress (one at a time), and whether a SIGHUP came during it.
+        self._rereading: asyncio.Task[None] | None = None
+        self._reread_again = False
         # Each service key of the config, for rebuilding one service on a verdict.
         self._services: dict[ServiceKey, VirtualServer] = {
             service_key(vs): vs for vs in config.virtual_servers
@@ -80,11 +84,32 @@ class Agent:
                 r.stop()
 
     def on_reload_signal(self) -> None:
-        asyncio.get_running_loop().call_soon(self.reload)
+        """One read at a time: SIGHUPs during it ask for one more read after it.
+
+        The file may have changed again since the running read opened it, so the
+        last signal must be answered by a read that began after it; a read stuck
+        on a hung mount must not collect one more stuck thread per signal.
+        """
+        if self._rereading is not None:
+            self._reread_again = True
+            return
+        self._rereading = asyncio.get_running_loop().create_task(
+            self._reload_until_current(), name="reload"
+        )
+
+    async def _reload_until_current(self) -> None:
+        try:
+            while True:
+                self._reread_again = False
+                await self.reload()
+                if not self._reread_again or self.stopping.is_set():
+                    return
+        finally:
+            self._rereading = None
 
     # ----- reload -------------------------------------------------------------
 
-    def reload(self) -> None:
+    async def reload(self) -> None:
         """Re-read the config file; apply a valid one as a difference, keep the old otherwise.
 
         Before the first READY=1 the unit is still starting: a RELOADING=1 ... READY=1
@@ -94,25 +119,28 @@ class Agent:
         if started:
             self.observer.notifier.reloading()
         try:
-            self._reload()
+            await self._reload()
         finally:
             if started:
                 self.observer.notifier.ready()
 
-    def _reload(self) -> None:
+    async def _reload(self) -> None:
+        """Read and parse off the loop (daemon/reread.py); check and apply back on it."""
         path = self.config.path
         try:
-            new = load_config(path)
+            new = await reread(path)
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload: %s", problem)
-            log.error(
-                "reload: %s has %d error(s); still running the previous config",
+            self._refuse(
                 path,
-                len(exc.problems),
-                extra={"journal": {"LVSAGENT_EVENT": "reload", "LVSAGENT_RELOAD": "refused"}},
+                f"{exc.total} error(s) in the file: {exc.problems[0]}",
+                f"has {exc.total} error(s)",
             )
-            self._reloaded(False, f"{len(exc.problems)} error(s) in the file: {exc.problems[0]}")
+            return
+        except Exception as exc:  # a loader bug must still show as a refusal, not vanish
+            log.error("reload: reading %s failed", path, exc_info=exc)
+            self._refuse(path, f"reading the file failed: {exc!r}", f"could not be read ({exc!r})")
             return
         refused = restart_reasons(self.config, new)
         if refused:
@@ -156,6 +184,15 @@ class Agent:
             extra={"journal": {"LVSAGENT_EVENT": "reload", "LVSAGENT_RELOAD": "applied"}},
         )
         self._reloaded(True, "applied")
+
+    def _refuse(self, path: str, detail: str, why: str) -> None:
+        log.error(
+            "reload: %s %s; still running the previous config",
+            path,
+            why,
+            extra={"journal": {"LVSAGENT_EVENT": "reload", "LVSAGENT_RELOAD": "refused"}},
+        )
+        self._reloaded(False, detail)
 
     def _reloaded(self, ok: bool, detail: str) -> None:
         """For `lvsagent status` and the metrics (next publish): a refused reload must show."""
@@ -288,9 +325,7 @@ class Agent:
         )
         reconciler = self.reconciler
         self.observer.known_table = lambda: reconciler.known
-        self._tasks.append(
-            asyncio.create_task(self.reconciler.run(self.first_pass), name="ipvs")
-        )
+        self._tasks.append(asyncio.create_task(self.reconciler.run(self.first_pass), name="ipvs"))
         return kernel
 
     async def _supervise(self) -> None:
@@ -358,9 +393,7 @@ class Agent:
             r.links_changed()
 
 
-def _peer_of(
-    runner: InstanceRunner, config: Config
-) -> Callable[[], ipaddress.IPv4Address | None]:
+def _peer_of(runner: InstanceRunner, config: Config) -> Callable[[], ipaddress.IPv4Address | None]:
     """The other box's address, for learning its MAC.
 
     The last advert's source when we have heard one; a master that started first

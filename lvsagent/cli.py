@@ -1,7 +1,8 @@
 """The ``lvsagent`` command: run, check, plan, status, convert.
 
 Exit codes follow sysexits(3) so that systemd's journal and scripts can tell
-a bad config (78) from a missing privilege (77) or an OS failure (71).
+a bad config (78) from a missing privilege (77), a state directory that cannot
+be written (73) or another OS failure (71).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ EX_OK = 0
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
 EX_OSERR = 71
+EX_CANTCREAT = 73
 EX_PROTOCOL = 76
 EX_NOPERM = 77
 EX_CONFIG = 78
@@ -111,6 +113,7 @@ def cmd_run(path: str, level: str) -> int:
     if config is None:
         return EX_CONFIG
     from lvsagent.daemon.app import serve
+    from lvsagent.statedir import StateDirError
     from lvsagent.vrrp.addresses import InterfaceError
 
     _raise_fd_limit()
@@ -122,6 +125,9 @@ def cmd_run(path: str, level: str) -> int:
     except InterfaceError as exc:
         log.error("%s; nothing was changed", exc)
         return EX_CONFIG
+    except StateDirError as exc:  # before PermissionError: no capability is missing here
+        log.error("%s", exc.strerror)
+        return EX_CANTCREAT
     except PermissionError as exc:
         log.error("%s: lvsagent needs CAP_NET_ADMIN and CAP_NET_RAW (run as root)", exc)
         return EX_NOPERM

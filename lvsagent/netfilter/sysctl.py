@@ -19,6 +19,9 @@ What each mode needs (seed article, shared/seed/000_*.txt, and issue 5):
 Originals are recorded once, before the first write, in a JSON file (under
 /run/lvsagent/ by default: a reboot resets the sysctls and /run alike), so that
 a decommission restores exactly what lvsagent changed, even after a restart.
+The file is written and read through statedir.py (mode 0600, no symlink followed,
+a directory only lvsagent or root can write), and only ``net.`` keys are ever
+restored from it: it decides what is written into /proc/sys.
 Every change is logged at INFO with a journal event ``sysctl``.
 """
 
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lvsagent.netfilter.spec import GuardMode
+from lvsagent.statedir import read_private, remove_private, write_private
 
 log = logging.getLogger("lvsagent.netfilter")
 
@@ -103,23 +107,27 @@ def _missing_advice(key: str) -> str:
 
 
 def _load(saved_path: Path) -> dict[str, str]:
-    try:
-        data = json.loads(saved_path.read_text())
-    except FileNotFoundError:
+    raw = read_private(str(saved_path.parent), saved_path.name)
+    if raw is None:
         return {}
-    except (OSError, ValueError) as exc:
+    try:
+        data = json.loads(raw)
+        original = data.get("original", {}) if isinstance(data, dict) else {}
+        values = {str(k): str(v) for k, v in original.items()}
+    except (ValueError, AttributeError) as exc:
         raise SysctlError(f"cannot read saved sysctls {saved_path}: {exc}; "
                           "remove the file if it is damaged") from exc  # fmt: skip
-    original = data.get("original", {}) if isinstance(data, dict) else {}
-    return {str(k): str(v) for k, v in original.items()}
+    foreign = sorted(k for k in values if not k.startswith("net."))
+    if foreign:
+        raise SysctlError(f"saved sysctls {saved_path} name keys lvsagent never sets "
+                          f"({', '.join(foreign)}); remove the file")  # fmt: skip
+    return values
 
 
 def _save(saved_path: Path, original: Mapping[str, str]) -> None:
-    """Write atomically: a crash mid-write must not lose the originals."""
-    saved_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = saved_path.with_name(saved_path.name + ".tmp")
-    tmp.write_text(json.dumps({"version": 1, "original": dict(original)}, indent=1) + "\n")
-    os.replace(tmp, saved_path)
+    """Atomic and 0600 (statedir.py): a crash or a full disk must not lose the originals."""
+    text = json.dumps({"version": 1, "original": dict(original)}, indent=1) + "\n"
+    write_private(str(saved_path.parent), saved_path.name, text.encode())
 
 
 def _write(key: str, value: str, root: Path) -> None:
@@ -183,7 +191,7 @@ def restore_sysctls(
             change = Change(key, now, value)
             changes.append(change)
             _log(change, "restored")
-    saved_path.unlink(missing_ok=True)
+    remove_private(str(saved_path.parent), saved_path.name)
     return changes
 
 

@@ -97,7 +97,16 @@ class ControlServer:
             os.unlink(self.path)  # left by a killed predecessor
         self._server = await asyncio.start_unix_server(self._serve, path=self.path)
         # After bind: until now the umask (022 under systemd) made it stricter, never looser.
-        os.chmod(self.path, SOCKET_MODE)
+        # Not through a symlink: had someone who can write to the directory swapped the
+        # socket for a link since the bind, a following chmod would make its target 0660.
+        try:
+            os.chmod(self.path, SOCKET_MODE, follow_symlinks=False)
+        except NotImplementedError:  # Linux cannot chmod a symlink itself: it is one now
+            await self.stop()
+            raise ControlError(
+                f"{self.path} was replaced by a symlink while lvsagent created it; "
+                "put control_socket in a directory only lvsagent and root can write"
+            ) from None
 
     async def stop(self) -> None:
         server, self._server = self._server, None

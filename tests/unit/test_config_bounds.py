@@ -47,7 +47,8 @@ CASES: list[tuple[str, str, str, str, int]] = [
         "vrrp_instance[0].virtual_addresses[0]", "unicast_src, this box's own address", 5),
     ("vip-is-a-peer", VI + 'unicast_src = "10.0.0.1"\nunicast_peers = ["10.0.0.100"]\n',
         "vrrp_instance[0].virtual_addresses[0]", "a unicast peer", 5),
-    ("src-is-an-earlier-vip", VI + VI2 + 'unicast_src = "10.0.0.100"\nunicast_peers = ["10.0.0.2"]\n',
+    ("src-is-an-earlier-vip",
+        VI + VI2 + 'unicast_src = "10.0.0.100"\nunicast_peers = ["10.0.0.2"]\n',
         "vrrp_instance[1].unicast_src", "is a virtual address at vrrp_instance[0]", 12),
     ("ifname-nul", VI.replace('"eth0"', '"eth\\u0000"'),
         "vrrp_instance[0].interface", "control characters", 3),
@@ -62,7 +63,8 @@ CASES: list[tuple[str, str, str, str, int]] = [
         "global.ipvs_sync_interface", "1-15 bytes", 3),
     ("http-path-crlf", HTTP + 'path = "/\\r\\nX-Forged: 1"\n',
         "virtual_server[0].health.http.path", "control characters", 11),
-    ("http-path-blank", HTTP + 'path = "/a b"\n', "virtual_server[0].health.http.path", "blanks", 11),
+    ("http-path-blank", HTTP + 'path = "/a b"\n',
+        "virtual_server[0].health.http.path", "blanks", 11),
     ("http-path-non-ascii", HTTP + 'path = "/caf\u00e9"\n',
         "virtual_server[0].health.http.path", "printable ASCII", 11),
     ("http-host-lf", HTTP + 'host = "a\\nb"\n',
@@ -113,7 +115,8 @@ def test_the_limits_themselves_are_accepted() -> None:
     vips = ", ".join(f'"10.1.{i // 250}.{i % 250 + 1}"' for i in range(255))
     text = (
         '[global]\nrouter_id = "' + "r" * 64 + '"\nipvs_timeout_tcp = 2147483\n'
-        + VI.replace('["10.0.0.100"]', f'["10.0.0.100", {vips}]').replace('"eth0"', '"e' + "x" * 14 + '"')
+        + VI.replace('["10.0.0.100"]', f'["10.0.0.100", {vips}]')
+        .replace('"eth0"', '"e' + "x" * 14 + '"')
         + "garp_master_delay = 4294\n"
         + VI2.replace('"10.0.0.101"', '"10.0.0.102"')
         + '\n[[virtual_server]]\naddress = "10.0.0.100"\nport = 80\ninstance = "VI_1"\n'

@@ -100,7 +100,7 @@ def test_restore_writes_only_net_keys(tmp_path: Path) -> None:
     state.mkdir(mode=0o700)
     original = {"net.ipv4.ip_forward": "0", "kernel.core_pattern": "|/tmp/x"}
     (state / "sysctl-saved.json").write_text(json.dumps({"version": 1, "original": original}))
-    with pytest.raises(SysctlError, match="kernel.core_pattern"):
+    with pytest.raises(SysctlError, match=r"kernel\.core_pattern"):
         restore_sysctls(state / "sysctl-saved.json", root)
     assert read_sysctl("kernel.core_pattern", root) == "core"
 

@@ -182,7 +182,9 @@ class InstanceRunner:
         self._reconcile_handle = loop.call_later(ADDRESS_RECONCILE_INTERVAL, self._tick_reconcile)
         try:
             verdict = self._tracking()
-            await self.execute(self.router.start(loop.time(), verdict.fault, verdict.adjustment))
+            await self.execute(
+                self.router.start(loop.time(), verdict.fault, verdict.adjustment, verdict.why)
+            )
             while True:
                 event = await self._next_event(loop)
                 now = loop.time()

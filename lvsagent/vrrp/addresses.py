@@ -86,13 +86,16 @@ async def _call(ipr: AsyncIPRoute, cmd: str, index: int, iface: ipaddress.IPv4In
             raise
 
 
-def link_is_up(ifname: str) -> bool:
-    """Administratively up and with carrier, from SIOCGIFFLAGS (no sysfs needed in a netns)."""
+def link_is_up(ifname: str) -> bool | None:
+    """Administratively up and with carrier, from SIOCGIFFLAGS (no sysfs needed in a netns).
+
+    None when no interface has that name (ENODEV), so that it can be reported as missing.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             res = ioctl(s.fileno(), SIOCGIFFLAGS, struct.pack("16sH14x", ifname.encode()[:15], 0))
-        except OSError:
-            return False  # gone counts as down
+        except OSError as exc:
+            return None if exc.errno == errno.ENODEV else False
     (flags,) = struct.unpack("16sH14x", res)[1:]
     return bool(flags & IFF_UP) and bool(flags & IFF_RUNNING)
 

@@ -6,10 +6,12 @@ decisions (which packets count, what to send) are made by the pure modules.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import socket
 import struct
 
+from lvsagent.vrrp.addresses import InterfaceError
 from lvsagent.vrrp.arp import ETH_P_ARP, gratuitous_arp, parse_mac
 from lvsagent.vrrp.packet import IPPROTO_VRRP
 
@@ -44,7 +46,16 @@ class VrrpSocket:
             for sock in (self.tx, self.rx):
                 sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
                 sock.setblocking(False)
-            self.tx.bind((str(source), 0))
+            try:
+                self.tx.bind((str(source), 0))
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL:
+                    raise
+                # A config problem, not an OS failure: 78, not retried by systemd.
+                raise InterfaceError(
+                    f"cannot send VRRP from {source} on {ifname}: no interface of this box "
+                    f"has that address; add {source} to {ifname} or fix unicast_src"
+                ) from None
             if unicast:
                 self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
             else:

@@ -157,11 +157,13 @@ class VirtualRouter:
 
     # ----- events ---------------------------------------------------------
 
-    def start(self, now: float, fault: bool = False, adjustment: int = 0) -> list[Action]:
-        """RFC 5798 6.4.1, the Startup event, with the tracked interfaces' verdict at start."""
+    def start(
+        self, now: float, fault: bool = False, adjustment: int = 0, why: str = ""
+    ) -> list[Action]:
+        """RFC 5798 6.4.1, the Startup event, with the tracked interfaces' verdict (and why)."""
         self.faulted, self.adjustment = fault, adjustment
         if self.faulted:
-            return self._to_fault(now, "starting with a tracked interface down")
+            return self._to_fault(now, f"starting with {why or 'a tracked interface down'}")
         return self._leave_initialize(now, "startup")
 
     def on_advert(self, adv: Advert, src: ipaddress.IPv4Address, now: float) -> list[Action]:

@@ -33,20 +33,37 @@ def weigh(weight: int, up: bool) -> tuple[bool, int]:
 
 
 def evaluate(
-    own_interface: str, tracked: tuple[TrackInterface, ...], up: Mapping[str, bool]
+    own_interface: str, tracked: tuple[TrackInterface, ...], up: Mapping[str, bool | None]
 ) -> TrackVerdict:
-    fatal = [] if up.get(own_interface, False) else [own_interface]
+    """``up`` holds each interface's state: None for one that does not exist.
+
+    A missing interface counts as down, as in keepalived, but is named as missing:
+    an operator told "down" looks at cables, while the fix is the config or the
+    interface's creation.
+    """
+    down: list[str] = []
+    gone: list[str] = []
+
+    def fatal(name: str) -> None:
+        (gone if up.get(name) is None else down).append(name)
+
+    if not up.get(own_interface):
+        fatal(own_interface)
     adjustment = 0
     changed = []
     for t in tracked:
-        fault, adjust = weigh(t.weight, up.get(t.name, False))
+        state = up.get(t.name)
+        fault, adjust = weigh(t.weight, bool(state))
         if fault:
-            fatal.append(t.name)
+            fatal(t.name)
         adjustment += adjust
         if adjust < 0:
-            changed.append(f"{t.name} down (weight {t.weight})")
-    if fatal:
-        return TrackVerdict(True, adjustment, f"interface {', '.join(fatal)} down")
+            what = "does not exist" if state is None else "down"
+            changed.append(f"{t.name} {what} (weight {t.weight})")
+    if down or gone:
+        why = [f"interface {', '.join(down)} down"] if down else []
+        why += [f"interface {', '.join(gone)} does not exist"] if gone else []
+        return TrackVerdict(True, adjustment, "; ".join(why))
     if changed:
         return TrackVerdict(False, adjustment, f"tracked {', '.join(changed)}")
     return TrackVerdict(False, adjustment, "tracked interfaces up")

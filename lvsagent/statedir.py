@@ -83,9 +83,10 @@ def _open_dir(path: str, create: bool) -> int | None:
             raise
         return None
     except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise _fail(path, exc, "open") from exc
+        # A symlink fails O_NOFOLLOW with ELOOP, or O_DIRECTORY first with ENOTDIR.
         link = os.lstat(path)
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR) or not stat.S_ISLNK(link.st_mode):
+            raise _fail(path, exc, "open") from exc
         if not _trusted(link.st_uid):
             raise _refuse(
                 path, f"it is a symlink owned by uid {link.st_uid}, neither lvsagent's nor root's"

@@ -195,8 +195,9 @@ class Agent:
         self._reloaded(False, detail)
 
     def _reloaded(self, ok: bool, detail: str) -> None:
-        """For `lvsagent status` and the metrics (next publish): a refused reload must show."""
+        """For `lvsagent status` and the metrics, at once: a refused reload must show."""
         self.observer.last_reload = ReloadStatus(time.time(), ok, detail)
+        self.observer.publish()
 
     def _reconfigure_instances(self, old: Config, new: Config) -> None:
         """Tunables in place (restart_reasons has ruled out any other change)."""

@@ -124,8 +124,13 @@ def test_a_refused_reload_is_a_tagged_journal_entry(
 
 
 class _Notes:
+    loop_lag = 0.0
+
     def __init__(self) -> None:
         self.sent: list[str] = []
+
+    def status(self, text: str) -> bool:
+        return True
 
     def reloading(self) -> bool:
         self.sent.append("RELOADING=1")

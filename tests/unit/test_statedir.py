@@ -56,6 +56,15 @@ def test_the_saved_file_is_0600_whatever_the_umask(tmp_path: Path) -> None:
     assert stat.S_IMODE(state.stat().st_mode) == 0o755
 
 
+def test_a_state_dir_that_is_our_own_symlink_is_followed(tmp_path: Path) -> None:
+    root = fake_proc(tmp_path / "proc", {"net.ipv4.ip_forward": "0"})
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "state").symlink_to(real)  # the operator's own link: honoured
+    apply_sysctls(FORWARD, tmp_path / "state" / "sysctl-saved.json", root)
+    assert (real / "sysctl-saved.json").exists()
+
+
 def test_a_symlink_where_the_temporary_goes_is_not_followed(tmp_path: Path) -> None:
     root = fake_proc(tmp_path / "proc", {"net.ipv4.ip_forward": "0"})
     state = tmp_path / "state"

@@ -10,18 +10,25 @@ keeps loader.py and services.py about one section each.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Callable, Hashable
+from typing import Any, TypeVar
 
 from lvsagent.config.fields import Checker, Section, given, toml_type
 from lvsagent.config.schema import Config, TrackRealServer
 
-__all__ = ["GUARD_KEYS", "check_guard_rules", "read_guard_globals", "read_track_real_servers"]
+__all__ = [
+    "GUARD_KEYS",
+    "check_guard_rules",
+    "read_guard_globals",
+    "read_track_real_servers",
+    "read_tracked",
+]
 
 GUARD_KEYS = (
     "peer_mac", "decommission_on_stop", "state_dir", "ipvs_sync_daemon",
     "ipvs_sync_interface", "ipvs_sync_id",
 )  # fmt: skip
-TRACK_RS_KEYS = ("address", "weight")
+H = TypeVar("H", bound=Hashable)
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
 
@@ -57,48 +64,66 @@ def _abs_path(check: Checker, key: str, value: object) -> str | None:
     return text
 
 
-def read_track_real_servers(
-    check: Checker, key: str, value: object
-) -> tuple[TrackRealServer, ...] | None:
-    """``["ip:port", { address = "ip:port", weight = -50 }]`` (weight 0, FAULT, by default)."""
+def read_tracked(
+    check: Checker,
+    key: str,
+    value: object,
+    field: str,
+    convert: Callable[[str, object], H | None],
+    what: str,
+    label: Callable[[H], str],
+) -> list[tuple[H, int | None]] | None:
+    """A tracking list: each element bare, or ``{ <field> = ..., weight = -254..254 }``.
+
+    Interfaces and real servers are tracked alike; a thing tracked twice is a
+    problem at its second place.  None unless every element was accepted.
+    """
     elements = check.array(key, value)
     if elements is None:
         return None
-    found: dict[tuple[object, int], str] = {}
-    tracks: list[TrackRealServer] = []
+    first: dict[H, str] = {}
+    found: list[tuple[H, int | None]] = []
     for path, element in elements:
         weight: int | None = None
         if isinstance(element, dict):
             s = Section(check, path, element)
-            s.unknown(TRACK_RS_KEYS)
-            endpoint = s.read("address", check.endpoint, required=True)
+            s.unknown((field, "weight"))
+            got = s.read(field, convert, required=True)
             weight = s.integer("weight", -254, 254)
-            where = s.key("address")
+            where = s.key(field)
             if s.rejected:
                 continue
         elif isinstance(element, str):
-            endpoint, where = check.endpoint(path, element), path
+            got, where = convert(path, element), path
         else:
             kind = toml_type(element)
+            check.problem(path, f"expected {what} or {{ {field} = ..., weight = ... }}, got {kind}")
+            continue
+        if got is None:
+            continue
+        if got in first:
             check.problem(
-                path, f"expected 'ip:port' or {{ address = ..., weight = ... }}, got {kind}"
+                where, f"{label(got)} is tracked twice; first at {check.where(first[got])}"
             )
             continue
-        if endpoint is None:
-            continue
-        if endpoint in found:
-            check.problem(
-                where,
-                f"{endpoint[0]}:{endpoint[1]} is tracked twice; first at "
-                f"{check.where(found[endpoint])}",
-            )
-            continue
-        found[endpoint] = where
-        address, port = endpoint
-        tracks.append(
-            TrackRealServer(**given({"address": address, "port": port, "weight": weight}))
-        )
-    return tuple(tracks) if len(tracks) == len(elements) else None
+        first[got] = where
+        found.append((got, weight))
+    return found if len(found) == len(elements) else None
+
+
+def read_track_real_servers(
+    check: Checker, key: str, value: object
+) -> tuple[TrackRealServer, ...] | None:
+    """``["ip:port", { address = "ip:port", weight = -50 }]`` (weight 0, FAULT, by default)."""
+    found = read_tracked(
+        check, key, value, "address", check.endpoint, "'ip:port'", lambda e: f"{e[0]}:{e[1]}"
+    )
+    if found is None:
+        return None
+    return tuple(
+        TrackRealServer(**given({"address": address, "port": port, "weight": weight}))
+        for (address, port), weight in found
+    )
 
 
 def check_guard_rules(check: Checker, config: Config) -> None:

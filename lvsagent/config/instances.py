@@ -12,8 +12,8 @@ import ipaddress
 import re
 from typing import Any, get_args, get_type_hints
 
-from lvsagent.config.fields import Checker, Section, decimal, effective, given, toml_type
-from lvsagent.config.guard import read_track_real_servers
+from lvsagent.config.fields import Checker, Section, decimal, effective, given
+from lvsagent.config.guard import read_track_real_servers, read_tracked
 from lvsagent.config.locate import item
 from lvsagent.config.schema import TrackInterface, V3Checksum, VrrpInstance
 
@@ -25,7 +25,6 @@ INSTANCE_KEYS = (
     "check_ttl", "auth_pass", "virtual_addresses", "track_interfaces", "track_real_servers",
     "garp_repeat", "garp_master_delay", "garp_master_repeat",
 )  # fmt: skip
-TRACK_KEYS = ("name", "weight")
 
 # The advert's "Count IPvX Addr" field is one byte.  255 addresses make a 1056-byte
 # v2 packet (20 IP + 8 header + 1020 addresses + 8 authentication; v3 1048), within
@@ -303,33 +302,7 @@ def _vip(check: Checker, key: str, value: object) -> ipaddress.IPv4Interface | N
 
 
 def _tracks(check: Checker, key: str, value: object) -> tuple[TrackInterface, ...] | None:
-    elements = check.array(key, value)
-    if elements is None:
+    found = read_tracked(check, key, value, "name", check.ifname, "a name", str)
+    if found is None:
         return None
-    tracks: dict[str, str] = {}
-    found: list[TrackInterface] = []
-    for path, element in elements:
-        if isinstance(element, dict):
-            s = Section(check, path, element)
-            s.unknown(TRACK_KEYS)
-            name = s.read("name", check.ifname, required=True)
-            weight = s.integer("weight", -254, 254)
-            name_key = s.key("name")
-            if s.rejected:
-                continue
-        elif isinstance(element, str):
-            name, weight, name_key = check.ifname(path, element), None, path
-        else:
-            kind = toml_type(element)
-            check.problem(path, f"expected a name or {{ name = ..., weight = ... }}, got {kind}")
-            continue
-        if name is None:
-            continue
-        if name in tracks:
-            check.problem(
-                name_key, f"{name} is tracked twice; first at {check.where(tracks[name])}"
-            )
-            continue
-        tracks[name] = name_key
-        found.append(TrackInterface(**given({"name": name, "weight": weight})))
-    return tuple(found) if len(found) == len(elements) else None
+    return tuple(TrackInterface(**given({"name": n, "weight": w})) for n, w in found)

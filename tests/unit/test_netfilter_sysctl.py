@@ -17,14 +17,7 @@ from lvsagent.netfilter.sysctl import (
     restore_sysctls,
     sysctl_path,
 )
-
-
-def fake_proc(root: Path, values: dict[str, str]) -> Path:
-    for key, value in values.items():
-        path = sysctl_path(key, root)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(value + "\n")
-    return root
+from tests.unit.fakeproc import fake_proc
 
 
 def test_each_mode_gets_what_it_needs() -> None:

@@ -23,19 +23,11 @@ from lvsagent.netfilter.sysctl import (
     apply_sysctls,
     read_sysctl,
     restore_sysctls,
-    sysctl_path,
 )
 from lvsagent.statedir import StateDirError
+from tests.unit.fakeproc import fake_proc
 
 FORWARD = {"net.ipv4.ip_forward": "1"}
-
-
-def fake_proc(root: Path, values: dict[str, str]) -> Path:
-    for key, value in values.items():
-        path = sysctl_path(key, root)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(value + "\n")
-    return root
 
 
 @contextmanager

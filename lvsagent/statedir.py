@@ -100,7 +100,8 @@ def _open_dir(path: str, create: bool) -> int | None:
         os.close(fd)
         raise _refuse(
             path,
-            f"it is owned by uid {info.st_uid}, neither lvsagent's ({os.geteuid()}) nor root's",
+            f"it is owned by uid {info.st_uid}, neither lvsagent's ({os.geteuid()}) nor root's"
+            f" (chown {os.geteuid()} {path}, or remove it and lvsagent makes a new one)",
         )
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         os.close(fd)

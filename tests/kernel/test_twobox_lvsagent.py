@@ -195,6 +195,10 @@ def logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
         return
     for label, agent in sorted(scene.agents.items()):
         print(f"\n----- box {label}'s agent, last lines:\n" + "\n".join(agent.daemon.lines[-40:]))
+    lab = scene.lab
+    print(f"\n----- kernel state\n{lab.a.diagnosis()}\n{lab.b.diagnosis()}")
+    neigh = lab.client.run("ip", "neigh", check=False).stdout
+    print(f"--- client: neighbours\n{neigh}")
 
 
 # ----- states --------------------------------------------------------------------------------

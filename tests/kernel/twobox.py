@@ -164,6 +164,22 @@ class Box:
         lines = re.findall(r"^\s+.*\bredirect\b.*$", self.ruleset(), re.MULTILINE)
         return any(f"ether saddr {mac.lower()}" in line for line in lines)
 
+    def diagnosis(self) -> str:
+        """What a failed case needs to tell a loop, a stale ARP entry or a missing rule apart:
+        addresses, neighbours, the IPVS table with its connections, the ruleset's counters."""
+        parts = []
+        for title, args in (
+            ("addresses", ("ip", "-4", "-o", "addr")),
+            ("neighbours", ("ip", "neigh")),
+            ("ipvs", ("ipvsadm", "-Ln", "--stats")),
+            ("ipvs connections (first 40)", ("ipvsadm", "-Lnc")),
+            ("nft", ("nft", "list", "ruleset")),
+        ):
+            out = self.ns.run(*args, check=False)
+            text = "\n".join((out.stdout + out.stderr).splitlines()[:40])
+            parts.append(f"--- {self.name}: {title}\n{text}")
+        return "\n".join(parts)
+
     def has_service(self) -> bool:
         """The lab's virtual service (VIP:80 or the fwmark service) is in this box's IPVS."""
         return bool(_SERVICE_LINE.search(self.ipvs()))

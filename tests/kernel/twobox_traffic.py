@@ -137,7 +137,17 @@ class Traffic:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._failed is not None:
                     seen = Counter(r.outcome for r in self.records)
-                    raise AssertionError(f"traffic: {what} not seen within {timeout} s: {seen}")
+                    # The last seconds by outcome: a standing failure reads differently from a
+                    # trickle, and a box that stopped answering from one answering too slowly.
+                    now = time.time()
+                    recent = Counter(
+                        (int(now - r.start), r.outcome) for r in self.records if now - r.start < 8
+                    )
+                    by_age = ", ".join(f"-{age}s {o} {n}" for (age, o), n in sorted(recent.items()))
+                    raise AssertionError(
+                        f"traffic: {what} not seen within {timeout} s: {seen}; last 8 s by"
+                        f" request age: {by_age}"
+                    )
                 self._cond.wait(min(left, 1.0))
 
     def oldest_in_flight(self) -> float:

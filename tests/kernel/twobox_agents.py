@@ -79,8 +79,9 @@ def lvsagent_config_text(
     fwmark: int | None = None,
     peer_mac: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    base: str | None = None,
 ) -> str:
-    """etc/box-<label>.toml with the lab's changes, as TOML text.
+    """etc/box-<label>.toml (or the TOML text ``base``) with the lab's changes, as TOML text.
 
     The one place lvsagent's lab config is made: a keyword here for each setting tests vary,
     and ``overrides`` for anything else (merged into the document: tables key by key, arrays
@@ -89,7 +90,9 @@ def lvsagent_config_text(
     every virtual server (the fwmark loop guard's form: address, port and mark), ``peer_mac``
     into [global] (the fwmark guard's peer; unset, it is learned).
     """
-    doc: dict[str, Any] = tomllib.loads((ETC / f"box-{label}.toml").read_text())
+    doc: dict[str, Any] = tomllib.loads(
+        base if base is not None else (ETC / f"box-{label}.toml").read_text()
+    )
     for inst in doc["vrrp_instance"]:
         inst["interface"] = interface
         if version is not None:

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 PACKAGE = "pyroute2"
@@ -75,6 +78,24 @@ from pyroute2.netlink import (  # noqa: E402
 from pyroute2.netlink.exceptions import NetlinkError  # noqa: E402
 from pyroute2.netlink.generic import ipvs as genl_ipvs  # noqa: E402
 
+
+@contextmanager
+def os_errors() -> Iterator[None]:
+    """Raise pyroute2's NetlinkError as the OSError it stands for, with the same errno.
+
+    Why: in pyroute2 0.9.7 NetlinkError derives from Exception, not from OSError, so
+    an ``except OSError`` around a pyroute2 call lets every kernel refusal through
+    (an EBUSY from two dumps on one socket once stopped the daemon that way).  Every
+    adapter wraps its pyroute2 calls in this, so that its callers handle one type.
+    """
+    try:
+        yield
+    except NetlinkError as exc:
+        code = int(exc.code)
+        message = exc.args[1] if len(exc.args) > 1 else os.strerror(code)
+        raise OSError(code, str(message)) from exc
+
+
 __all__ = [
     "NLM_F_ACK",
     "NLM_F_CREATE",
@@ -86,4 +107,5 @@ __all__ = [
     "NetlinkError",
     "genl_ipvs",
     "nla",
+    "os_errors",
 ]

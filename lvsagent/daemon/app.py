@@ -254,13 +254,14 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self.on_reload_signal)
-        async with AsyncIPRoute() as ipr:
+        async with contextlib.AsyncExitStack() as sockets:
             guarded = guarded_instance(self.config)
             if self.config.virtual_servers:
                 self.health = HealthMonitor(self.config, self._verdicts_changed)
             server_up = self.health.server_up if self.health is not None else None
             try:
                 for inst in self.config.vrrp_instances:
+                    ipr = await sockets.enter_async_context(_instance_socket())
                     link = await addresses.read_link(ipr, inst.interface)
                     runner = InstanceRunner(inst, link, ipr, None, server_up, self._peer_lost)
                     if guarded is not None and inst.name == guarded.name:
@@ -412,6 +413,18 @@ def _peer_of(runner: InstanceRunner, config: Config) -> Callable[[], ipaddress.I
         return seen.address if seen is not None else fallback
 
     return peer
+
+
+def _instance_socket() -> AsyncIPRoute:
+    """An rtnetlink socket of the instance's own, for its address dumps and changes.
+
+    Why one each and not one shared: the kernel runs one dump at a time on a
+    netlink socket and refuses a second with EBUSY, and instances read their
+    addresses at the same moments (start, transitions, the periodic read-back).
+    A lock around a shared socket would also work, but would make one instance's
+    address work wait for another's; a socket costs one descriptor.
+    """
+    return AsyncIPRoute()
 
 
 async def serve(config: Config) -> None:

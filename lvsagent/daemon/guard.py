@@ -33,7 +33,7 @@ from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.netfilter import loopback, sysctl
 from lvsagent.netfilter.nft import NftGuard
 from lvsagent.netfilter.ruleset import GuardedService, GuardSpec
-from lvsagent.netlink import AsyncIPRoute
+from lvsagent.netlink import AsyncIPRoute, os_errors
 from lvsagent.observe.snapshot import GuardStatus
 
 log = logging.getLogger("lvsagent.guard")
@@ -107,8 +107,9 @@ class LoopGuard:
         self, vips: tuple[ipaddress.IPv4Address, ...], managed: tuple[ipaddress.IPv4Address, ...]
     ) -> None:
         """The VIPs on lo, on the loop's own netlink socket (the sync helper blocks a thread)."""
-        async with AsyncIPRoute() as ipr:
-            await loopback.reconcile_lo_vips_async(ipr, vips, managed)
+        with os_errors():  # callers catch OSError
+            async with AsyncIPRoute() as ipr:
+                await loopback.reconcile_lo_vips_async(ipr, vips, managed)
 
     @property
     def saved_sysctls(self) -> str:
@@ -241,12 +242,13 @@ class LoopGuard:
         if peer is None:
             return
         try:
-            async with AsyncIPRoute() as ipr:
-                found = [
-                    msg.get("NDA_LLADDR")
-                    async for msg in await ipr.neigh("dump", family=socket.AF_INET)
-                    if msg.get("NDA_DST") == str(peer) and msg["state"] & _NUD_VALID
-                ]
+            with os_errors():
+                async with AsyncIPRoute() as ipr:
+                    found = [
+                        msg.get("NDA_LLADDR")
+                        async for msg in await ipr.neigh("dump", family=socket.AF_INET)
+                        if msg.get("NDA_DST") == str(peer) and msg["state"] & _NUD_VALID
+                    ]
         except OSError as exc:
             log.warning("loop guard %s: cannot read the neighbour table: %s", self.mode, exc)
             return

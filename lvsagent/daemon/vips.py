@@ -51,7 +51,7 @@ class VirtualAddresses:
             added, removed = await addresses.reconcile_addresses(
                 self.ipr, self.index, desired, self.vips | also_remove
             )
-        except OSError as exc:  # NetlinkError is an OSError
+        except OSError as exc:  # the adapters raise pyroute2's refusals as OSError
             log.error(
                 "%s: cannot update virtual addresses on %s: %s; will retry",
                 self.tag,

@@ -2,7 +2,8 @@
 
 Desired state in, kernel read, difference applied: adding twice or removing
 an absent address is a no-op, and a VIP someone deleted by hand comes back on
-the next reconcile.  EEXIST and EADDRNOTAVAIL mean "already converged".
+the next reconcile.  EEXIST and EADDRNOTAVAIL mean "already converged".  Any
+other refusal is raised as OSError (never as pyroute2's own exception type).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import struct
 from dataclasses import dataclass
 from fcntl import ioctl
 
-from lvsagent.netlink import AsyncIPRoute, NetlinkError
+from lvsagent.netlink import AsyncIPRoute, NetlinkError, os_errors
 
 SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1
@@ -35,19 +36,23 @@ class InterfaceError(Exception):
 
 
 async def read_link(ipr: AsyncIPRoute, ifname: str) -> LinkInfo:
-    found = await ipr.link_lookup(ifname=ifname)
-    if not found:
-        raise InterfaceError(f"interface {ifname} does not exist: fix `interface` in the config")
-    index = found[0]
-    links = await ipr.link("get", index=index)
+    with os_errors():
+        found = await ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise InterfaceError(
+                f"interface {ifname} does not exist: fix `interface` in the config"
+            )
+        index = found[0]
+        links = await ipr.link("get", index=index)
     mac = links[0].get("IFLA_ADDRESS") or "00:00:00:00:00:00"
     return LinkInfo(ifname, index, mac, await read_addresses(ipr, index))
 
 
 async def read_addresses(ipr: AsyncIPRoute, index: int) -> tuple[ipaddress.IPv4Interface, ...]:
     found = []
-    async for msg in await ipr.addr("dump", index=index, family=socket.AF_INET):
-        found.append(ipaddress.IPv4Interface(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}"))
+    with os_errors():
+        async for msg in await ipr.addr("dump", index=index, family=socket.AF_INET):
+            found.append(ipaddress.IPv4Interface(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}"))
     return tuple(found)
 
 
@@ -79,11 +84,14 @@ async def reconcile_addresses(
 
 
 async def _call(ipr: AsyncIPRoute, cmd: str, index: int, iface: ipaddress.IPv4Interface) -> None:
-    try:
-        await ipr.addr(cmd, index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
-    except NetlinkError as exc:
-        if exc.code not in _CONVERGED:
-            raise
+    with os_errors():
+        try:
+            await ipr.addr(
+                cmd, index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
+            )
+        except NetlinkError as exc:
+            if exc.code not in _CONVERGED:
+                raise
 
 
 def link_is_up(ifname: str) -> bool | None:

@@ -72,6 +72,13 @@ def cmd_check(path: str) -> int:
     config = _load(path)
     if config is None:
         return EX_CONFIG
+    from lvsagent.vrrp.ownaddr import check_problems
+
+    own = check_problems(config)  # a VIP that is an address of this host, if it has the link
+    if own:
+        print(format_problems(own), file=sys.stderr)
+        print(f"lvsagent: {len(own)} error(s) in {path}", file=sys.stderr)
+        return EX_CONFIG
     print(
         f"{path}: OK ({len(config.vrrp_instances)} VRRP instance(s), "
         f"{len(config.virtual_servers)} virtual server(s))"

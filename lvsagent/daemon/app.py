@@ -45,6 +45,7 @@ from lvsagent.ipvs.reconciler import IpvsReconciler
 from lvsagent.netlink import AsyncIPRoute
 from lvsagent.observe.snapshot import ReloadStatus
 from lvsagent.vrrp import addresses
+from lvsagent.vrrp.ownaddr import managed_on, own_addresses
 
 log = logging.getLogger("lvsagent")
 
@@ -269,6 +270,7 @@ class Agent:
                         runner.guard = self.guard.set
                         self.guard.peer_address = _peer_of(runner, self.config)
                     self.runners.append(runner)
+                _refuse_own_addresses(self.config, self.runners)  # before anything changes
                 if self.guard is not None:
                     await self.guard.prepare()
             except BaseException:
@@ -413,6 +415,20 @@ def _peer_of(runner: InstanceRunner, config: Config) -> Callable[[], ipaddress.I
         return seen.address if seen is not None else fallback
 
     return peer
+
+
+def _refuse_own_addresses(config: Config, runners: list[InstanceRunner]) -> None:
+    """InterfaceError (exit 78) if a VIP is one of the box's own addresses (vrrp/ownaddr.py)."""
+    own = [
+        found
+        for r in runners
+        for found in own_addresses(
+            r.inst, r.link.addresses, r.link.secondaries, r.source,
+            managed=managed_on(config, r.inst.interface),
+        )
+    ]  # fmt: skip
+    if own:
+        raise addresses.InterfaceError("\n".join(str(o) for o in own))
 
 
 def _instance_socket() -> AsyncIPRoute:

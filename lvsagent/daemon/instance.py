@@ -126,8 +126,9 @@ class InstanceRunner:
         self._wake: asyncio.Future[None] | None = None
         self.timer = DeadlineTimer()
         self.vips = VirtualAddresses(
-            self.tag, inst.interface, link.index, ipr, frozenset(inst.virtual_addresses)
-        )
+            self.tag, inst.interface, link.index, ipr, frozenset(inst.virtual_addresses),
+            self.source,
+        )  # fmt: skip
         self.sock = VrrpSocket(
             inst.interface, link.index, self.source, inst.is_unicast, inst.unicast_ttl
         )
@@ -393,7 +394,7 @@ class InstanceRunner:
         self.policy = rx_policy(inst, self.source, self.auth)
         self.destinations = list(inst.unicast_peers) or [VRRP_GROUP]
         master = self.router.state == State.MASTER
-        if await self.vips.replace(frozenset(inst.virtual_addresses), master) and master:
+        if await self.vips.replace(inst, master) and master:
             self._send_garp(inst.garp_repeat)
         await self.execute(self.router.reconfigure(router_params(inst, self.source), now))
         if inst.track_interfaces != old.track_interfaces or (

@@ -13,9 +13,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 
+from lvsagent.config.schema import VrrpInstance
 from lvsagent.netlink import AsyncIPRoute
 from lvsagent.vrrp import addresses
 from lvsagent.vrrp.fastaddr import AddressFastPath
+from lvsagent.vrrp.ownaddr import own_addresses
 
 log = logging.getLogger("lvsagent.vrrp")
 
@@ -23,10 +25,38 @@ Vips = frozenset[ipaddress.IPv4Interface]
 
 
 class VirtualAddresses:
-    def __init__(self, tag: str, ifname: str, index: int, ipr: AsyncIPRoute, vips: Vips) -> None:
+    """``source``: the address VRRP sends from, never managed here (never removed)."""
+
+    def __init__(
+        self,
+        tag: str,
+        ifname: str,
+        index: int,
+        ipr: AsyncIPRoute,
+        vips: Vips,
+        source: ipaddress.IPv4Address,
+    ) -> None:
         self.tag, self.ifname, self.index, self.ipr = tag, ifname, index, ipr
-        self.vips = vips
-        self.fast = AddressFastPath(index, vips)
+        self.source = source
+        self.vips = self._managed(vips)
+        self.fast = AddressFastPath(index, self.vips)
+
+    def _managed(self, vips: Vips) -> Vips:
+        """The VIPs but the VRRP source: without it the agent could not advertise at all.
+
+        The start refuses such a config (vrrp/ownaddr.py); this holds the line for any
+        later path (a reload) whatever the config says.
+        """
+        kept = frozenset(v for v in vips if v.ip != self.source)
+        for vip in vips - kept:
+            log.error(
+                "%s: virtual address %s is the address VRRP sends from on %s: not managing "
+                "it (never removed); take it out of virtual_addresses",
+                self.tag,
+                vip,
+                self.ifname,
+            )
+        return kept
 
     async def transition(self, add: bool) -> None:
         """All of them added (MASTER) or removed, at once; the caller reconciles after."""
@@ -64,8 +94,28 @@ class VirtualAddresses:
         for a in removed:
             log.info("%s: removed virtual address %s", self.tag, a)
 
-    async def replace(self, vips: Vips, master: bool) -> bool:
-        """A reload's new set, applied now; True if it differed (a master then announces it)."""
+    async def replace(self, inst: VrrpInstance, master: bool) -> bool:
+        """A reload's new set, applied now; True if it differed (a master then announces it).
+
+        A new VIP that is one of the box's own addresses (vrrp/ownaddr.py) is refused:
+        logged, and left alone.
+        """
+        vips = self._managed(frozenset(inst.virtual_addresses))
+        new = vips - self.vips
+        if new:
+            try:
+                link = await addresses.read_link(self.ipr, self.ifname)
+            except (OSError, addresses.InterfaceError) as exc:
+                log.error(
+                    "%s: cannot read %s to check the new virtual addresses: %s; "
+                    "not adding %s this time (reload again)",
+                    self.tag, self.ifname, exc, ", ".join(map(str, sorted(new))),
+                )  # fmt: skip
+                vips -= new
+            else:
+                for own in own_addresses(inst, link.addresses, link.secondaries, self.source, new):
+                    log.error("reload: %s; not managing it", own)
+                    vips -= {own.vip}
         if vips == self.vips:
             return False
         gone, self.vips = self.vips - vips, vips

@@ -23,12 +23,17 @@ IFF_RUNNING = 0x40
 _CONVERGED = {errno.EEXIST, errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH}
 
 
+IFA_F_SECONDARY = 0x01
+
+
 @dataclass(frozen=True)
 class LinkInfo:
     ifname: str
     index: int
     mac: str
     addresses: tuple[ipaddress.IPv4Interface, ...]
+    # Those the kernel flags secondary: a later address in a subnet that already had one.
+    secondaries: frozenset[ipaddress.IPv4Address] = frozenset()
 
 
 class InterfaceError(Exception):
@@ -45,15 +50,23 @@ async def read_link(ipr: AsyncIPRoute, ifname: str) -> LinkInfo:
         index = found[0]
         links = await ipr.link("get", index=index)
     mac = links[0].get("IFLA_ADDRESS") or "00:00:00:00:00:00"
-    return LinkInfo(ifname, index, mac, await read_addresses(ipr, index))
+    found = await _dump(ipr, index)
+    secondaries = frozenset(a.ip for a, secondary in found if secondary)
+    return LinkInfo(ifname, index, mac, tuple(a for a, _ in found), secondaries)
 
 
 async def read_addresses(ipr: AsyncIPRoute, index: int) -> tuple[ipaddress.IPv4Interface, ...]:
+    return tuple(a for a, _ in await _dump(ipr, index))
+
+
+async def _dump(ipr: AsyncIPRoute, index: int) -> list[tuple[ipaddress.IPv4Interface, bool]]:
+    """The link's IPv4 addresses in the kernel's order, each with its secondary flag."""
     found = []
     with os_errors():
         async for msg in await ipr.addr("dump", index=index, family=socket.AF_INET):
-            found.append(ipaddress.IPv4Interface(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}"))
-    return tuple(found)
+            iface = ipaddress.IPv4Interface(f"{msg.get('IFA_ADDRESS')}/{msg['prefixlen']}")
+            found.append((iface, bool(msg["flags"] & IFA_F_SECONDARY)))
+    return found
 
 
 async def reconcile_addresses(

@@ -51,7 +51,8 @@ def test_os_errors_keeps_the_errno() -> None:
 
 def test_a_refused_read_back_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
     ipr: Any = RefusingIPRoute()
-    vips = VirtualAddresses("VI_2 (vrid 52 on eth0)", "eth0", 2, ipr, frozenset({VIP}))
+    source = ipaddress.IPv4Address("10.0.0.1")
+    vips = VirtualAddresses("VI_2 (vrid 52 on eth0)", "eth0", 2, ipr, frozenset({VIP}), source)
     try:
         with caplog.at_level(logging.ERROR):
             asyncio.run(vips.reconcile(master=False))

@@ -38,7 +38,7 @@ from lvsagent.vrrp.machine import (
     Transition,
     VirtualRouter,
 )
-from lvsagent.vrrp.packet import Advert, Discard, encode, pass_auth_data
+from lvsagent.vrrp.packet import Advert, Discard, EncodeError, encode, pass_auth_data
 from lvsagent.vrrp.receive import accept
 
 log = logging.getLogger("lvsagent.vrrp")
@@ -58,6 +58,8 @@ class Counters:
     transitions: int = 0
     become_master: int = 0
     release_master: int = 0
+    # Adverts not sent because they do not fit the wire format (more than 255 VIPs).
+    adverts_unencodable: int = 0
     discards: Counter[str] = field(default_factory=Counter)
 
 
@@ -203,12 +205,42 @@ class InstanceRunner:
                     await self._reconfigure(event.inst, now)
                 # Timers are due regardless of how busy the queue is.
                 await self.execute(self.router.on_timer(loop.time()))
+        except Exception as exc:
+            await self._give_up(exc)
+            raise
         finally:
             if self._reconcile_handle is not None:
                 self._reconcile_handle.cancel()
             loop.remove_reader(self.sock.fileno())
             loop.remove_reader(self.timer.fileno())
             self.close()
+
+    async def _give_up(self, exc: Exception) -> None:
+        """An exception escaped a decision: leave no VIP behind with no agent to hold it.
+
+        What a stop does, each step on its own: a master says priority 0 (the peer
+        takes over in Skew_Time), the guard is engaged, the addresses go.
+        """
+        log.error(
+            "%s: stopped by an internal error in state %s: %r; releasing its virtual "
+            "addresses on %s",
+            self.tag, self.router.state.value, exc, self.inst.interface,
+        )  # fmt: skip
+        if self.router.state == State.MASTER:
+            self._send_advert(0)
+        if self.guard is not None:
+            try:
+                await self.guard(True, f"{self.inst.name} stopped by an error")
+            except Exception as guard_exc:
+                log.error("%s: cannot engage the loop guard: %r", self.tag, guard_exc)
+        try:
+            await self.vips.transition(False)
+        except Exception as vip_exc:
+            log.error(
+                "%s: cannot remove its virtual addresses from %s: %r; remove them by hand "
+                "(ip addr del ... dev %s)",
+                self.tag, self.inst.interface, vip_exc, self.inst.interface,
+            )  # fmt: skip
 
     def close(self) -> None:
         for resource in (self.sock, self.arp, self.timer, self.vips):
@@ -371,10 +403,23 @@ class InstanceRunner:
             )  # fmt: skip
 
     def _send_advert(self, priority: int) -> None:
+        """Never raises: a failed send is logged, an advert that cannot be encoded counted."""
         adv = advert(self.inst, priority, self.auth)
         for dst in self.destinations:
             try:
-                self.sock.send(encode(adv, self.source, dst), dst)
+                message = encode(adv, self.source, dst)
+            except EncodeError as exc:
+                self.counters.adverts_unencodable += 1
+                if self.counters.adverts_unencodable == 1:
+                    log.error(
+                        "%s: cannot send adverts: %s; the peer will take over. Fix the "
+                        "instance in the config (further ones only counted)",
+                        self.tag,
+                        exc,
+                    )
+                return
+            try:
+                self.sock.send(message, dst)
             except OSError as exc:
                 log.error("%s: cannot send advert to %s: %s", self.tag, dst, exc)
                 continue

@@ -30,6 +30,8 @@ IFA_LOCAL = 2
 RT_SCOPE_UNIVERSE = 0
 _CONVERGED = {0, errno.EEXIST, errno.EADDRNOTAVAIL}
 _NLMSGHDR = struct.Struct("=IHHII")
+# Requests in flight at once: their acks must fit the socket's receive buffer.
+WINDOW = 64
 
 
 def address_request(kind: int, seq: int, index: int, iface: ipaddress.IPv4Interface) -> bytes:
@@ -81,10 +83,23 @@ class AddressFastPath:
         }
 
     async def apply(self, add: bool) -> list[ipaddress.IPv4Interface]:
-        """Add (or delete) every VIP; return those that changed; OSError for a real failure."""
-        loop = asyncio.get_running_loop()
-        requests = dict(self.requests[RTM_NEWADDR if add else RTM_DELADDR])
+        """Add (or delete) every VIP; return those that changed; OSError for a real failure.
+
+        A window of requests at a time: the kernel queues one ack per request on
+        our socket, and some 300 of them overflow a default receive buffer
+        (ENOBUFS, and every outcome of that apply is lost).
+        """
+        ordered = self.requests[RTM_NEWADDR if add else RTM_DELADDR]
         self._drain()  # acks left over from an apply that failed half-way
+        changed = []
+        for start in range(0, len(ordered), WINDOW):
+            changed += await self._window(dict(ordered[start : start + WINDOW]))
+        return changed
+
+    async def _window(
+        self, requests: dict[int, ipaddress.IPv4Interface]
+    ) -> list[ipaddress.IPv4Interface]:
+        loop = asyncio.get_running_loop()
         for seq in requests:
             await loop.sock_sendall(self.sock, self.messages[seq])
         changed = []

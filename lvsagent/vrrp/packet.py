@@ -47,6 +47,15 @@ class Reason(StrEnum):
     PEER = "unknown_peer"  # unicast from an address that is not a configured peer
 
 
+# The count field is one byte, v3's interval twelve bits (centiseconds).
+MAX_ADDRESSES = 255
+V3_MAX_INTERVAL_CS = 0x0FFF
+
+
+class EncodeError(ValueError):
+    """Our own advert does not fit the wire format; the message says which field and why."""
+
+
 class Discard(Exception):
     def __init__(self, reason: Reason, detail: str = "") -> None:
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
@@ -117,6 +126,27 @@ def encode(
     will travel with, so a unicast sender encodes once per peer.
     """
     count = len(adv.addresses)
+    if count > MAX_ADDRESSES:
+        raise EncodeError(
+            f"an advert carries at most {MAX_ADDRESSES} addresses (its count is one byte); "
+            f"this one has {count}"
+        )
+    if adv.version == 3 and not 0 <= adv.max_adver_int <= V3_MAX_INTERVAL_CS:
+        raise EncodeError(
+            f"a VRRPv3 interval is 0-{V3_MAX_INTERVAL_CS} centiseconds; not {adv.max_adver_int}"
+        )
+    try:
+        return _encode(adv, count, src, dst)
+    except struct.error as exc:  # a field out of its range: vrid, priority, auth...
+        raise EncodeError(f"advert for vrid {adv.vrid} does not encode: {exc}") from exc
+
+
+def _encode(
+    adv: Advert,
+    count: int,
+    src: ipaddress.IPv4Address | None,
+    dst: ipaddress.IPv4Address | None,
+) -> bytes:
     addrs = b"".join(a.packed for a in adv.addresses)
     if adv.version == 2:
         head = struct.pack(

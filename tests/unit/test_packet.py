@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from lvsagent.vrrp.packet import (
     Advert,
     Discard,
+    EncodeError,
     Reason,
     decode,
     encode,
@@ -232,3 +233,19 @@ def test_golden_keepalived_v3_capture_uses_the_pseudo_header() -> None:
     assert (adv.version, adv.vrid, adv.priority, adv.max_adver_int) == (3, 51, 100, 100)
     # Our default send mode reproduces keepalived's bytes exactly.
     assert encode(Advert(3, 51, 100, 100, (BOX_VIP,)), BOX_A, GROUP) == KEEPALIVED_V3
+
+
+@pytest.mark.parametrize(
+    ("adv", "says"),
+    [
+        (Advert(3, 51, 100, 100, tuple(A(f"10.1.{n // 256}.{n % 256}") for n in range(256))),
+         "at most 255 addresses"),
+        (Advert(2, 51, 100, 100, tuple(A(f"10.1.{n // 256}.{n % 256}") for n in range(300)),
+                *pass_auth_data("1111")), "this one has 300"),
+        (Advert(3, 51, 100, 4096, (BOX_VIP,)), "0-4095 centiseconds"),
+        (Advert(3, 51, 256, 100, (BOX_VIP,)), "does not encode"),
+    ],
+)  # fmt: skip
+def test_an_advert_that_does_not_fit_the_wire_is_an_encode_error(adv: Advert, says: str) -> None:
+    with pytest.raises(EncodeError, match=says):
+        encode(adv, BOX_A, GROUP)

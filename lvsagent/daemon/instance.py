@@ -143,7 +143,13 @@ class InstanceRunner:
     # ----- inputs -----------------------------------------------------------
 
     def on_readable(self) -> None:
-        for _ in range(RX_BURST):
+        self._receive(RX_BURST)
+
+    def _receive(self, limit: int | None) -> None:
+        """Check up to ``limit`` waiting datagrams (None: all); queue the accepted adverts."""
+        taken = 0
+        while limit is None or taken < limit:
+            taken += 1
             raw = self.sock.recv()
             if raw is None:
                 return
@@ -195,8 +201,7 @@ class InstanceRunner:
                     await self.execute(self.router.shutdown(now))
                     return
                 if isinstance(event, _Rx):
-                    await self.execute(self.router.on_advert(event.advert, event.src, now))
-                    self._note_master(event)
+                    await self._advert(event, now)
                 elif isinstance(event, _Links):
                     await self._apply_tracking(now)
                 elif isinstance(event, _Reconcile):
@@ -204,7 +209,7 @@ class InstanceRunner:
                 elif isinstance(event, _Reconfigure):
                     await self._reconfigure(event.inst, now)
                 # Timers are due regardless of how busy the queue is.
-                await self.execute(self.router.on_timer(loop.time()))
+                await self._timers(loop)
         except Exception as exc:
             await self._give_up(exc)
             raise
@@ -241,6 +246,29 @@ class InstanceRunner:
                 "(ip addr del ... dev %s)",
                 self.tag, self.inst.interface, vip_exc, self.inst.interface,
             )  # fmt: skip
+
+    async def _advert(self, rx: _Rx, now: float) -> None:
+        await self.execute(self.router.on_advert(rx.advert, rx.src, now))
+        self._note_master(rx)
+
+    async def _timers(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The router's timers; a backup whose master-down timer ran out reads its socket first.
+
+        A stall (a stopped process, a starved CPU, a long GC pause) can outlast
+        Master_Down_Interval while the master's adverts wait on the socket, or
+        in the queue behind events posted meanwhile.  The timer then says the
+        master is silent when the socket says otherwise: every datagram waiting
+        is checked and the accepted adverts applied, in order, before the timer
+        is (keepalived's single thread reads its socket first too).
+        """
+        if self.router.master_down_expired(loop.time()):
+            self._receive(None)
+            waiting = [e for e in self._events if isinstance(e, _Rx)]
+            if waiting:
+                self._events = deque(e for e in self._events if not isinstance(e, _Rx))
+            for rx in waiting:
+                await self._advert(rx, loop.time())
+        await self.execute(self.router.on_timer(loop.time()))
 
     def close(self) -> None:
         for resource in (self.sock, self.arp, self.timer, self.vips):

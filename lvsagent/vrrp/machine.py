@@ -175,13 +175,17 @@ class VirtualRouter:
             return self._master_rx(adv, src, now)
         return []
 
-    def on_timer(self, now: float) -> list[Action]:
-        actions: list[Action] = []
-        if (
+    def master_down_expired(self, now: float) -> bool:
+        """A backup's Master_Down_Timer has run out: on_timer would take over."""
+        return (
             self.state == State.BACKUP
             and self.master_down_timer is not None
             and now >= self.master_down_timer
-        ):
+        )
+
+    def on_timer(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        if self.master_down_expired(now):
             actions += self._to_master(now, self._down_reason)
         if self.state == State.MASTER:
             if self.adver_timer is not None and now >= self.adver_timer:

@@ -3,8 +3,9 @@
 One asyncio task per instance processes events strictly one at a time, so the
 actions of one decision (advert, VIP, GARP) are carried out in order and never
 interleave with the next decision.  Received datagrams are validated in the
-reader callback; only accepted adverts enter the event queue, so a flood of invalid
-packets costs a counter increment each and never delays our own adverts.
+reader callback (daemon/wire.py); only accepted adverts enter the event queue, so a
+flood of invalid packets costs a counter increment each and never delays our own
+adverts.
 """
 
 from __future__ import annotations
@@ -13,20 +14,20 @@ import asyncio
 import ipaddress
 import logging
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lvsagent.config.schema import VrrpInstance
 from lvsagent.daemon.clock import DeadlineTimer
-from lvsagent.daemon.derive import advert, primary_address, router_params, rx_policy
+from lvsagent.daemon.derive import primary_address, router_params
 from lvsagent.daemon.vips import VirtualAddresses
+from lvsagent.daemon.wire import Counters, InstanceWire, Received
 from lvsagent.health.track import combine, evaluate_servers
 from lvsagent.netlink import AsyncIPRoute
 from lvsagent.observe.journal import fields
 from lvsagent.observe.snapshot import InstanceStatus, split_brain
 from lvsagent.vrrp import addresses, track
-from lvsagent.vrrp.io import VRRP_GROUP, ArpSender, VrrpSocket
 from lvsagent.vrrp.machine import (
     Action,
     AddAddresses,
@@ -38,8 +39,6 @@ from lvsagent.vrrp.machine import (
     Transition,
     VirtualRouter,
 )
-from lvsagent.vrrp.packet import Advert, Discard, EncodeError, encode, pass_auth_data
-from lvsagent.vrrp.receive import accept
 
 log = logging.getLogger("lvsagent.vrrp")
 
@@ -49,24 +48,8 @@ ADDRESS_RECONCILE_INTERVAL = 2.0
 RX_BURST = 64
 
 
-@dataclass
-class Counters:
-    adverts_sent: int = 0
-    adverts_received: int = 0
-    priority_zero_sent: int = 0
-    priority_zero_received: int = 0
-    transitions: int = 0
-    become_master: int = 0
-    release_master: int = 0
-    # Adverts not sent because they do not fit the wire format (more than 255 VIPs).
-    adverts_unencodable: int = 0
-    discards: Counter[str] = field(default_factory=Counter)
-
-
-@dataclass(frozen=True)
-class _Rx:
-    advert: Advert
-    src: ipaddress.IPv4Address
+# An accepted advert (checked in the reader callback, by the wire).
+_Rx = Received
 
 
 @dataclass(frozen=True)
@@ -120,9 +103,6 @@ class InstanceRunner:
         self.tag = f"{inst.name} (vrid {inst.vrid} on {inst.interface})"
         self.source = inst.unicast_src or primary_address(inst, link)
         self.router = VirtualRouter(router_params(inst, self.source))
-        self.auth = pass_auth_data(inst.auth_pass if inst.version == 2 else None)
-        self.policy = rx_policy(inst, self.source, self.auth)
-        self.destinations = list(inst.unicast_peers) or [VRRP_GROUP]
         self.counters = Counters()
         self._events: deque[_Event] = deque()
         self._wake: asyncio.Future[None] | None = None
@@ -131,11 +111,7 @@ class InstanceRunner:
             self.tag, inst.interface, link.index, ipr, frozenset(inst.virtual_addresses),
             self.source,
         )  # fmt: skip
-        self.sock = VrrpSocket(
-            inst.interface, link.index, self.source, inst.is_unicast, inst.unicast_ttl
-        )
-        self.arp = ArpSender(inst.interface, link.mac)
-        self._warned: set[str] = set()
+        self.wire = InstanceWire(self.tag, inst, link.index, link.mac, self.source, self.counters)
         self._reconcile_handle: asyncio.TimerHandle | None = None
         self._master_seen: ipaddress.IPv4Address | None = None
         self.last_transition_at: float | None = None  # wall clock, for status
@@ -143,25 +119,8 @@ class InstanceRunner:
     # ----- inputs -----------------------------------------------------------
 
     def on_readable(self) -> None:
-        self._receive(RX_BURST)
-
-    def _receive(self, limit: int | None) -> None:
-        """Check up to ``limit`` waiting datagrams (None: all); queue the accepted adverts."""
-        taken = 0
-        while limit is None or taken < limit:
-            taken += 1
-            raw = self.sock.recv()
-            if raw is None:
-                return
-            try:
-                adv, ip = accept(raw, self.policy)
-            except Discard as exc:
-                self._count_discard(exc)
-                continue
-            self.counters.adverts_received += 1
-            if adv.priority == 0:
-                self.counters.priority_zero_received += 1
-            self._post(_Rx(adv, ip.src))
+        for rx in self.wire.receive(RX_BURST):
+            self._post(rx)
 
     def links_changed(self) -> None:
         """An interface or a tracked real server changed: re-evaluate tracking."""
@@ -174,19 +133,11 @@ class InstanceRunner:
         """A reload changed this instance's tunables (daemon/reload.py): apply them in place."""
         self._post(_Reconfigure(inst))
 
-    def _count_discard(self, exc: Discard) -> None:
-        reason = exc.reason.value
-        self.counters.discards[reason] += 1
-        # The first of each kind is worth an operator's attention; the rest are counted.
-        if reason not in self._warned:
-            self._warned.add(reason)
-            log.warning("%s: discarding VRRP packet: %s (further ones only counted)", self.tag, exc)
-
     # ----- the loop -----------------------------------------------------------
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_reader(self.sock.fileno(), self.on_readable)
+        loop.add_reader(self.wire.fileno(), self.on_readable)
         loop.add_reader(self.timer.fileno(), self._on_timer_fd)
         self._reconcile_handle = loop.call_later(ADDRESS_RECONCILE_INTERVAL, self._tick_reconcile)
         try:
@@ -216,7 +167,7 @@ class InstanceRunner:
         finally:
             if self._reconcile_handle is not None:
                 self._reconcile_handle.cancel()
-            loop.remove_reader(self.sock.fileno())
+            loop.remove_reader(self.wire.fileno())
             loop.remove_reader(self.timer.fileno())
             self.close()
 
@@ -232,7 +183,7 @@ class InstanceRunner:
             self.tag, self.router.state.value, exc, self.inst.interface,
         )  # fmt: skip
         if self.router.state == State.MASTER:
-            self._send_advert(0)
+            self.wire.send_advert(0)
         if self.guard is not None:
             try:
                 await self.guard(True, f"{self.inst.name} stopped by an error")
@@ -262,16 +213,16 @@ class InstanceRunner:
         is (keepalived's single thread reads its socket first too).
         """
         if self.router.master_down_expired(loop.time()):
-            self._receive(None)
             waiting = [e for e in self._events if isinstance(e, _Rx)]
             if waiting:
                 self._events = deque(e for e in self._events if not isinstance(e, _Rx))
+            waiting += self.wire.receive(None)
             for rx in waiting:
                 await self._advert(rx, loop.time())
         await self.execute(self.router.on_timer(loop.time()))
 
     def close(self) -> None:
-        for resource in (self.sock, self.arp, self.timer, self.vips):
+        for resource in (self.wire, self.timer, self.vips):
             resource.close()
 
     async def _next_event(self, loop: asyncio.AbstractEventLoop) -> _Event | None:
@@ -402,13 +353,13 @@ class InstanceRunner:
                     why = f"{t.old.value} -> {t.new.value}" if t else self.router.state.value
                     await self.guard(action.engaged, f"{self.inst.name} {why}")
             elif isinstance(action, SendAdvert):
-                self._send_advert(action.priority)
+                self.wire.send_advert(action.priority)
             elif isinstance(action, AddAddresses | RemoveAddresses):
                 await self.vips.transition(isinstance(action, AddAddresses))
                 # Read back and repair (a VIP present with another prefix, say) right after.
                 self._post(_Reconcile())
             elif isinstance(action, SendGratuitousArp):
-                self._send_garp(action.repeat)
+                self.wire.announce(action.repeat)
         for t in transitions:
             peer = self.router.peer
             if t.new == State.MASTER and peer is not None and self.peer_lost is not None:
@@ -430,45 +381,13 @@ class InstanceRunner:
                 ),
             )  # fmt: skip
 
-    def _send_advert(self, priority: int) -> None:
-        """Never raises: a failed send is logged, an advert that cannot be encoded counted."""
-        adv = advert(self.inst, priority, self.auth)
-        for dst in self.destinations:
-            try:
-                message = encode(adv, self.source, dst)
-            except EncodeError as exc:
-                self.counters.adverts_unencodable += 1
-                if self.counters.adverts_unencodable == 1:
-                    log.error(
-                        "%s: cannot send adverts: %s; the peer will take over. Fix the "
-                        "instance in the config (further ones only counted)",
-                        self.tag,
-                        exc,
-                    )
-                return
-            try:
-                self.sock.send(message, dst)
-            except OSError as exc:
-                log.error("%s: cannot send advert to %s: %s", self.tag, dst, exc)
-                continue
-            self.counters.adverts_sent += 1
-            if priority == 0:
-                self.counters.priority_zero_sent += 1
-
-    def _send_garp(self, repeat: int) -> None:
-        try:
-            self.arp.announce([a.ip for a in self.inst.virtual_addresses], repeat)
-        except OSError as exc:
-            log.error("%s: cannot send gratuitous ARP: %s", self.tag, exc)
-
     async def _reconfigure(self, inst: VrrpInstance, now: float) -> None:
         """New tunables, in the order a takeover would use them: VIPs, advert, ARP, tracking."""
         old, self.inst = self.inst, inst
-        self.policy = rx_policy(inst, self.source, self.auth)
-        self.destinations = list(inst.unicast_peers) or [VRRP_GROUP]
+        self.wire.reconfigure(inst)
         master = self.router.state == State.MASTER
         if await self.vips.replace(inst, master) and master:
-            self._send_garp(inst.garp_repeat)
+            self.wire.announce(inst.garp_repeat)
         await self.execute(self.router.reconfigure(router_params(inst, self.source), now))
         if inst.track_interfaces != old.track_interfaces or (
             inst.track_real_servers != old.track_real_servers

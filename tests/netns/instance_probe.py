@@ -41,14 +41,14 @@ async def many_vips(ifname: str) -> dict[str, object]:
     async with AsyncIPRoute() as ipr:
         runner = InstanceRunner(instance(ifname, 300), await read_link(ipr, ifname), ipr)
         enough = asyncio.Event()
-        send = runner._send_advert
+        send = runner.wire.send_advert
 
         def counted(priority: int) -> None:
             send(priority)
             if runner.counters.adverts_unencodable >= 3:
                 enough.set()
 
-        runner._send_advert = counted  # type: ignore[method-assign]
+        runner.wire.send_advert = counted  # type: ignore[method-assign]
         task = asyncio.create_task(runner.run())
         await asyncio.wait_for(enough.wait(), 10)
         was = runner.router.state.value

@@ -22,6 +22,7 @@ EX_USAGE = 64
 EX_UNAVAILABLE = 69
 EX_OSERR = 71
 EX_CANTCREAT = 73
+EX_TEMPFAIL = 75
 EX_PROTOCOL = 76
 EX_NOPERM = 77
 EX_CONFIG = 78
@@ -121,6 +122,7 @@ def cmd_run(path: str, level: str) -> int:
         return EX_CONFIG
     from lvsagent.daemon.app import serve
     from lvsagent.statedir import StateDirError
+    from lvsagent.daemon.pidlock import AlreadyRunning
     from lvsagent.vrrp.addresses import InterfaceError
 
     _raise_fd_limit()
@@ -135,6 +137,9 @@ def cmd_run(path: str, level: str) -> int:
     except StateDirError as exc:  # before PermissionError: no capability is missing here
         log.error("%s", exc.strerror)
         return EX_CANTCREAT
+    except AlreadyRunning as exc:
+        log.error("%s; nothing was changed", exc)
+        return EX_TEMPFAIL
     except PermissionError as exc:
         log.error("%s: lvsagent needs CAP_NET_ADMIN and CAP_NET_RAW (run as root)", exc)
         return EX_NOPERM

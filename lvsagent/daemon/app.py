@@ -33,6 +33,7 @@ from lvsagent.config.schema import Config, VirtualServer
 from lvsagent.daemon.guard import LoopGuard, guarded_instance
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.daemon.observing import Observer
+from lvsagent.daemon.pidlock import StateLock
 from lvsagent.daemon.reload import global_changes, instance_changes, restart_reasons
 from lvsagent.daemon.reread import reread
 from lvsagent.health.monitor import HealthMonitor
@@ -248,7 +249,16 @@ class Agent:
     # ----- run ------------------------------------------------------------------
 
     async def serve(self) -> None:
-        """Run until SIGTERM or SIGINT; raise InterfaceError/OSError on a startup failure."""
+        """Run until SIGTERM or SIGINT; raise AlreadyRunning, InterfaceError or OSError on a
+        startup failure (each before anything on the host was changed, but the last)."""
+        lock = StateLock(self.config.global_.state_dir)
+        lock.acquire()  # first: a second agent must change nothing
+        try:
+            await self._serve()
+        finally:
+            lock.release()
+
+    async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
         # First, so that a signal during start-up is an orderly stop or a reload, never the
         # default action (death) half-way through engaging the loop guard.

@@ -274,9 +274,10 @@ def agent_config(
     path.write_text(
         f"""[global]
 router_id = "{path.stem}"
-# Several agents share this filesystem: each its own socket and state; no metrics port.
+# Several agents share this filesystem: each its own socket and state (the state
+# directory is locked by its agent); no metrics port.
 control_socket = "{path.with_suffix(".sock")}"
-state_dir = "{path.parent}"
+state_dir = "{path.parent / (path.stem + "-state")}"
 metrics_listen = ""
 
 [[vrrp_instance]]

@@ -88,22 +88,32 @@ class VrrpSocket:
 
 
 class ArpSender:
-    """Sends gratuitous ARP on one interface through an AF_PACKET socket."""
+    """Sends gratuitous ARP on one interface through an AF_PACKET socket that receives nothing.
+
+    Protocol 0: the socket is bound to the interface but registers no receive
+    hook.  Bound to ETH_P_ARP it would get a copy of every ARP frame on the link
+    (never read), and, worse, the kernel marks such a socket ENETDOWN when its
+    link goes down and keeps that error pending until the next send: the first
+    announcement after a link flap, a takeover's, then failed.  Each frame is
+    sent with its protocol named in the address instead.
+    """
 
     def __init__(self, ifname: str, mac: str) -> None:
         self.mac = parse_mac(mac)
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        self.ifname = ifname
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
-            self.sock.bind((ifname, ETH_P_ARP))
+            self.sock.bind((ifname, 0))
         except BaseException:
             self.sock.close()
             raise
 
     def announce(self, addresses: list[ipaddress.IPv4Address], repeat: int) -> None:
         frames = [gratuitous_arp(self.mac, a) for a in addresses]
+        where = (self.ifname, ETH_P_ARP)
         for _ in range(repeat):
             for frame in frames:
-                self.sock.send(frame)
+                self.sock.sendto(frame, where)
 
     def close(self) -> None:
         self.sock.close()

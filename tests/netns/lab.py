@@ -12,6 +12,7 @@ import itertools
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 _seq = itertools.count()
@@ -200,6 +203,21 @@ class Daemon:
         status = self.proc.wait(timeout)
         self._close()
         return status
+
+
+def tshark() -> str:
+    path = shutil.which("tshark")
+    if path is None:
+        raise pytest.UsageError("tshark is not installed: run `make deps`")
+    return path
+
+
+def fields(pcap: Path, names: list[str], prefs: list[str] | None = None) -> list[list[str]]:
+    args = [tshark(), "-r", str(pcap), *(prefs or []), "-T", "fields"]
+    for name in names:
+        args += ["-e", name]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return [line.split("\t") for line in out.split("\n") if line]
 
 
 def start_agent(ns: Named, config: Path, name: str, log_level: str = "debug") -> Daemon:

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.netns.conftest import Pair
-from tests.netns.lab import agent_config, start_agent
-
-
-def tshark() -> str:
-    path = shutil.which("tshark")
-    if path is None:
-        raise pytest.UsageError("tshark is not installed: run `make deps`")
-    return path
+from tests.netns.lab import agent_config, fields, start_agent, tshark
 
 
 def capture_agent_start(
@@ -55,14 +47,6 @@ def capture_agent_start(
         if cap.stderr is not None:
             cap.stderr.close()
     return pcap
-
-
-def fields(pcap: Path, names: list[str], prefs: list[str] | None = None) -> list[list[str]]:
-    args = [tshark(), "-r", str(pcap), *(prefs or []), "-T", "fields"]
-    for name in names:
-        args += ["-e", name]
-    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    return [line.split("\t") for line in out.split("\n") if line]
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ Why it is built this way (shared/FACTS.md):
   from the immutable snapshot the daemon publishes (one reference read, so
   the HTTP thread never sees a half-made decision); IPVS counters are read
   from the kernel right then, with a plain netlink socket opened and closed in
-  the scrape's own thread (``ipvsstats``), since the server answers each
-  request in a new thread and a pyroute2 socket belongs to the thread that
-  made it.  No IPVS in the kernel: no IPVS series, nothing else changes.
+  the scrape's own thread (``ipvsstats``), the HTTP server's (observe/scrape.py:
+  bounded connections and time, off the daemon's loop).  No IPVS in the
+  kernel: no IPVS series, nothing else changes.
 * Check latencies are the one thing observed as they happen; the health
   monitor calls ``observe_check`` (thread-safe: prometheus_client locks).
 
@@ -26,14 +26,13 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
-from threading import Thread
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from lvsagent.config.schema import Config
 from lvsagent.observe import ipvsstats
+from lvsagent.observe.scrape import ScrapeServer
 from lvsagent.observe.snapshot import AgentSnapshot
 from lvsagent.vrrp.packet import Reason
 
@@ -252,7 +251,7 @@ def _ipvs_families(services: list[ipvsstats.ServiceStats]) -> Iterator[Metric]:
 
 
 class Metrics:
-    """The registry, the check-latency histogram, and (once started) the HTTP thread.
+    """The registry, the check-latency histogram, and (once started) the HTTP server.
 
     Exists even when metrics_listen is "" so that callers of ``observe_check``
     need no condition; only ``start`` depends on the address.
@@ -269,8 +268,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self._server: WSGIServer | None = None
-        self._thread: Thread | None = None
+        self._server: ScrapeServer | None = None
         self.address: tuple[str, int] | None = None
 
     @classmethod
@@ -309,17 +307,14 @@ class Metrics:
         where = parse_listen(listen)
         if where is None:
             return None
-        server, thread = start_http_server(where[1], where[0], registry=self.registry)
-        self._server, self._thread = server, thread
-        self.address = (where[0], int(server.server_port))
+        server = ScrapeServer(self.render, where[0], where[1])
+        server.start()
+        self._server = server
+        self.address = (where[0], server.port)
         return self.address
 
     def close(self) -> None:
-        """Stop serving.  Blocks up to half a second (the server's poll interval)."""
+        """Stop serving (open connections are closed)."""
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+            server.close()

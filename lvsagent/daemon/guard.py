@@ -32,7 +32,7 @@ from lvsagent.ipvs.genl import SyncState
 from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.netfilter import loopback, sysctl
 from lvsagent.netfilter.nft import NftGuard
-from lvsagent.netfilter.ruleset import GuardedService, GuardSpec
+from lvsagent.netfilter.ruleset import CheckTarget, GuardedService, GuardSpec
 from lvsagent.netlink import AsyncIPRoute, os_errors
 from lvsagent.observe.snapshot import GuardStatus
 
@@ -56,6 +56,23 @@ def guarded_instance(config: Config) -> VrrpInstance | None:
     return config.instance(name)
 
 
+def check_targets(config: Config) -> tuple[CheckTarget, ...]:
+    """Where this box's health checks connect: the table leaves those out of conntrack.
+
+    The port is the one health/checks.py connects to: the check's own, else the
+    real server's; a ``none`` check sends nothing.
+    """
+    found = set()
+    for vs in config.virtual_servers:
+        for rs in vs.real_servers:
+            health = rs.health or vs.health
+            if health.type == "tcp":
+                found.add(CheckTarget(rs.address, health.tcp.port or rs.port))
+            elif health.type == "http":
+                found.add(CheckTarget(rs.address, health.http.port or rs.port))
+    return tuple(sorted(found))
+
+
 def guard_spec(config: Config, peer_macs: tuple[str, ...] = ()) -> GuardSpec:
     services = tuple(
         GuardedService(
@@ -67,7 +84,12 @@ def guard_spec(config: Config, peer_macs: tuple[str, ...] = ()) -> GuardSpec:
         for vs in config.virtual_servers
         if vs.address is not None
     )
-    return GuardSpec(mode=config.global_.loop_guard, services=services, peer_macs=peer_macs)
+    return GuardSpec(
+        mode=config.global_.loop_guard,
+        services=services,
+        peer_macs=peer_macs,
+        check_targets=check_targets(config),
+    )
 
 
 class LoopGuard:

@@ -10,7 +10,7 @@ import pytest
 
 import lvsagent.daemon.guard as guard_module
 from lvsagent.config.loader import parse_config
-from lvsagent.daemon.guard import LoopGuard
+from lvsagent.daemon.guard import LoopGuard, check_targets
 from lvsagent.netfilter.nft import NftError
 
 CONFIG = """
@@ -121,3 +121,20 @@ def test_recalled_macs_keep_the_learning_going(monkeypatch: pytest.MonkeyPatch) 
     asyncio.run(guard.learn_peer_mac("02:00:00:00:00:0d"))  # the new box, seen live
     assert guard._peer_confirmed is True
     assert guard.peer_macs == ("02:00:00:00:00:0b", "02:00:00:00:00:0d")
+
+
+def test_the_tables_check_targets_are_where_the_checks_connect() -> None:
+    config = parse_config(
+        CONFIG
+        + '[virtual_server.health]\ntype = "http"\n[virtual_server.health.http]\nport = 8080\n'
+        + '[[virtual_server.real_server]]\naddress = "10.0.0.2"\nport = 80\n'
+        + '[virtual_server.real_server.health]\ntype = "tcp"\n'
+        + '[[virtual_server]]\naddress = "10.0.0.101"\nport = 80\n'
+        + '[virtual_server.health]\ntype = "none"\n'
+        + '[[virtual_server.real_server]]\naddress = "10.0.0.3"\nport = 80\n',
+        "t.toml",
+    )
+    assert [(str(t.address), t.port) for t in check_targets(config)] == [
+        ("10.0.0.1", 8080),  # the http check's port
+        ("10.0.0.2", 80),  # its own tcp check: the server's port
+    ]  # no check of type none: nothing to leave out of conntrack

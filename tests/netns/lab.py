@@ -212,6 +212,33 @@ def tshark() -> str:
     return path
 
 
+@contextmanager
+def capture(ns: Netns, capture_filter: str, count: int, pcap: Path) -> Iterator[None]:
+    """tshark on ``ns``'s eth0 until ``count`` frames are in ``pcap``; live when this yields.
+
+    "Capturing on" means its filter is set, so nothing sent after the yield is missed.
+    On leaving, it is given 20 s to reach its count (it stops by itself), then killed.
+    """
+    cap = ns.popen(
+        [tshark(), "-i", "eth0", "-f", capture_filter, "-c", str(count), "-w", str(pcap)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert cap.stderr is not None
+        for line in cap.stderr:
+            if "Capturing on" in line:
+                break
+        yield
+        cap.wait(20)
+    finally:
+        if cap.poll() is None:
+            cap.kill()
+            cap.wait()
+        if cap.stderr is not None:
+            cap.stderr.close()
+
+
 def fields(pcap: Path, names: list[str], prefs: list[str] | None = None) -> list[list[str]]:
     args = [tshark(), "-r", str(pcap), *(prefs or []), "-T", "fields"]
     for name in names:
@@ -311,6 +338,29 @@ garp_master_delay = 1
 """
     )
     return path
+
+
+def checked_service(interval: float, connect_timeout: float, port: int = 8080) -> str:
+    """A virtual service on 10.99.0.100:80 whose real servers are the pair's boxes (TCP
+    checked on ``port``), to append to an agent_config."""
+    servers = "".join(
+        f'[[virtual_server.real_server]]\naddress = "{address}"\nport = {port}\n'
+        for address in ("10.99.0.1", "10.99.0.2")
+    )
+    return (
+        '\n[[virtual_server]]\naddress = "10.99.0.100"\nport = 80\n'
+        f'[virtual_server.health]\ntype = "tcp"\ninterval = {interval}\n'
+        f"[virtual_server.health.tcp]\nconnect_timeout = {connect_timeout}\n{servers}"
+    )
+
+
+def web_server(ns: Named, address: str, port: int = 8080) -> subprocess.Popen[str]:
+    """A listener on ``address:port`` in ``ns`` (the caller stops it, by PID)."""
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        ["ip", "netns", "exec", ns.name, sys.executable, "-m", "http.server", str(port),
+         "--bind", address],
+        text=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 def keepalived_config(

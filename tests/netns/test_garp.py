@@ -8,10 +8,9 @@ at its first frame, and with garp_master_delay = 0 no announcement went out at a
 from __future__ import annotations
 
 import signal
-import subprocess
 
 from tests.netns.conftest import Pair
-from tests.netns.lab import fields, tshark
+from tests.netns.lab import capture, fields
 
 VIP = "10.99.0.100"
 
@@ -31,26 +30,10 @@ def test_takeover_after_a_link_flap_announces_the_vip(pair: Pair) -> None:
 
     mac = pair.b.run("cat", "/sys/class/net/eth0/address").stdout.strip()
     pcap = pair.tmp / "garp.pcap"
-    cap = pair.a.popen(
-        [tshark(), "-i", "eth0", "-f", f"arp and ether src {mac}", "-c", "5", "-w", str(pcap)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert cap.stderr is not None
-        for line in cap.stderr:
-            if "Capturing on" in line:
-                break
+    with capture(pair.a, f"arp and ether src {mac}", 5, pcap):  # ends at its fifth frame
         mark = db.mark()
         da.signal(signal.SIGKILL)
         db.wait_for(r"BACKUP -> MASTER", 5, after=mark)
-        cap.wait(10)  # ends at its fifth frame
-    finally:
-        if cap.poll() is None:
-            cap.kill()
-            cap.wait()
-        if cap.stderr is not None:
-            cap.stderr.close()
     assert not [line for line in db.lines[mark:] if "cannot send gratuitous ARP" in line]
     rows = fields(pcap, ["arp.opcode", "arp.src.proto_ipv4", "arp.dst.proto_ipv4"])
     assert rows == [["1", VIP, VIP]] * 5

@@ -10,44 +10,35 @@ and exchanges adverts with B; A's conntrack table is read from /proc in its name
 from __future__ import annotations
 
 import re
-import subprocess
+import socket
 import sys
+import threading
 
+from tests.kernel.setns import enter
 from tests.netns.conftest import Pair
-from tests.netns.lab import Netns, agent_config
+from tests.netns.lab import Netns, agent_config, checked_service, web_server
 
-SERVICE = """
-[[virtual_server]]
-address = "10.99.0.100"
-port = 80
-[virtual_server.health]
-type = "tcp"
-interval = 0.3
-[virtual_server.health.tcp]
-connect_timeout = 1
-[[virtual_server.real_server]]
-address = "10.99.0.1"
-port = 8080
-[[virtual_server.real_server]]
-address = "10.99.0.2"
-port = 8080
-"""
+SERVICE = checked_service(interval=0.3, connect_timeout=1)
 
 
-def web(ns: Netns, address: str, port: int = 8080) -> subprocess.Popen[str]:
-    return ns.popen([sys.executable, "-m", "http.server", str(port), "--bind", address],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+def listener(ns: Netns, address: str, port: int) -> socket.socket:
+    """A listening socket made in ``ns`` (by a thread that entered it): up before we connect."""
+    made: list[socket.socket] = []
+
+    def make() -> None:
+        enter(f"/run/netns/{ns.name}")
+        s = socket.socket()
+        s.bind((address, port))
+        s.listen()
+        made.append(s)
+
+    t = threading.Thread(target=make)
+    t.start()
+    t.join()
+    return made[0]
 
 
-CONTROL = """
-import socket, time
-for _ in range(100):  # until the server listens (it was just started)
-    try:
-        socket.create_connection(("10.99.0.2", 8081), 5).close()
-        break
-    except ConnectionRefusedError:
-        time.sleep(0.1)
-"""
+CONTROL = "import socket; socket.create_connection(('10.99.0.2', 8081), 5).close()"
 
 
 def conntrack(ns: Netns) -> list[str]:
@@ -55,7 +46,8 @@ def conntrack(ns: Netns) -> list[str]:
 
 
 def test_checks_and_adverts_leave_no_conntrack_entry(pair: Pair) -> None:
-    servers = [web(pair.a, "10.99.0.1"), web(pair.b, "10.99.0.2"), web(pair.b, "10.99.0.2", 8081)]
+    servers = [web_server(pair.a, "10.99.0.1"), web_server(pair.b, "10.99.0.2")]
+    control = listener(pair.b, "10.99.0.2", 8081)
     try:
         ca = agent_config(pair.tmp / "a.toml", interface="eth0", priority=100, version=3,
                           advert_int=0.1, extra=SERVICE)  # fmt: skip
@@ -75,6 +67,7 @@ def test_checks_and_adverts_leave_no_conntrack_entry(pair: Pair) -> None:
         assert not [e for e in entries if re.search(r"port=8080\b", e)], entries
         assert not [e for e in entries if e.split()[3] == "112"], entries  # VRRP
     finally:
+        control.close()
         for server in servers:
             server.kill()
             server.wait()

@@ -11,37 +11,17 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 
 from tests.netns.conftest import Pair
-from tests.netns.lab import agent_config
+from tests.netns.lab import agent_config, checked_service, web_server
 
 VIP = "10.99.0.100"
-SERVICE = f"""
-[[virtual_server]]
-address = "{VIP}"
-port = 80
-[virtual_server.health]
-type = "tcp"
-interval = 0.5
-[virtual_server.health.tcp]
-connect_timeout = 0.5
-[[virtual_server.real_server]]
-address = "10.99.0.1"
-port = 8080
-[[virtual_server.real_server]]
-address = "10.99.0.2"
-port = 8080
-"""
+SERVICE = checked_service(interval=0.5, connect_timeout=0.5)
 
 
 def web(pair: Pair) -> subprocess.Popen[str]:
     """A's real server: a listener on its own address (stopped by the test, by PID)."""
-    return pair.a.popen(
-        [sys.executable, "-m", "http.server", "8080", "--bind", "10.99.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    return web_server(pair.a, "10.99.0.1")
 
 
 def test_dead_own_real_server_puts_the_box_in_fault_and_hands_the_vip_over(pair: Pair) -> None:

@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.netns.conftest import Pair
-from tests.netns.lab import agent_config, fields, start_agent, tshark
+from tests.netns.lab import agent_config, capture, fields, start_agent
 
 
 def capture_agent_start(
     pair: Pair, capture_filter: str, count: int, version: int, extra: str = ""
 ) -> Path:
-    """Capture ``count`` frames on B's side while agent A starts and becomes master.
-
-    The capture starts first ("Capturing on" means its filter is live), so
-    nothing A sends at start can be missed; tshark stops by itself at ``count``.
-    """
+    """Capture ``count`` frames on B's side while agent A starts and becomes master."""
     pcap = pair.tmp / "capture.pcap"
-    cap = pair.b.popen(
-        [tshark(), "-i", "eth0", "-f", capture_filter, "-c", str(count), "-w", str(pcap)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert cap.stderr is not None
-        for line in cap.stderr:
-            if "Capturing on" in line:
-                break
+    with capture(pair.b, capture_filter, count, pcap):
         cfg = agent_config(
             pair.tmp / "a.toml",
             interface="eth0",
@@ -39,13 +25,6 @@ def capture_agent_start(
             extra=extra,
         )
         pair.track(start_agent(pair.a, cfg, "agent-a"))
-        cap.wait(20)
-    finally:
-        if cap.poll() is None:
-            cap.kill()
-            cap.wait()
-        if cap.stderr is not None:
-            cap.stderr.close()
     return pcap
 
 

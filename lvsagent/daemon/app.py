@@ -25,12 +25,11 @@ import ipaddress
 import logging
 import signal
 import time
-from collections.abc import Callable
 
 from lvsagent import memory
 from lvsagent.config.loader import ConfigError
 from lvsagent.config.schema import Config, VirtualServer
-from lvsagent.daemon.guard import LoopGuard, guarded_instance
+from lvsagent.daemon.guard import LoopGuard, guarded_instance, peer_of
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.daemon.observing import Observer
 from lvsagent.daemon.pidlock import StateLock
@@ -46,7 +45,7 @@ from lvsagent.ipvs.reconciler import IpvsReconciler
 from lvsagent.netlink import AsyncIPRoute
 from lvsagent.observe.snapshot import ReloadStatus
 from lvsagent.vrrp import addresses
-from lvsagent.vrrp.ownaddr import managed_on, own_addresses
+from lvsagent.vrrp.ownaddr import own_addresses_at_start
 
 log = logging.getLogger("lvsagent")
 
@@ -272,15 +271,22 @@ class Agent:
             server_up = self.health.server_up if self.health is not None else None
             try:
                 for inst in self.config.vrrp_instances:
-                    ipr = await sockets.enter_async_context(_instance_socket())
+                    # One rtnetlink socket per instance: the kernel runs one dump at a time
+                    # on a socket (EBUSY for a second), and instances read their addresses
+                    # at the same moments; a lock on a shared one would make each wait.
+                    ipr = await sockets.enter_async_context(AsyncIPRoute())
                     link = await addresses.read_link(ipr, inst.interface)
                     runner = InstanceRunner(inst, link, ipr, None, server_up, self._peer_lost)
                     if guarded is not None and inst.name == guarded.name:
                         self.guard = LoopGuard(self.config, inst)
                         runner.guard = self.guard.set
-                        self.guard.peer_address = _peer_of(runner, self.config)
+                        self.guard.peer_address = peer_of(runner, self.config)
                     self.runners.append(runner)
-                _refuse_own_addresses(self.config, self.runners)  # before anything changes
+                own = own_addresses_at_start(
+                    self.config, [(r.inst, r.link, r.source) for r in self.runners]
+                )
+                if own:  # before anything changes: exit 78
+                    raise addresses.InterfaceError("\n".join(map(str, own)))
                 if self.guard is not None:
                     await self.guard.prepare()
             except BaseException:
@@ -405,52 +411,6 @@ class Agent:
         links.drain()
         for r in self.runners:
             r.links_changed()
-
-
-def _peer_of(runner: InstanceRunner, config: Config) -> Callable[[], ipaddress.IPv4Address | None]:
-    """The other box's address, for learning its MAC.
-
-    The last advert's source when we have heard one; a master that started first
-    never has, so then the unicast peer, or else the one real server that is not
-    this box (the two-box design has exactly one).
-    """
-    own = {a.ip for a in runner.link.addresses}
-    others = {rs.address for vs in config.virtual_servers for rs in vs.real_servers} - own
-    fallback = runner.inst.unicast_peers[0] if runner.inst.unicast_peers else None
-    if fallback is None and len(others) == 1:
-        fallback = next(iter(others))
-
-    def peer() -> ipaddress.IPv4Address | None:
-        seen = runner.router.peer
-        return seen.address if seen is not None else fallback
-
-    return peer
-
-
-def _refuse_own_addresses(config: Config, runners: list[InstanceRunner]) -> None:
-    """InterfaceError (exit 78) if a VIP is one of the box's own addresses (vrrp/ownaddr.py)."""
-    own = [
-        found
-        for r in runners
-        for found in own_addresses(
-            r.inst, r.link.addresses, r.link.secondaries, r.source,
-            managed=managed_on(config, r.inst.interface),
-        )
-    ]  # fmt: skip
-    if own:
-        raise addresses.InterfaceError("\n".join(str(o) for o in own))
-
-
-def _instance_socket() -> AsyncIPRoute:
-    """An rtnetlink socket of the instance's own, for its address dumps and changes.
-
-    Why one each and not one shared: the kernel runs one dump at a time on a
-    netlink socket and refuses a second with EBUSY, and instances read their
-    addresses at the same moments (start, transitions, the periodic read-back).
-    A lock around a shared socket would also work, but would make one instance's
-    address work wait for another's; a socket costs one descriptor.
-    """
-    return AsyncIPRoute()
 
 
 async def serve(config: Config) -> None:

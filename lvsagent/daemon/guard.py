@@ -24,7 +24,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lvsagent import memory
 from lvsagent.config.schema import Config, VrrpInstance
@@ -35,6 +35,9 @@ from lvsagent.netfilter.nft import NftGuard
 from lvsagent.netfilter.ruleset import CheckTarget, GuardedService, GuardSpec
 from lvsagent.netlink import AsyncIPRoute, os_errors
 from lvsagent.observe.snapshot import GuardStatus
+
+if TYPE_CHECKING:  # the runner is built with the guard's hook: no import at run time
+    from lvsagent.daemon.instance import InstanceRunner
 
 log = logging.getLogger("lvsagent.guard")
 
@@ -366,3 +369,25 @@ class LoopGuard:
 
 def _vips(config: Config) -> tuple[ipaddress.IPv4Address, ...]:
     return tuple(sorted({vs.address for vs in config.virtual_servers if vs.address is not None}))
+
+
+def peer_of(
+    runner: InstanceRunner, config: Config
+) -> Callable[[], ipaddress.IPv4Address | None]:
+    """The other box's address, for learning its MAC.
+
+    The last advert's source when we have heard one; a master that started first
+    never has, so then the unicast peer, or else the one real server that is not
+    this box (the two-box design has exactly one).
+    """
+    own = {a.ip for a in runner.link.addresses}
+    others = {rs.address for vs in config.virtual_servers for rs in vs.real_servers} - own
+    fallback = runner.inst.unicast_peers[0] if runner.inst.unicast_peers else None
+    if fallback is None and len(others) == 1:
+        fallback = next(iter(others))
+
+    def peer() -> ipaddress.IPv4Address | None:
+        seen = runner.router.peer
+        return seen.address if seen is not None else fallback
+
+    return peer

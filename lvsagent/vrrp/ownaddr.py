@@ -41,7 +41,7 @@ from lvsagent.config.errors import Problem
 from lvsagent.config.locate import Locator
 from lvsagent.config.schema import Config, VrrpInstance
 from lvsagent.netlink import AsyncIPRoute
-from lvsagent.vrrp.addresses import InterfaceError, read_link
+from lvsagent.vrrp.addresses import InterfaceError, LinkInfo, read_link
 
 Vip = ipaddress.IPv4Interface
 
@@ -103,6 +103,21 @@ def own_addresses(
             )
         found.append(OwnAddress(inst.name, inst.interface, vip, why))
     return found
+
+
+def own_addresses_at_start(
+    config: Config,
+    instances: Iterable[tuple[VrrpInstance, LinkInfo, ipaddress.IPv4Address]],
+) -> list[OwnAddress]:
+    """Every instance's (instance, its link as read at start, its VRRP source) at once."""
+    return [
+        found
+        for inst, link, source in instances
+        for found in own_addresses(
+            inst, link.addresses, link.secondaries, source,
+            managed=managed_on(config, inst.interface),
+        )
+    ]  # fmt: skip
 
 
 def managed_on(config: Config, ifname: str) -> frozenset[ipaddress.IPv4Address]:

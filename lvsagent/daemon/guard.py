@@ -32,7 +32,8 @@ from lvsagent.ipvs.genl import SyncState
 from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.netfilter import loopback, sysctl
 from lvsagent.netfilter.nft import NftGuard
-from lvsagent.netfilter.ruleset import CheckTarget, GuardedService, GuardSpec
+from lvsagent.netfilter.notrack import CheckTarget, Untracked
+from lvsagent.netfilter.ruleset import GuardedService, GuardSpec
 from lvsagent.netlink import AsyncIPRoute, os_errors
 from lvsagent.observe.snapshot import GuardStatus
 
@@ -59,21 +60,17 @@ def guarded_instance(config: Config) -> VrrpInstance | None:
     return config.instance(name)
 
 
-def check_targets(config: Config) -> tuple[CheckTarget, ...]:
-    """Where this box's health checks connect: the table leaves those out of conntrack.
-
-    The port is the one health/checks.py connects to: the check's own, else the
-    real server's; a ``none`` check sends nothing.
-    """
+def check_targets(config: Config) -> frozenset[CheckTarget]:
+    """Where this box's health checks connect, to be left out of conntrack (notrack.py): the
+    port health/checks.py uses (the check's own, else the server's); ``none`` sends nothing."""
     found = set()
     for vs in config.virtual_servers:
         for rs in vs.real_servers:
-            health = rs.health or vs.health
-            if health.type == "tcp":
-                found.add(CheckTarget(rs.address, health.tcp.port or rs.port))
-            elif health.type == "http":
-                found.add(CheckTarget(rs.address, health.http.port or rs.port))
-    return tuple(sorted(found))
+            h = rs.health or vs.health
+            port = (h.tcp if h.type == "tcp" else h.http).port or rs.port
+            if h.type != "none":
+                found.add(CheckTarget(rs.address, port))
+    return frozenset(found)
 
 
 def guard_spec(config: Config, peer_macs: tuple[str, ...] = ()) -> GuardSpec:
@@ -87,12 +84,7 @@ def guard_spec(config: Config, peer_macs: tuple[str, ...] = ()) -> GuardSpec:
         for vs in config.virtual_servers
         if vs.address is not None
     )
-    return GuardSpec(
-        mode=config.global_.loop_guard,
-        services=services,
-        peer_macs=peer_macs,
-        check_targets=check_targets(config),
-    )
+    return GuardSpec(mode=config.global_.loop_guard, services=services, peer_macs=peer_macs)
 
 
 class LoopGuard:
@@ -117,6 +109,7 @@ class LoopGuard:
                     )
         # libnftables stays in the namespace of the thread that made the context: this one.
         self.nft = NftGuard(guard_spec(config, self.peer_macs))
+        self.untracked = Untracked(check_targets(config))
         self.vips = _vips(config)
         self.sync_on = g.ipvs_sync_daemon or g.loop_guard == "backup_only"
         self.sync_ifname = g.ipvs_sync_interface or inst.interface
@@ -155,7 +148,20 @@ class LoopGuard:
         if self.mode in LO_VIP_MODES:
             await self._lo_vips(self.vips, ())
         await self._recall_peer_macs()
+        await self._untrack()
         await self._set(engaged=True, why="startup")  # a failure here stops the start
+
+    async def _untrack(self) -> None:
+        """VRRP and the checks out of conntrack (a failure costs entries: logged), in a thread:
+        libnftables reads the whole set (0.14 s at 10,000 checks) and leaves the GIL free."""
+        try:
+            await asyncio.to_thread(self.untracked.check)
+        except OSError as exc:
+            log.error(
+                "cannot keep VRRP and the health checks out of conntrack: %s; they use "
+                "conntrack entries until this works (retried every %.0f s)",
+                exc, CHECK_INTERVAL,
+            )  # fmt: skip
 
     async def _recall_peer_macs(self) -> None:
         """The peer's MAC before the first write, so that a restart keeps its redirect.
@@ -240,6 +246,7 @@ class LoopGuard:
                     await self._sync_follow(self.engaged)
             except OSError as exc:
                 log.error("loop guard %s: cannot repair: %s; retrying", self.mode, exc)
+            await self._untrack()
 
     async def run_checks(self) -> None:
         """Check every CHECK_INTERVAL; until the peer's MAC is confirmed, look for it every
@@ -305,6 +312,7 @@ class LoopGuard:
                     await self._lo_vips(vips, self.vips)
                 self.vips = vips
                 self.nft.reconfigure(guard_spec(self.config, self.peer_macs))
+                self.untracked.reconfigure(check_targets(config))
             except OSError as exc:  # the next check retries the nft part
                 log.error("loop guard %s: reload not applied in full: %s", self.mode, exc)
 
@@ -343,6 +351,7 @@ class LoopGuard:
         async with self._lock:
             try:
                 self.nft.remove()
+                self.untracked.remove()
                 if self.mode in LO_VIP_MODES:
                     await self._lo_vips((), self.vips)
                 sysctl.restore_sysctls(self.saved_sysctls)
@@ -371,9 +380,7 @@ def _vips(config: Config) -> tuple[ipaddress.IPv4Address, ...]:
     return tuple(sorted({vs.address for vs in config.virtual_servers if vs.address is not None}))
 
 
-def peer_of(
-    runner: InstanceRunner, config: Config
-) -> Callable[[], ipaddress.IPv4Address | None]:
+def peer_of(runner: InstanceRunner, config: Config) -> Callable[[], ipaddress.IPv4Address | None]:
     """The other box's address, for learning its MAC.
 
     The last advert's source when we have heard one; a master that started first

@@ -78,9 +78,12 @@ class NftBackend(Protocol):
 
 
 class Libnftables:
-    """The real backend: Debian's python3-nftables (``import nftables``)."""
+    """The real backend: Debian's python3-nftables (``import nftables``).
 
-    def __init__(self) -> None:
+    ``terse``: listings leave set elements out (``nft -t``).
+    """
+
+    def __init__(self, terse: bool = False) -> None:
         try:
             import nftables
         except ImportError as exc:
@@ -90,6 +93,7 @@ class Libnftables:
                 "and link /usr/lib/python3/dist-packages/nftables into the virtualenv",
             ) from exc
         self._nft: Any = nftables.Nftables()
+        self._nft.set_terse_output(terse)
 
     def run(self, doc: Json, action: str) -> Json:
         rc, output, error = self._nft.json_cmd(doc)

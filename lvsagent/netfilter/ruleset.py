@@ -7,23 +7,7 @@ looking at anybody else's.  Re-sending the same transaction converges to the
 same table, so apply is idempotent; the adapter (nft.py) still sends nothing when
 the kernel already matches, which keeps counters and handles stable.
 
-Five chains, the last three only in the modes that need them:
-
-``notrack``,      every mode, raw priority (before conntrack), prerouting and
-``notrack_out``   output: VRRP and the daemon's own health checks are left out of
-                  conntrack.  The guard's nat and ct_keep chains keep conntrack
-                  on, and every check connection then held an entry (TIME_WAIT:
-                  120 s): 10,000 servers checked each second want ~1.2 M, far
-                  over a default nf_conntrack_max, and a full table dropped
-                  packets, VRRP adverts among them (EPERM on send).  Checks are
-                  matched by their destination (real server address and check
-                  port) going out, by their source coming back; the replies of
-                  this box's own servers to its checks go out on lo, and only
-                  those are matched by source there, since the replies of a
-                  bypass-redirected connection (same source, to a client) need
-                  conntrack to be un-NATed.  A host firewall that accepts replies
-                  by ``ct state established`` must accept ``ct state untracked``
-                  from the real servers too.
+Three chains, each only in the modes that need it:
 
 ``ct_keep``       every mode.  ``ct state invalid counter`` does nothing to traffic;
                   it holds the namespace's conntrack reference.  Without it,
@@ -52,40 +36,22 @@ in ``nft list table ip lvsagent`` and state() keys its counters by it.
 
 from __future__ import annotations
 
-from lvsagent.netfilter.spec import CheckTarget, GuardedService, GuardMode, GuardSpec, normalize_mac
-from lvsagent.netfilter.table import (
-    FAMILY,
-    TABLE,
-    TABLE_LABEL,
-    Chain,
-    Json,
-    Rule,
-    TableState,
-    delete_table,
-    describe_drift,
-    list_table,
-    match,
-    one_of,
-    parse_counters,
-    parse_table,
-)
+from dataclasses import dataclass
+from typing import Any
+
+from lvsagent.netfilter.spec import GuardedService, GuardMode, GuardSpec, normalize_mac
 
 # The spec types are re-exported: callers build a GuardSpec and hand it here.
 __all__ = [
     "BYPASS_CHAIN",
     "CT_CHAIN",
-    "FAMILY",
     "FWMARK_CHAIN",
-    "NOTRACK_CHAIN",
-    "NOTRACK_OUT_CHAIN",
     "TABLE",
     "TABLE_LABEL",
     "Chain",
-    "CheckTarget",
     "GuardMode",
     "GuardSpec",
     "GuardedService",
-    "Json",
     "Rule",
     "TableState",
     "delete_table",
@@ -98,74 +64,96 @@ __all__ = [
     "transaction",
 ]
 
+Json = dict[str, Any]
+
+FAMILY = "ip"
+TABLE = "lvsagent"
+TABLE_LABEL = f"{FAMILY} {TABLE}"
 CT_CHAIN = "ct_keep"
 BYPASS_CHAIN = "bypass"
 FWMARK_CHAIN = "fwmark_guard"
-NOTRACK_CHAIN = "notrack"
-NOTRACK_OUT_CHAIN = "notrack_out"
 CT_COMMENT = "lvsagent: keeps conntrack hooked for redirected connections"
 
 # Hook priorities as numbers: the readback gives numbers, and these are the
-# kernel's NF_IP_PRI_RAW (-300, before conntrack at -200), NF_IP_PRI_MANGLE (-150)
-# and NF_IP_PRI_NAT_DST (-100, "dstnat").
-PRIO_RAW = -300
+# kernel's NF_IP_PRI_MANGLE (-150) and NF_IP_PRI_NAT_DST (-100, "dstnat").
 PRIO_MANGLE = -150
 PRIO_DSTNAT = -100
 
 
-NOTRACK = Chain(NOTRACK_CHAIN, "filter", "prerouting", PRIO_RAW)
-NOTRACK_OUT = Chain(NOTRACK_OUT_CHAIN, "filter", "output", PRIO_RAW)
+@dataclass(frozen=True)
+class Chain:
+    """A base chain of our table; all are prerouting hooks with policy accept."""
+
+    name: str
+    type: str
+    hook: str
+    prio: int
+    policy: str = "accept"
+
+    def to_json(self) -> Json:
+        return {"family": FAMILY, "table": TABLE, "name": self.name, "type": self.type,
+                "hook": self.hook, "prio": self.prio, "policy": self.policy}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule: its chain, its comment (the service it serves) and its expressions."""
+
+    chain: str
+    comment: str
+    expr: tuple[Json, ...]
+
+    def to_json(self) -> Json:
+        return {"family": FAMILY, "table": TABLE, "chain": self.chain,
+                "comment": self.comment, "expr": list(self.expr)}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TableState:
+    """Our table's configured content: chains and rules, no counters or handles."""
+
+    chains: tuple[Chain, ...]
+    rules: tuple[Rule, ...]
+
+    def chain(self, name: str) -> Chain | None:
+        return next((c for c in self.chains if c.name == name), None)
+
+    def rules_of(self, chain: str) -> list[Rule]:
+        return [r for r in self.rules if r.chain == chain]
+
+    def same_as(self, other: TableState) -> bool:
+        """Equal as tables: chain order does not matter, rule order inside a chain does."""
+        return set(self.chains) == set(other.chains) and all(
+            self.rules_of(c.name) == other.rules_of(c.name) for c in self.chains
+        )
+
+
 CT_KEEP = Chain(CT_CHAIN, "filter", "prerouting", PRIO_MANGLE)
 BYPASS = Chain(BYPASS_CHAIN, "nat", "prerouting", PRIO_DSTNAT)
 FWMARK = Chain(FWMARK_CHAIN, "filter", "prerouting", PRIO_MANGLE)
 
 
-def _servicematch(svc: GuardedService, l4proto: bool = True) -> list[Json]:
+def _match(left: Json, right: object, op: str = "==") -> Json:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _service_match(svc: GuardedService, l4proto: bool = True) -> list[Json]:
     """``ip daddr VIP`` plus ``tcp dport P`` (or ``meta l4proto tcp`` for every port, unless
     ``l4proto`` is False: a later match on the protocol's header implies it)."""
-    exprs = [match({"payload": {"protocol": "ip", "field": "daddr"}}, str(svc.vip))]
+    exprs = [_match({"payload": {"protocol": "ip", "field": "daddr"}}, str(svc.vip))]
     if svc.port is None:
         if l4proto:
-            exprs.append(match({"meta": {"key": "l4proto"}}, svc.protocol))
+            exprs.append(_match({"meta": {"key": "l4proto"}}, svc.protocol))
     else:
-        exprs.append(match({"payload": {"protocol": svc.protocol, "field": "dport"}}, svc.port))
+        exprs.append(_match({"payload": {"protocol": svc.protocol, "field": "dport"}}, svc.port))
     return exprs
-
-
-VRRP_COMMENT = "lvsagent: VRRP needs no conntrack"
-_VRRP = match({"payload": {"protocol": "ip", "field": "protocol"}}, "vrrp")
-
-
-def _pair(where: str) -> Json:
-    """``ip saddr . tcp sport`` (where = "s") or ``ip daddr . tcp dport`` ("d")."""
-    return {"concat": [{"payload": {"protocol": "ip", "field": f"{where}addr"}},
-                       {"payload": {"protocol": "tcp", "field": f"{where}port"}}]}  # fmt: skip
-
-
-def notrack_rules(targets: tuple[CheckTarget, ...]) -> list[Rule]:
-    """VRRP both ways; health checks out by destination, back by source (module docstring)."""
-    rules = [Rule(chain, VRRP_COMMENT, (_VRRP, {"counter": None}, {"notrack": None}))
-             for chain in (NOTRACK_CHAIN, NOTRACK_OUT_CHAIN)]  # fmt: skip
-    if not targets:
-        return rules
-    pairs = one_of([{"concat": [str(t.address), t.port]} for t in targets])
-    untrack = ({"counter": None}, {"notrack": None})
-    return [
-        *rules,
-        Rule(NOTRACK_CHAIN, "lvsagent: health check replies",
-             (match(_pair("s"), pairs), *untrack)),
-        Rule(NOTRACK_OUT_CHAIN, "lvsagent: health checks",
-             (match(_pair("d"), pairs), *untrack)),
-        Rule(NOTRACK_OUT_CHAIN, "lvsagent: health check replies of this box's servers",
-             (match({"meta": {"key": "oifname"}}, "lo"), match(_pair("s"), pairs), *untrack)),
-    ]  # fmt: skip
 
 
 def ct_keep_rule() -> Rule:
     return Rule(
         CT_CHAIN,
         CT_COMMENT,
-        (match({"ct": {"key": "state"}}, "invalid", op="in"), {"counter": None}),
+        (_match({"ct": {"key": "state"}}, "invalid", op="in"), {"counter": None}),
     )
 
 
@@ -174,18 +162,18 @@ def bypass_rule(svc: GuardedService) -> Rule:
     return Rule(
         BYPASS_CHAIN,
         f"bypass {svc.label}",
-        (*_servicematch(svc), {"counter": None}, {"redirect": None}),
+        (*_service_match(svc), {"counter": None}, {"redirect": None}),
     )
 
 
 def _from_peer(peer_macs: tuple[str, ...], op: str = "==") -> Json:
     """``ether saddr`` is (``!=``: is not) one of the peer's MACs."""
     macs: object = peer_macs[0] if len(peer_macs) == 1 else {"set": list(peer_macs)}
-    return match({"payload": {"protocol": "ether", "field": "saddr"}}, macs, op=op)
+    return _match({"payload": {"protocol": "ether", "field": "saddr"}}, macs, op=op)
 
 
 # ``tcp flags & (syn | ack) == syn``: a connection's first packet.
-_TCP_OPENING = match(
+_TCP_OPENING = _match(
     {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["syn", "ack"]]}, "syn"
 )
 
@@ -213,7 +201,7 @@ def peer_bypass_rule(svc: GuardedService, peer_macs: tuple[str, ...]) -> Rule:
         BYPASS_CHAIN,
         f"bypass {svc.label} from the peer",
         (
-            *_servicematch(svc, l4proto=not tcp),
+            *_service_match(svc, l4proto=not tcp),
             _from_peer(peer_macs),
             *([_TCP_OPENING] if tcp else []),
             {"counter": None},
@@ -229,7 +217,7 @@ def fwmark_rule(svc: GuardedService, peer_macs: tuple[str, ...]) -> Rule:
         FWMARK_CHAIN,
         f"fwmark {svc.fwmark} {svc.label}",
         (
-            *_servicematch(svc),
+            *_service_match(svc),
             _from_peer(peer_macs, op="!="),
             {"counter": None},
             {"mangle": {"key": {"meta": {"key": "mark"}}, "value": svc.fwmark}},
@@ -255,8 +243,8 @@ def desired_table(spec: GuardSpec, active: bool) -> TableState:
     The redirect takes only a connection's first packet (see peer_bypass_rule),
     so the connections the sync daemon carries over a failover are not touched.
     """
-    chains = [NOTRACK, NOTRACK_OUT, CT_KEEP]
-    rules = [*notrack_rules(spec.check_targets), ct_keep_rule()]
+    chains = [CT_KEEP]
+    rules = [ct_keep_rule()]
     services = spec.unique_services()
     if spec.mode == "fwmark":
         # The mark keeps the peer's forwards out of the fwmark services, but IPVS
@@ -278,8 +266,7 @@ def transaction(desired: TableState, actual: TableState | None) -> Json:
     """One atomic batch that turns ``actual`` (None: no table) into ``desired``.
 
     add table / add chain are no-ops on existing objects and flush empties them,
-    so the batch is right whatever the kernel holds (a chain ``actual`` shows
-    right is not flushed: that readback is fresh), with one exception it
+    so the batch is right whatever the kernel holds, with one exception it
     handles from the readback: a chain of ours that is not wanted, or whose hook
     or type someone changed (``add chain`` cannot change a base chain), is
     flushed and deleted first.  A failing command rolls the whole batch back.
@@ -293,20 +280,69 @@ def transaction(desired: TableState, actual: TableState | None) -> Json:
             cmds.append({"delete": {"chain": ref}})
     for chain in desired.chains:
         cmds.append({"add": {"chain": chain.to_json()}})
-    # A chain whose rules are already right is left alone: a transition then
-    # re-sends only the bypass chain, not the health checks' set of every server.
-    redo = [
-        c for c in desired.chains
-        if actual is None or actual.chain(c.name) != c
-        or actual.rules_of(c.name) != desired.rules_of(c.name)
-    ]  # fmt: skip
-    for chain in redo:
+    for chain in desired.chains:
         cmds.append({"flush": {"chain": {"family": FAMILY, "table": TABLE, "name": chain.name}}})
-    names = {c.name for c in redo}
     for rule in desired.rules:
-        if rule.chain in names:
-            cmds.append({"add": {"rule": rule.to_json()}})
+        cmds.append({"add": {"rule": rule.to_json()}})
     return {"nftables": cmds}
+
+
+def delete_table() -> Json:
+    return {"nftables": [{"delete": {"table": {"family": FAMILY, "name": TABLE}}}]}
+
+
+def list_table() -> Json:
+    return {"nftables": [{"list": {"table": {"family": FAMILY, "name": TABLE}}}]}
+
+
+def _strip_counters(value: Any) -> Any:
+    """Counters read back as {"packets": n, "bytes": m}; the desired form is null."""
+    if isinstance(value, dict):
+        return {k: None if k == "counter" else _strip_counters(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strip_counters(v) for v in value]
+    return value
+
+
+def parse_table(readback: Json) -> TableState:
+    """``nft -j list table ip lvsagent`` output -> TableState (counters and handles dropped).
+
+    Chains without a hook (regular chains someone added) read as type/hook ""
+    so that they differ from ours and get deleted.
+    """
+    chains: list[Chain] = []
+    rules: list[Rule] = []
+    for item in readback.get("nftables", []):
+        if "chain" in item:
+            c = item["chain"]
+            if c.get("table") != TABLE or c.get("family") != FAMILY:
+                continue
+            chains.append(Chain(c["name"], c.get("type", ""), c.get("hook", ""),
+                                int(c.get("prio", 0)), c.get("policy", "")))  # fmt: skip
+        elif "rule" in item:
+            r = item["rule"]
+            if r.get("table") != TABLE or r.get("family") != FAMILY:
+                continue
+            exprs = tuple(_strip_counters(e) for e in r.get("expr", []))
+            rules.append(Rule(r["chain"], r.get("comment", ""), exprs))
+    return TableState(tuple(chains), tuple(rules))
+
+
+def parse_counters(readback: Json) -> dict[str, dict[str, int]]:
+    """Packet and byte counters of each rule, keyed by the rule's comment."""
+    found: dict[str, dict[str, int]] = {}
+    for item in readback.get("nftables", []):
+        rule = item.get("rule")
+        if not rule or rule.get("table") != TABLE:
+            continue
+        for e in rule.get("expr", []):
+            counter = e.get("counter") if isinstance(e, dict) else None
+            if isinstance(counter, dict):
+                found[rule.get("comment", f"handle {rule.get('handle')}")] = {
+                    "packets": int(counter.get("packets", 0)),
+                    "bytes": int(counter.get("bytes", 0)),
+                }
+    return found
 
 
 def peer_macs_of(state: TableState) -> tuple[str, ...]:
@@ -333,3 +369,23 @@ def peer_macs_of(state: TableState) -> tuple[str, ...]:
                     continue  # someone's hand edit: not a MAC we can trust
     return tuple(sorted(found))
 
+
+def describe_drift(desired: TableState, actual: TableState | None) -> list[str]:
+    """What differs, in words an operator can check with ``nft list table ip lvsagent``."""
+    if actual is None:
+        return [f"table {TABLE_LABEL} missing"]
+    out: list[str] = []
+    for chain in desired.chains:
+        have = actual.chain(chain.name)
+        if have is None:
+            out.append(f"chain {chain.name} missing")
+        elif have != chain:
+            out.append(f"chain {chain.name} changed ({have.type} {have.hook} {have.prio}"
+                       f" {have.policy}, want {chain.type} {chain.hook} {chain.prio})")  # fmt: skip
+        want_rules, have_rules = desired.rules_of(chain.name), actual.rules_of(chain.name)
+        if have is not None and want_rules != have_rules:
+            out.append(f"chain {chain.name}: {len(have_rules)} rules differ from the "
+                       f"{len(want_rules)} wanted")  # fmt: skip
+    names = {c.name for c in desired.chains}
+    out.extend(f"chain {c.name} not ours" for c in actual.chains if c.name not in names)
+    return out

@@ -82,23 +82,6 @@ class GuardedService:
         return f"{self.vip}:{port}/{self.protocol}"
 
 
-@dataclass(frozen=True, order=True)
-class CheckTarget:
-    """Where this box's health checks connect (a real server's address, the check's port):
-    connections the loop guard's table leaves out of conntrack."""
-
-    address: ipaddress.IPv4Address
-    port: int
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.address, ipaddress.IPv4Address):
-            raise ValueError(f"check target {self.address!r} is not an IPv4 address")
-        if isinstance(self.port, bool) or not isinstance(self.port, int) or not (
-            1 <= self.port <= 65535
-        ):
-            raise ValueError(f"check port {self.port!r} of {self.address} is not in 1..65535")
-
-
 @dataclass(frozen=True)
 class GuardSpec:
     """The loop guard's whole configuration: mode, services, and the peer directors' MACs."""
@@ -106,7 +89,6 @@ class GuardSpec:
     mode: GuardMode
     services: tuple[GuardedService, ...] = ()
     peer_macs: tuple[str, ...] = ()
-    check_targets: tuple[CheckTarget, ...] = ()
 
     def __post_init__(self) -> None:
         if self.mode not in get_args(GuardMode):
@@ -117,10 +99,6 @@ class GuardSpec:
         macs = tuple(sorted({normalize_mac(m) for m in self.peer_macs}))
         object.__setattr__(self, "peer_macs", macs)
         object.__setattr__(self, "services", tuple(self.services))
-        for target in self.check_targets:
-            if not isinstance(target, CheckTarget):
-                raise ValueError(f"check target {target!r} is not a CheckTarget")
-        object.__setattr__(self, "check_targets", tuple(sorted(set(self.check_targets))))
         if self.mode == "fwmark":
             marks: dict[str, int] = {}
             for svc in self.services:

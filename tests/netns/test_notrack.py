@@ -5,6 +5,7 @@ every check connection then held an entry for its TIME_WAIT (120 s): 10,000 serv
 checked each second filled a default table, the kernel dropped packets, and VRRP
 adverts failed to send.  Box A checks a real server on box B and its own (over lo),
 and exchanges adverts with B; A's conntrack table is read from /proc in its namespace.
+The rules are in table ip lvsagent_notrack (lvsagent/netfilter/notrack.py).
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ def test_checks_and_adverts_leave_no_conntrack_entry(pair: Pair) -> None:
         assert any("dport=8081" in e for e in entries), entries  # the control is tracked
         assert not [e for e in entries if re.search(r"port=8080\b", e)], entries
         assert not [e for e in entries if e.split()[3] == "112"], entries  # VRRP
+        # The table as written: both checks in its set, and never "repaired" since.
+        listing = pair.a.run("nft", "list", "set", "ip", "lvsagent_notrack", "checks").stdout
+        assert "10.99.0.1 . 8080" in listing and "10.99.0.2 . 8080" in listing, listing
+        assert not [line for line in da.lines if "repaired" in line]
     finally:
         control.close()
         for server in servers:

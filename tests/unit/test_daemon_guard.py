@@ -12,6 +12,7 @@ import lvsagent.daemon.guard as guard_module
 from lvsagent.config.loader import parse_config
 from lvsagent.daemon.guard import LoopGuard, check_targets
 from lvsagent.netfilter.nft import NftError
+from tests.unit.conftest import RecordingUntracked
 
 CONFIG = """
 [[vrrp_instance]]
@@ -134,7 +135,21 @@ def test_the_tables_check_targets_are_where_the_checks_connect() -> None:
         + '[[virtual_server.real_server]]\naddress = "10.0.0.3"\nport = 80\n',
         "t.toml",
     )
-    assert [(str(t.address), t.port) for t in check_targets(config)] == [
+    assert [(str(t.address), t.port) for t in sorted(check_targets(config))] == [
         ("10.0.0.1", 8080),  # the http check's port
         ("10.0.0.2", 80),  # its own tcp check: the server's port
     ]  # no check of type none: nothing to leave out of conntrack
+
+
+def test_a_notrack_table_that_cannot_be_written_is_logged_and_retried(
+    guard: LoopGuard, caplog: pytest.LogCaptureFixture
+) -> None:
+    untracked = guard.untracked
+    assert isinstance(untracked, RecordingUntracked)
+    untracked.fail = OSError(95, "Operation not supported")
+    asyncio.run(guard.set(True, "VI_1 startup"))
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(guard.check())
+        asyncio.run(guard.check())
+    assert untracked.checks == 2  # each check tries again
+    assert "cannot keep VRRP and the health checks out of conntrack" in caplog.text

@@ -145,17 +145,14 @@ def test_check_repairs_a_flushed_chain_and_a_deleted_table(
     assert guard.check() is False
 
 
-NOTRACKS = ("notrack", "notrack_out")  # every mode: VRRP (and checks) untracked
-
-
 def test_switching_mode_replaces_the_chains(nft: FakeNft) -> None:
     guard = NftGuard(BYPASS, nft)
     guard.apply(True)
     assert guard.reconfigure(GuardSpec("fwmark", (WEB,), ("02:00:00:00:00:02",))) is True
-    assert set(nft.tables["lvsagent"]["chains"]) == {*NOTRACKS, "ct_keep", "fwmark_guard", "bypass"}
+    assert set(nft.tables["lvsagent"]["chains"]) == {"ct_keep", "fwmark_guard", "bypass"}
     assert nft.rule_count("fwmark_guard") == nft.rule_count("bypass") == 1
     assert guard.reconfigure(GuardSpec("backup_only", (WEB,))) is True
-    assert set(nft.tables["lvsagent"]["chains"]) == {*NOTRACKS, "ct_keep", "bypass"}
+    assert set(nft.tables["lvsagent"]["chains"]) == {"ct_keep", "bypass"}
     assert nft.rule_count("bypass") == 0  # no peer MAC known: nothing to redirect
     assert nft.rule_count("fwmark_guard") == 0
 
@@ -204,11 +201,10 @@ def test_state_reports_mode_role_rules_and_counters(nft: FakeNft) -> None:
     guard = NftGuard(BYPASS, nft)
     assert guard.state()["present"] is False
     guard.apply(True)
-    bypass = next(r for r in nft.tables["lvsagent"]["rules"] if r["chain"] == "bypass")
-    bypass["expr"][2]["counter"]["packets"] = 5
+    nft.tables["lvsagent"]["rules"][1]["expr"][2]["counter"]["packets"] = 5
     state = guard.state()
     assert state["mode"] == "bypass" and state["active"] is True and state["bypass"] == "on"
-    assert state["rules"] == 4 and state["in_sync"] is True  # 2 VRRP notrack, ct, bypass
+    assert state["rules"] == 2 and state["in_sync"] is True
     assert state["counters"]["bypass 172.16.0.30:80/tcp"]["packets"] == 5
     guard.apply(False)
     assert guard.state()["bypass"] == "off"

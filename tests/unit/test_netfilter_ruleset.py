@@ -13,8 +13,6 @@ from lvsagent.netfilter.ruleset import (
     BYPASS,
     CT_KEEP,
     FWMARK,
-    NOTRACK,
-    NOTRACK_OUT,
     Chain,
     Rule,
     TableState,
@@ -25,7 +23,7 @@ from lvsagent.netfilter.ruleset import (
     peer_macs_of,
     transaction,
 )
-from lvsagent.netfilter.spec import CheckTarget, GuardedService, GuardSpec, normalize_mac
+from lvsagent.netfilter.spec import GuardedService, GuardSpec, normalize_mac
 
 A = ipaddress.IPv4Address
 WEB = GuardedService("tcp", A("172.16.0.30"), 80, 3)
@@ -44,8 +42,8 @@ SYN_ONLY = {"match": {"op": "==", "right": "syn", "left": {
     "&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["syn", "ack"]]}}}  # fmt: skip
 
 
-def chain(name: str, type_: str, prio: int, hook: str = "prerouting") -> dict[str, Any]:
-    return {"add": {"chain": {**T, "name": name, "type": type_, "hook": hook,
+def chain(name: str, type_: str, prio: int) -> dict[str, Any]:
+    return {"add": {"chain": {**T, "name": name, "type": type_, "hook": "prerouting",
                               "prio": prio, "policy": "accept"}}}  # fmt: skip
 
 
@@ -54,29 +52,16 @@ def flush(name: str) -> dict[str, Any]:
 
 
 ADD_TABLE = {"add": {"table": {"family": "ip", "name": "lvsagent"}}}
-# Every mode's first two chains, before conntrack: VRRP (and health checks) untracked.
-NOTRACK_CHAINS = [chain("notrack", "filter", -300), chain("notrack_out", "filter", -300, "output")]
-NOTRACK_FLUSHES = [flush("notrack"), flush("notrack_out")]
-VRRP = {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "protocol"}},
-                  "right": "vrrp"}}  # fmt: skip
-VRRP_RULES = [
-    {"add": {"rule": {**T, "chain": c, "comment": "lvsagent: VRRP needs no conntrack",
-                      "expr": [VRRP, {"counter": None}, {"notrack": None}]}}}
-    for c in ("notrack", "notrack_out")
-]  # fmt: skip
 
 
 def test_bypass_active_redirects_each_service_by_protocol_vip_and_port() -> None:
     doc = transaction(desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), active=True), None)
     assert doc == {"nftables": [
         ADD_TABLE,
-        *NOTRACK_CHAINS,
         chain("ct_keep", "filter", -150),
         chain("bypass", "nat", -100),
-        *NOTRACK_FLUSHES,
         flush("ct_keep"),
         flush("bypass"),
-        *VRRP_RULES,
         {"add": {"rule": CT_RULE}},
         {"add": {"rule": {**T, "chain": "bypass", "comment": "bypass 172.16.0.30:80/tcp",
                           "expr": [DADDR, DPORT80, {"counter": None}, {"redirect": None}]}}},
@@ -89,13 +74,10 @@ def test_bypass_inactive_keeps_the_chains_and_empties_the_redirects() -> None:
     doc = transaction(desired_table(GuardSpec("bypass", (WEB,)), active=False), None)
     assert doc == {"nftables": [
         ADD_TABLE,
-        *NOTRACK_CHAINS,
         chain("ct_keep", "filter", -150),
         chain("bypass", "nat", -100),
-        *NOTRACK_FLUSHES,
         flush("ct_keep"),
         flush("bypass"),
-        *VRRP_RULES,
         {"add": {"rule": CT_RULE}},
     ]}  # fmt: skip
 
@@ -121,15 +103,12 @@ def test_fwmark_marks_what_the_peer_did_not_send_whatever_the_state() -> None:
         doc = transaction(desired_table(spec, active), None)
         assert doc == {"nftables": [
             ADD_TABLE,
-            *NOTRACK_CHAINS,
             chain("ct_keep", "filter", -150),
             chain("fwmark_guard", "filter", -150),
             chain("bypass", "nat", -100),
-            *NOTRACK_FLUSHES,
             flush("ct_keep"),
             flush("fwmark_guard"),
             flush("bypass"),
-            *VRRP_RULES,
             {"add": {"rule": CT_RULE}},
             {"add": {"rule": {**T, "chain": "fwmark_guard",
                               "comment": "fwmark 3 172.16.0.30:80/tcp", "expr": [
@@ -173,15 +152,15 @@ def test_fwmark_with_two_peer_macs_uses_a_sorted_set() -> None:
 def test_fwmark_without_a_peer_mac_marks_nothing() -> None:
     """Marking everything would let both boxes balance: the loop.  Nothing is the safe side."""
     table = desired_table(GuardSpec("fwmark", (WEB,)), False)
-    assert table.chains == (NOTRACK, NOTRACK_OUT, CT_KEEP, FWMARK, BYPASS)
+    assert table.chains == (CT_KEEP, FWMARK, BYPASS)
     assert table.rules_of("fwmark_guard") == table.rules_of("bypass") == []
 
 
 def test_backup_only_without_a_peer_mac_has_only_the_conntrack_keeper() -> None:
     for active in (True, False):
         table = desired_table(GuardSpec("backup_only", (WEB,)), active)
-        assert table.chains == (NOTRACK, NOTRACK_OUT, CT_KEEP, BYPASS)
-        assert [r.chain for r in table.rules] == ["notrack", "notrack_out", "ct_keep"]
+        assert table.chains == (CT_KEEP, BYPASS)
+        assert [r.chain for r in table.rules] == ["ct_keep"]
 
 
 def test_backup_only_serves_the_peers_forwards_locally_in_every_state() -> None:
@@ -207,9 +186,7 @@ def test_every_mode_keeps_conntrack_hooked() -> None:
     for mode in ("bypass", "fwmark", "backup_only"):
         for active in (True, False):
             table = desired_table(GuardSpec(mode, (WEB,), ("02:00:00:00:00:01",)), active)
-            assert table.rules_of("ct_keep")[0].expr[0]["match"]["left"] == {
-                "ct": {"key": "state"}
-            }
+            assert table.rules[0].expr[0]["match"]["left"] == {"ct": {"key": "state"}}
 
 
 def test_duplicate_services_share_one_rule() -> None:
@@ -275,12 +252,6 @@ def test_a_string_vip_is_parsed_not_passed_on() -> None:
     assert svc.vip == A("172.16.0.30")
 
 
-# This box's health checks in the recorded bypass table, and the set nft read back.
-CHECKS = (CheckTarget(A("172.16.0.32"), 8080), CheckTarget(A("172.16.0.31"), 80),
-          CheckTarget(A("172.16.0.32"), 80))  # fmt: skip
-CHECK_SET = [{"concat": ["172.16.0.31", 80]}, {"concat": ["172.16.0.32", 80]},
-             {"concat": ["172.16.0.32", 8080]}]  # fmt: skip
-
 # Recorded with `nft -j list table ip lvsagent` after NftGuard.apply (nftables 1.0.6,
 # kernel 6.18), bypass mode, active, with traffic on the first service.
 READBACK_BYPASS: dict[str, Any] = {"nftables": [
@@ -313,47 +284,6 @@ READBACK_BYPASS: dict[str, Any] = {"nftables": [
                        {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}},
                                   "right": "udp"}},
                        {"counter": {"packets": 0, "bytes": 0}}, {"redirect": None}]}},
-    # The notrack chains (recorded the same way once they existed, with CHECKS; appended
-    # here so that the older items keep their places).
-    {"chain": {"family": "ip", "table": "lvsagent", "name": "notrack", "handle": 1,
-               "type": "filter", "hook": "prerouting", "prio": -300, "policy": "accept"}},
-    {"chain": {"family": "ip", "table": "lvsagent", "name": "notrack_out", "handle": 2,
-               "type": "filter", "hook": "output", "prio": -300, "policy": "accept"}},
-    {"rule": {"family": "ip", "table": "lvsagent", "chain": "notrack", "handle": 5,
-              "comment": "lvsagent: VRRP needs no conntrack",
-              "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip",
-                                                                   "field": "protocol"}},
-                                  "right": "vrrp"}},
-                       {"counter": {"packets": 0, "bytes": 0}}, {"notrack": None}]}},
-    {"rule": {"family": "ip", "table": "lvsagent", "chain": "notrack", "handle": 8,
-              "comment": "lvsagent: health check replies",
-              "expr": [{"match": {"op": "==", "left": {"concat": [
-                           {"payload": {"protocol": "ip", "field": "saddr"}},
-                           {"payload": {"protocol": "tcp", "field": "sport"}}]},
-                                  "right": {"set": CHECK_SET}}},
-                       {"counter": {"packets": 0, "bytes": 0}}, {"notrack": None}]}},
-    {"rule": {"family": "ip", "table": "lvsagent", "chain": "notrack_out", "handle": 6,
-              "comment": "lvsagent: VRRP needs no conntrack",
-              "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip",
-                                                                   "field": "protocol"}},
-                                  "right": "vrrp"}},
-                       {"counter": {"packets": 0, "bytes": 0}}, {"notrack": None}]}},
-    {"rule": {"family": "ip", "table": "lvsagent", "chain": "notrack_out", "handle": 10,
-              "comment": "lvsagent: health checks",
-              "expr": [{"match": {"op": "==", "left": {"concat": [
-                           {"payload": {"protocol": "ip", "field": "daddr"}},
-                           {"payload": {"protocol": "tcp", "field": "dport"}}]},
-                                  "right": {"set": CHECK_SET}}},
-                       {"counter": {"packets": 0, "bytes": 0}}, {"notrack": None}]}},
-    {"rule": {"family": "ip", "table": "lvsagent", "chain": "notrack_out", "handle": 12,
-              "comment": "lvsagent: health check replies of this box's servers",
-              "expr": [{"match": {"op": "==", "left": {"meta": {"key": "oifname"}},
-                                  "right": "lo"}},
-                       {"match": {"op": "==", "left": {"concat": [
-                           {"payload": {"protocol": "ip", "field": "saddr"}},
-                           {"payload": {"protocol": "tcp", "field": "sport"}}]},
-                                  "right": {"set": CHECK_SET}}},
-                       {"counter": {"packets": 0, "bytes": 0}}, {"notrack": None}]}},
 ]}  # fmt: skip
 
 # The same, fwmark mode with two peer MACs (first service only). The peer rule's SYN match
@@ -405,28 +335,11 @@ READBACK_FWMARK: dict[str, Any] = {"nftables": [
                                                              ["syn", "ack"]]},
                                   "right": "syn"}},
                        {"counter": {"packets": 0, "bytes": 0}}, {"redirect": None}]}},
-    # The notrack chains, recorded as above (no health checks in this spec).
-    {"chain": {"family": "ip", "table": "lvsagent", "name": "notrack", "handle": 1,
-               "type": "filter", "hook": "prerouting", "prio": -300, "policy": "accept"}},
-    {"chain": {"family": "ip", "table": "lvsagent", "name": "notrack_out", "handle": 2,
-               "type": "filter", "hook": "output", "prio": -300, "policy": "accept"}},
-    {"rule": {"family": "ip", "table": "lvsagent", "chain": "notrack", "handle": 6,
-              "comment": "lvsagent: VRRP needs no conntrack",
-              "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip",
-                                                                   "field": "protocol"}},
-                                  "right": "vrrp"}},
-                       {"counter": {"packets": 0, "bytes": 0}}, {"notrack": None}]}},
-    {"rule": {"family": "ip", "table": "lvsagent", "chain": "notrack_out", "handle": 7,
-              "comment": "lvsagent: VRRP needs no conntrack",
-              "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip",
-                                                                   "field": "protocol"}},
-                                  "right": "vrrp"}},
-                       {"counter": {"packets": 0, "bytes": 0}}, {"notrack": None}]}},
 ]}  # fmt: skip
 
 
 def test_recorded_readbacks_equal_the_desired_tables() -> None:
-    bypass = desired_table(GuardSpec("bypass", (WEB, DNS_ANY), check_targets=CHECKS), True)
+    bypass = desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
     assert parse_table(READBACK_BYPASS).same_as(bypass)
     assert describe_drift(bypass, parse_table(READBACK_BYPASS)) == []
     fwmark = desired_table(GuardSpec("fwmark", (WEB,), ("08:00:27:E1:3C:C5", "08:00:27:77:84:ef")),
@@ -456,7 +369,7 @@ def test_the_peer_macs_a_left_table_names_are_found() -> None:
 
 
 def test_rule_order_matters_chain_order_does_not() -> None:
-    desired = desired_table(GuardSpec("bypass", (WEB, DNS_ANY), check_targets=CHECKS), True)
+    desired = desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
     swapped = copy.deepcopy(READBACK_BYPASS)
     items = swapped["nftables"]
     items[2], items[3] = items[3], items[2]
@@ -466,7 +379,7 @@ def test_rule_order_matters_chain_order_does_not() -> None:
 
 
 def test_drift_is_described_in_words() -> None:
-    desired = desired_table(GuardSpec("bypass", (WEB, DNS_ANY), check_targets=CHECKS), True)
+    desired = desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
     assert describe_drift(desired, None) == ["table ip lvsagent missing"]
     flushed = copy.deepcopy(READBACK_BYPASS)
     flushed["nftables"] = [i for i in flushed["nftables"] if i.get("rule", {}).get("chain")
@@ -495,57 +408,5 @@ def test_foreign_tables_in_a_readback_are_ignored() -> None:
                                       "prio": 0, "policy": "drop"}})  # fmt: skip
     doc["nftables"].append({"rule": {"family": "inet", "table": "filter", "chain": "input",
                                      "handle": 2, "expr": [{"accept": None}]}})  # fmt: skip
-    desired = desired_table(GuardSpec("bypass", (WEB, DNS_ANY), check_targets=CHECKS), True)
+    desired = desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
     assert parse_table(doc).same_as(desired)
-
-
-def test_vrrp_and_this_boxs_checks_are_left_out_of_conntrack() -> None:
-    table = desired_table(GuardSpec("bypass", (WEB,), check_targets=CHECKS), True)
-    assert table.chains[:2] == (NOTRACK, NOTRACK_OUT)
-    assert {c.prio for c in table.chains[:2]} == {-300}  # before conntrack (-200)
-    back, vrrp_in = table.rules_of("notrack")[1], table.rules_of("notrack")[0]
-    out = table.rules_of("notrack_out")
-    assert vrrp_in.expr[0] == VRRP == out[0].expr[0]
-    elements = back.expr[0]["match"]["right"]["set"]
-    assert sorted(map(str, elements)) == sorted(map(str, CHECK_SET))
-    assert back.expr[0]["match"]["left"]["concat"][0]["payload"]["field"] == "saddr"
-    assert out[1].expr[0]["match"]["left"]["concat"][0]["payload"]["field"] == "daddr"
-    # This box's own servers answer its checks over lo; a bypass-redirected connection's
-    # replies (same source, to a client elsewhere) must stay tracked to be un-NATed.
-    assert out[2].expr[0] == {"match": {"op": "==", "left": {"meta": {"key": "oifname"}},
-                                        "right": "lo"}}  # fmt: skip
-    assert all(r.expr[-1] == {"notrack": None} for r in (*out, back, vrrp_in))
-
-
-def test_a_transition_resends_only_the_chains_that_change() -> None:
-    spec = GuardSpec("bypass", (WEB,), check_targets=CHECKS)
-    doc = transaction(desired_table(spec, True), desired_table(spec, False))
-    flushed = [c["flush"]["chain"]["name"] for c in doc["nftables"] if "flush" in c]
-    added = {c["add"]["rule"]["chain"] for c in doc["nftables"] if "rule" in c.get("add", {})}
-    assert flushed == ["bypass"] and added == {"bypass"}
-
-
-def test_set_elements_in_another_order_read_back_equal() -> None:
-    shuffled = copy.deepcopy(READBACK_BYPASS)
-    for item in shuffled["nftables"]:
-        for e in item.get("rule", {}).get("expr", []):
-            right = e.get("match", {}).get("right")
-            if isinstance(right, dict) and "set" in right:
-                right["set"].reverse()
-    desired = desired_table(GuardSpec("bypass", (WEB, DNS_ANY), check_targets=CHECKS), True)
-    assert parse_table(shuffled).same_as(desired)
-
-
-@pytest.mark.parametrize(
-    ("make", "named"),
-    [
-        (lambda: CheckTarget("10.0.0.1", 80), "10.0.0.1"),  # type: ignore[arg-type]
-        (lambda: CheckTarget(A("10.0.0.1"), 0), "0"),
-        (lambda: CheckTarget(A("10.0.0.1"), True), "True"),  # type: ignore[arg-type]
-        (lambda: GuardSpec("bypass", (WEB,), check_targets=(("10.0.0.1", 80),)),  # type: ignore[arg-type]
-         "10.0.0.1"),
-    ],
-)  # fmt: skip
-def test_bad_check_targets_are_refused(make: Any, named: str) -> None:
-    with pytest.raises(ValueError, match=named.replace(".", r"\.")):
-        make()

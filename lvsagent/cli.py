@@ -121,8 +121,8 @@ def cmd_run(path: str, level: str) -> int:
     if config is None:
         return EX_CONFIG
     from lvsagent.daemon.app import serve
-    from lvsagent.statedir import StateDirError
     from lvsagent.daemon.pidlock import AlreadyRunning
+    from lvsagent.statedir import StateDirError
     from lvsagent.vrrp.addresses import InterfaceError
 
     _raise_fd_limit()

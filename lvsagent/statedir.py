@@ -29,7 +29,7 @@ import errno
 import os
 import stat
 
-__all__ = ["StateDirError", "read_private", "remove_private", "write_private"]
+__all__ = ["StateDirError", "open_lock_file", "read_private", "remove_private", "write_private"]
 
 FILE_MODE = 0o600
 DIR_MODE = 0o755
@@ -186,3 +186,30 @@ def remove_private(directory: str, name: str) -> None:
         raise _fail(os.path.join(directory, name), exc, "remove") from exc
     finally:
         os.close(fd)
+
+
+def open_lock_file(directory: str, name: str) -> tuple[int, bool]:
+    """``directory/name`` opened for an flock, created 0644 if missing: (descriptor, writable).
+
+    The directory passes the same checks as for the saved sysctls. A lock file left by a run
+    as another user (root by hand, before the unit) is opened read-only: an flock needs no
+    write access.
+    """
+    dfd = _open_dir(directory, create=True)
+    assert dfd is not None
+    where = os.path.join(directory, name)
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:
+            return os.open(name, flags | os.O_CREAT | os.O_RDWR, 0o644, dir_fd=dfd), True
+        except PermissionError as denied:
+            try:
+                return os.open(name, flags | os.O_RDONLY, dir_fd=dfd), False
+            except OSError:
+                raise _fail(where, denied, "open") from denied
+    except StateDirError:
+        raise
+    except OSError as exc:
+        raise _fail(where, exc, "open") from exc
+    finally:
+        os.close(dfd)

@@ -11,10 +11,13 @@ to name.  The lock is taken before anything on the host is changed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
 from pathlib import Path
+
+from lvsagent.statedir import open_lock_file
 
 LOCK_NAME = "lvsagent.pid"
 
@@ -29,17 +32,8 @@ class StateLock:
         self.fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise AlreadyRunning (OSError if the file cannot be opened)."""
-        self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        flags = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(self.path, flags | os.O_RDWR, 0o644)
-            writable = True
-        except PermissionError:
-            # Left by a run as another user (root by hand, before the unit): a lock
-            # needs no write access, and the PID it holds is then not updated.
-            fd = os.open(self.path, flags | os.O_RDONLY)
-            writable = False
+        """Take the lock or raise AlreadyRunning (StateDirError if the file cannot be opened)."""
+        fd, writable = open_lock_file(str(self.path.parent), self.path.name)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -55,8 +49,11 @@ class StateLock:
                 "another state_dir"
             ) from None
         if writable:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            # Only what a refusal names: a full file system must not stop the agent here
+            # (the state file written next says what is wrong, naming it).
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
 
     def release(self) -> None:

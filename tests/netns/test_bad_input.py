@@ -41,6 +41,14 @@ def run_agent(ns: Netns, config: Path, *wrapper: str) -> subprocess.CompletedPro
     )  # fmt: skip
 
 
+def with_state_dir(config: Path, state_dir: Path) -> Path:
+    """The config with ``state_dir`` set to ``state_dir`` (whatever the lab put there)."""
+    text = re.sub(r'(?m)^state_dir = ".*"$', f'state_dir = "{state_dir}"', config.read_text())
+    assert f'state_dir = "{state_dir}"' in text
+    config.write_text(text)
+    return config
+
+
 def with_global(config: Path, old: str, new: str) -> Path:
     text = config.read_text()
     assert old in text
@@ -158,7 +166,7 @@ def full_tmpfs(where: Path) -> Iterator[Path]:
 def guarded_config(pair: Pair, state_dir: Path, name: str = "a.toml") -> Path:
     """A config with a virtual server: the loop guard saves the sysctls it changes."""
     config = agent_config(pair.tmp / name, interface="eth0", priority=100)
-    return with_global(config, f'state_dir = "{pair.tmp}"', f'state_dir = "{state_dir}"')
+    return with_state_dir(config, state_dir)
 
 
 def test_a_full_state_dir_names_the_file_and_leaves_no_temporary(pair: Pair) -> None:
@@ -169,7 +177,8 @@ def test_a_full_state_dir_names_the_file_and_leaves_no_temporary(pair: Pair) -> 
         assert res.returncode == 73, res.stderr
         assert f"{state}/sysctl-saved.json" in res.stderr
         assert "No space left on device (ENOSPC)" in res.stderr
-        assert sorted(p.name for p in state.iterdir()) == ["fill"]
+        # The agent's lock file (empty: no room for its PID) and nothing half-written.
+        assert sorted(p.name for p in state.iterdir()) == ["fill", "lvsagent.pid"]
     assert pair.a.run("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
 
 
@@ -183,12 +192,13 @@ def test_an_unwritable_state_dir_names_it_and_its_errno(pair: Pair) -> None:
         state = public / "state"
         state.mkdir(mode=0o755)  # root's: readable, not writable by nobody
         config = agent_config(public / "a.toml", interface="eth0", priority=100)
-        with_global(config, f'state_dir = "{public}"', f'state_dir = "{state}"')
+        with_state_dir(config, state)
         config.write_text(config.read_text() + SERVICE)
         config.chmod(0o644)
         res = run_agent(pair.a, config, *as_service)
     assert res.returncode == 73, res.stderr
-    assert f"cannot write {state}/sysctl-saved.json: Permission denied (EACCES)" in res.stderr
+    # The first file it needs there is its lock.
+    assert f"cannot open {state}/lvsagent.pid: Permission denied (EACCES)" in res.stderr
     assert f"uid {NOBODY}" in res.stderr
     assert "CAP_NET_ADMIN" not in res.stderr
 

@@ -51,7 +51,19 @@ def test_run_refuses_a_vip_that_is_the_vrrp_source(pair: Pair) -> None:
                          'unicast_peers = ["10.99.0.1"]')  # fmt: skip
     res = run_cli(pair.b, "run", "--config", str(cfg))
     assert res.returncode == 78, res.stderr
-    assert "10.99.0.3/24" in res.stderr and "VRRP sends from" in res.stderr
+    # The config itself says so (a VIP equal to unicast_src), before any address is read.
+    assert "virtual_addresses[0]" in res.stderr and "unicast_src" in res.stderr
+    assert pair.b.addresses("eth0") == before
+
+
+def test_run_refuses_a_vip_that_is_the_interfaces_source_address(pair: Pair) -> None:
+    """No unicast_src: VRRP sends from the interface's own address; a VIP equal to its only
+    one leaves it none to send from."""
+    before = pair.b.addresses("eth0")
+    res = run_cli(pair.b, "run", "--config", str(own_vip_config(pair, "10.99.0.2/32")))
+    assert res.returncode == 78, res.stderr
+    assert "eth0 has no IPv4 address of its own" in res.stderr
+    assert "nothing was changed" in res.stderr
     assert pair.b.addresses("eth0") == before
 
 

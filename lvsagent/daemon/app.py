@@ -29,6 +29,7 @@ import time
 from lvsagent import memory
 from lvsagent.config.loader import ConfigError
 from lvsagent.config.schema import Config, VirtualServer
+from lvsagent.daemon import kmod
 from lvsagent.daemon.guard import LoopGuard, guarded_instance, peer_of
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.daemon.observing import Observer
@@ -264,6 +265,7 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self.on_reload_signal)
+        await kmod.ensure_modules(self.config)  # before the guard writes IPVS's sysctls
         async with contextlib.AsyncExitStack() as sockets:
             guarded = guarded_instance(self.config)
             if self.config.virtual_servers:

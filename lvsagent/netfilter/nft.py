@@ -80,10 +80,11 @@ class NftBackend(Protocol):
 class Libnftables:
     """The real backend: Debian's python3-nftables (``import nftables``).
 
-    ``terse``: listings leave set elements out (``nft -t``).
+    ``terse``: listings leave set elements out (``nft -t``). ``dry_run``: batches are
+    checked by the kernel and not committed (``nft -c``).
     """
 
-    def __init__(self, terse: bool = False) -> None:
+    def __init__(self, terse: bool = False, dry_run: bool = False) -> None:
         try:
             import nftables
         except ImportError as exc:
@@ -94,6 +95,7 @@ class Libnftables:
             ) from exc
         self._nft: Any = nftables.Nftables()
         self._nft.set_terse_output(terse)
+        self._nft.set_dry_run(dry_run)
 
     def run(self, doc: Json, action: str) -> Json:
         rc, output, error = self._nft.json_cmd(doc)

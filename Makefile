@@ -57,9 +57,11 @@ DISTRO_TIMEOUT ?= 900
 # table read back, and a two-box kill -9 with traffic. The guest runs under TCG where KVM
 # cannot run it, ~40x slower than the host: each case here was chosen for that budget.
 DISTRO_TESTS := tests/distro/test_modules.py \
-	tests/kernel/test_ipvs_batch.py \
-	tests/kernel/test_agent_ipvs.py \
-	'tests/netns/test_netfilter.py::test_the_kernel_reads_back_every_modes_table_as_written' \
+	tests/kernel/test_ipvs_batch.py::test_apply_many_converges_a_drifted_table \
+	tests/kernel/test_agent_traffic.py::test_resync_repairs_a_flush_and_restart_adopts_the_table \
+	tests/kernel/test_agent_ipvs.py::test_creates_every_service_then_plan_reports_nothing \
+	tests/kernel/test_agent_ipvs.py::test_reload_applies_only_the_difference_and_refuses_a_bad_file \
+	tests/netns/test_netfilter.py::test_the_kernel_reads_back_every_modes_table_as_written \
 	'tests/kernel/test_twobox_lvsagent.py::test_kill9_of_the_master_then_restart_ends_the_failures[bypass]'
 
 # Host: the runner's own tests. Guest: DISTRO_TESTS. The guest's root is this machine's,
@@ -69,7 +71,8 @@ test-distro: venv distro-deps
 	$(PY) -m compileall -q lvsagent tests
 	$(PYTEST) -q --collect-only $(DISTRO_TESTS) >/dev/null
 	PYTHONDONTWRITEBYTECODE=1 $(PY) -m tests.distro.qemu --timeout $(DISTRO_TIMEOUT) -- \
-		$(abspath $(PY)) -m pytest -p no:cacheprovider $(DISTRO_TESTS)
+		$(abspath $(PY)) -m pytest -p no:cacheprovider -p tests.distro.waits --durations=0 \
+		$(DISTRO_TESTS)
 
 test: lint test-unit test-netns test-kernel test-distro
 

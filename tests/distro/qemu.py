@@ -135,6 +135,9 @@ def kernel_command_line(shared: Path, keep: str | None = None, extra: Sequence[s
         "panic=-1",  # reboot at once, which -no-reboot turns into QEMU's exit
         "quiet",
         "mitigations=off",  # a test guest: each mitigation costs under TCG
+        # TCG derives every vCPU's TSC from one host clock, so it is reliable; without this
+        # the kernel picks the HPET, whose every read is an emulated device access (no vDSO).
+        "tsc=reliable",
         f"lvsagent_shared={shared}",
         "lvsagent_distro=1",
     ]

@@ -8,12 +8,14 @@ the kernel or QEMU they skip, except under CI=true, where they fail with the rea
 
 from __future__ import annotations
 
+import importlib
 import subprocess
+import types
 from pathlib import Path
 
 import pytest
 
-from tests.distro import accel, initramfs, qemu
+from tests.distro import accel, initramfs, qemu, waits
 from tests.distro.console import INIT_STARTED, Console
 from tests.kernel.uml import lab_required
 
@@ -117,6 +119,20 @@ def test_accel_forced_cached_or_probed(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("LVSAGENT_DISTRO_ACCEL", "xen")
     with pytest.raises(ValueError, match="want kvm or tcg"):
         accel.choose("6.1.0-99-amd64", probe)
+
+
+def test_only_the_named_start_waits_are_lengthened() -> None:
+    twobox = types.SimpleNamespace(START_TIMEOUT=30.0, QUIET=2.0)
+    changed = waits.lengthen({"tests.kernel.twobox": twobox}, 4)
+    assert (twobox.START_TIMEOUT, twobox.QUIET) == (120.0, 2.0)
+    assert changed == ["tests.kernel.twobox.START_TIMEOUT 30 -> 120 s"]
+
+
+def test_the_lab_still_has_the_waits_the_guest_lengthens() -> None:
+    """A renamed constant would silently stay short in the guest."""
+    for name, constants in waits.START_WAITS.items():
+        module = importlib.import_module(name)
+        assert all(isinstance(getattr(module, c), float) for c in constants), name
 
 
 # ----- real boots --------------------------------------------------------------------------

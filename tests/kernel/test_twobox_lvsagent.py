@@ -530,6 +530,7 @@ def test_kill9_of_the_master_then_restart_ends_the_failures(scene: Scene) -> Non
         traffic.wait_started_after(takeover, 100, 30.0)
         restart_at = time.time()
         loop_rate = failure_rate(traffic.records, takeover, restart_at)
+        mark_b = b.mark()  # before A's restart: A may preempt B while A's BACKUP state is read
         a2 = scene.start(a.box[-1])
         a2.wait_state("BACKUP", SETTLE_TIMEOUT)
         # Its first state: BACKUP, with the guard engaged before the stale VIP went (its log
@@ -544,7 +545,6 @@ def test_kill9_of_the_master_then_restart_ends_the_failures(scene: Scene) -> Non
             assert backup_problems == [], backup_problems
         else:
             notes.append(f"A preempted before its BACKUP state was read: {backup_problems}")
-        mark_b = b.mark()
         a2.wait_state("MASTER", SETTLE_TIMEOUT)
         b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark_b)
         records = wait_all_served(traffic)

@@ -59,7 +59,6 @@ DISTRO_TIMEOUT ?= 900
 DISTRO_TESTS := tests/distro/test_modules.py \
 	tests/kernel/test_ipvs_batch.py::test_apply_many_converges_a_drifted_table \
 	tests/kernel/test_agent_traffic.py::test_resync_repairs_a_flush_and_restart_adopts_the_table \
-	tests/kernel/test_agent_ipvs.py::test_creates_every_service_then_plan_reports_nothing \
 	tests/kernel/test_agent_ipvs.py::test_reload_applies_only_the_difference_and_refuses_a_bad_file \
 	tests/netns/test_netfilter.py::test_the_kernel_reads_back_every_modes_table_as_written \
 	'tests/kernel/test_twobox_lvsagent.py::test_kill9_of_the_master_then_restart_ends_the_failures[bypass]'

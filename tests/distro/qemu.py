@@ -46,7 +46,18 @@ from typing import TextIO
 
 from tests.distro import accel, initramfs
 from tests.distro.console import Console
-from tests.kernel.uml import lab_required, render_run_script
+from tests.kernel.uml import (
+    EXIT_SKIP,
+    EXIT_TIMEOUT,
+    GUEST_KEEPABLE_MOUNTS,
+    GUEST_PRIVATE_MOUNTS,
+    OWNER_FILE,
+    BootFailed,
+    UmlError,
+    _start_time,
+    lab_required,
+    render_run_script,
+)
 
 HERE = Path(__file__).resolve().parent
 GUEST_INIT = HERE / "guest-init.sh"
@@ -55,33 +66,15 @@ VIRTIOFSD = "/usr/lib/qemu/virtiofsd"  # shipped by qemu-system-common in Debian
 KERNEL_PACKAGE = "linux-image-amd64"
 DEPS_SCRIPT = "tools/distro-deps.sh"
 DEFAULT_SHARED_PARENT = "/var/tmp"
-# Where the guest mounts its own tmpfs; a work tree under /tmp or /run is bound back.
-GUEST_PRIVATE = ("/tmp", "/run", "/dev", "/proc", "/sys")
-GUEST_KEEPABLE = ("/tmp", "/run")
 _SAFE_CMDLINE_PATH = re.compile(r"^/[A-Za-z0-9_/-]+$")
-EXIT_TIMEOUT = 124
-EXIT_SKIP = 77
-OWNER_FILE = "owner"
 VIRTIOFSD_READY = "Waiting for vhost-user socket connection"
 
 
-class GuestError(Exception):
-    """The guest could not run the command; the message says why and what to do."""
+class KernelMissing(UmlError):
+    """Debian's kernel, QEMU, virtiofsd or busybox-static is not installed."""
 
 
-class KernelMissing(GuestError):
-    """Debian's kernel, QEMU or busybox-static is not installed."""
-
-
-class BootFailed(GuestError):
-    """The guest died or never started its init; ``console`` is the tail of its console."""
-
-    def __init__(self, message: str, console: str) -> None:
-        super().__init__(message)
-        self.console = console
-
-
-class GuestTimeout(GuestError):
+class GuestTimeout(UmlError):
     """The command did not finish in time; QEMU was killed."""
 
     def __init__(self, message: str, output: str, console: str) -> None:
@@ -272,7 +265,7 @@ def _show(output: Path, stream: TextIO, shown: int) -> int:
 
 
 def _start_virtiofsd(mountpoint: Path, socket_path: Path) -> subprocess.Popen[bytes]:
-    """Start virtiofsd and wait (bounded) for its socket; raise GuestError with its words."""
+    """Start virtiofsd and wait (bounded) for its socket; raise UmlError with its words."""
     proc = _spawn(virtiofsd_command(mountpoint, socket_path))
     assert proc.stdout is not None
     said = b""
@@ -283,7 +276,7 @@ def _start_virtiofsd(mountpoint: Path, socket_path: Path) -> subprocess.Popen[by
         chunk = os.read(proc.stdout.fileno(), 4096) if ready else b""
         if not chunk:
             _stop(proc)
-            raise GuestError(f"virtiofsd did not start: {said.decode(errors='replace').strip()}")
+            raise UmlError(f"virtiofsd did not start: {said.decode(errors='replace').strip()}")
         said += chunk
     return proc
 
@@ -300,14 +293,6 @@ def kvm_runs_this_kernel(release: str, initrd: Path) -> bool:
 # ----- one run ------------------------------------------------------------------------------
 
 
-def _start_time(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2 :].split()[19]
-
-
 def _sweep_stale(parent: Path) -> None:
     """Remove run dirs of runners that were SIGKILLed (their owner pid is gone)."""
     for candidate in parent.glob("lvsagent-distro-*"):
@@ -320,14 +305,19 @@ def _sweep_stale(parent: Path) -> None:
 
 
 def _keep_dir(workdir: str) -> str | None:
-    """A work tree under /tmp or /run must be bound back over the guest's tmpfs."""
-    if any(workdir == m or workdir.startswith(m + "/") for m in GUEST_KEEPABLE):
-        if any(c.isspace() for c in workdir) or workdir in GUEST_KEEPABLE:
-            raise ValueError(f"cwd {workdir}: the guest mounts its own tmpfs there")
-        return workdir
-    if any(workdir == m or workdir.startswith(m + "/") for m in GUEST_PRIVATE):
+    """A work tree under /tmp or /run must be bound back over the guest's tmpfs (guest-init.sh
+    mounts the same ones as the kernel lab's init)."""
+
+    def under(mounts: Sequence[str]) -> bool:
+        return any(workdir == m or workdir.startswith(m + "/") for m in mounts)
+
+    if under(GUEST_PRIVATE_MOUNTS) and (
+        not under(GUEST_KEEPABLE_MOUNTS)
+        or workdir in GUEST_KEEPABLE_MOUNTS
+        or any(c.isspace() for c in workdir)
+    ):
         raise ValueError(f"cwd {workdir}: the guest mounts its own tmpfs there; use another dir")
-    return None
+    return workdir if under(GUEST_KEEPABLE_MOUNTS) else None
 
 
 def run_in_guest(
@@ -348,7 +338,7 @@ def run_in_guest(
     Returns the command's status and output. ``timeout`` covers boot, run and power-off;
     ``boot_timeout`` (default: 30 s under KVM, 180 s under TCG) bounds the time to init.
     ``results``: a directory that gets the run's modules-at-boot and console.log. Raises
-    KernelMissing, BootFailed or GuestTimeout (GuestError).
+    KernelMissing, BootFailed or GuestTimeout (UmlError).
     """
     release = kernel_release()
     workdir = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
@@ -360,7 +350,7 @@ def run_in_guest(
         run_dir = Path(name)
         shared, mountpoint, socket_path = run_dir / "shared", run_dir / "root", run_dir / "sock"
         if not _SAFE_CMDLINE_PATH.match(str(shared)):
-            raise GuestError(f"{shared}: the shared dir path must be [A-Za-z0-9_/-] only")
+            raise UmlError(f"{shared}: the shared dir path must be [A-Za-z0-9_/-] only")
         (run_dir / OWNER_FILE).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
         shared.mkdir()
         mountpoint.mkdir()
@@ -435,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"distro: BOOT FAILED: {exc}\n--- console (tail) ---\n{exc.console}",
               file=sys.stderr)  # fmt: skip
         return 1
-    except (GuestError, OSError, ValueError) as exc:
+    except (UmlError, OSError, ValueError) as exc:
         print(f"distro: FAILED: {exc}", file=sys.stderr)
         return 1
     print(f"distro: exit {status} after {time.monotonic() - started:.1f} s", file=sys.stderr)

@@ -105,6 +105,7 @@ def test_the_service_user_gets_every_module_loaded_by_the_kernel_on_demand(box: 
             agent.wait_for(r"ipvs: start: done, 3 change\(s\) applied", START)
             agent.wait_for(r"-> MASTER", 30)
             on_demand = set(re.search(LOADED_ON_DEMAND, line).group(1).split())  # type: ignore[union-attr]
+            print(f"\ndistro: the service user's agent: {line.split(' INFO ', 1)[-1]}")
             assert set(LVSAGENT_MODULES) <= on_demand, on_demand
             assert "ip_vs_rr" in loaded()  # the service's scheduler, with its first service
             assert box.run("sysctl", "-n", "net.ipv4.vs.backup_only").stdout.strip() == "1"

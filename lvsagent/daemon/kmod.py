@@ -32,7 +32,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol, assert_never
 
 from lvsagent.config.schema import Config
 from lvsagent.daemon.guard import guard_spec, guarded_instance
@@ -50,11 +50,14 @@ MODPROBE_TIMEOUT = 30.0
 _PROBE_MAC = "02:00:00:00:00:01"
 
 
+FeatureName = Literal["IPVS", "nftables"]  # as the operator knows them
+
+
 @dataclass(frozen=True)
 class Feature:
     """Something the config needs from the kernel, and the modules that provide it."""
 
-    name: str  # as the operator knows it: "IPVS", "nftables"
+    name: FeatureName
     modules: tuple[str, ...]
     why: str
 
@@ -151,7 +154,13 @@ class SystemKernel:
         self._config = config
 
     def probe(self, feature: Feature) -> str | None:
-        return probe_ipvs() if feature.name == "IPVS" else probe_nftables(self._config)
+        match feature.name:
+            case "IPVS":
+                return probe_ipvs()
+            case "nftables":
+                return probe_nftables(self._config)
+            case _:
+                assert_never(feature.name)
 
     def present(self) -> frozenset[str]:
         builtin = _read(f"/lib/modules/{os.uname().release}/modules.builtin")

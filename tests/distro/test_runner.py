@@ -128,11 +128,28 @@ def test_only_the_named_start_waits_are_lengthened() -> None:
     assert changed == ["tests.kernel.twobox.START_TIMEOUT 30 -> 120 s"]
 
 
+def test_a_stop_wait_is_a_longer_default_timeout() -> None:
+    class Daemon:
+        def stop(self, timeout: float = 10.0) -> float:
+            return timeout
+
+    lab = types.SimpleNamespace(Daemon=Daemon)
+    changed = waits.lengthen({"tests.netns.lab": lab}, 4)
+    assert Daemon().stop() == 40.0
+    assert Daemon().stop(3.0) == 3.0
+    assert changed == ["tests.netns.lab.Daemon.stop timeout 10 -> 40 s"]
+
+
 def test_the_lab_still_has_the_waits_the_guest_lengthens() -> None:
-    """A renamed constant would silently stay short in the guest."""
+    """A renamed constant or parameter would silently stay short in the guest."""
     for name, constants in waits.START_WAITS.items():
         module = importlib.import_module(name)
         assert all(isinstance(getattr(module, c), float) for c in constants), name
+    for name, functions in waits.STOP_WAITS.items():
+        module = importlib.import_module(name)
+        for dotted in functions:
+            owner, attr = dotted.split(".")
+            assert getattr(getattr(module, owner), attr).__defaults__ == (10.0,), dotted
 
 
 # ----- real boots --------------------------------------------------------------------------

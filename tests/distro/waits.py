@@ -1,11 +1,13 @@
-"""pytest plugin for the Debian-kernel guest: the kernel lab's waits for an agent to start,
-lengthened (``-p tests.distro.waits``, as ``make test-distro`` runs the guest's pytest).
+"""pytest plugin for the Debian-kernel guest: the kernel lab's waits for an agent to start
+and to stop, lengthened (``-p tests.distro.waits``, as ``make test-distro`` runs the guest's
+pytest).
 
 Why: those waits (30 s) cover a freshly started ``lvsagent run`` up to its first states,
 which in the kernel lab, where processes run at the host's speed, takes a second or two.
 Under TCG the daemon's imports alone take 10-30 s, more while the test's traffic competes
-for the emulated CPUs, and the wait ran out with the agent still importing. Only waits that
-bound an agent's start are lengthened, by name: what the tests assert (the outcomes, the
+for the emulated CPUs, and the wait ran out with the agent still importing; a clean stop,
+too, outlasted the 10 s after which the lab SIGKILLs. Only waits that bound an agent's start
+or stop are lengthened, by name: what the tests assert (the outcomes, the
 protocol's own timers, how long failures may go on) is unchanged. Outside the guest this
 does nothing.
 """
@@ -24,6 +26,10 @@ START_WAITS = {
     "tests.kernel.test_twobox_lvsagent": ("SETTLE_TIMEOUT",),  # (re)started agents' roles
     "tests.kernel.test_agent_traffic": ("START_TIMEOUT",),  # an agent to its first IPVS pass
 }
+# Functions whose default timeout is how long to wait for an agent to stop: Daemon.stop sends
+# SIGTERM, then SIGKILL after it (10 s, systemd's TimeoutStopSec). The daemon bounds its own
+# stop's work at 9 s; under TCG the interpreter's exit adds seconds on top.
+STOP_WAITS = {"tests.netns.lab": ("Daemon.stop",)}
 FACTOR = 4
 
 
@@ -36,6 +42,14 @@ def lengthen(modules: dict[str, object], factor: float = FACTOR) -> list[str]:
             value = getattr(module, constant)
             setattr(module, constant, value * factor)
             changed.append(f"{name}.{constant} {value:g} -> {value * factor:g} s")
+    for name, functions in STOP_WAITS.items():
+        module = modules.get(name)
+        for dotted in functions if module is not None else ():
+            owner, attr = dotted.split(".")
+            function = getattr(getattr(module, owner), attr)
+            (value,) = function.__defaults__
+            function.__defaults__ = (value * factor,)
+            changed.append(f"{name}.{dotted} timeout {value:g} -> {value * factor:g} s")
     return changed
 
 

@@ -54,14 +54,15 @@ test-kernel: venv uml-kernel
 DISTRO_TIMEOUT ?= 900
 # In Debian's packaged kernel (tests/distro): the module cases first (they need a kernel that
 # has loaded none of lvsagent's modules), then the IPVS reconciler, each loop-guard mode's
-# table read back, and a two-box kill -9 with traffic. The guest runs under TCG where KVM
-# cannot run it, ~40x slower than the host: each case here was chosen for that budget.
+# table read back, and a two-box kill -9 with traffic (the lab's scenario). The guest runs
+# under TCG where KVM cannot run it, ~40x slower than the host: each case here was chosen
+# for that budget.
 DISTRO_TESTS := tests/distro/test_modules.py \
 	tests/kernel/test_ipvs_batch.py::test_apply_many_converges_a_drifted_table \
 	tests/kernel/test_agent_traffic.py::test_resync_repairs_a_flush_and_restart_adopts_the_table \
 	tests/kernel/test_agent_ipvs.py::test_reload_applies_only_the_difference_and_refuses_a_bad_file \
 	tests/netns/test_netfilter.py::test_the_kernel_reads_back_every_modes_table_as_written \
-	'tests/kernel/test_twobox_lvsagent.py::test_kill9_of_the_master_then_restart_ends_the_failures[bypass]'
+	tests/distro/test_twobox.py
 
 # Host: the runner's own tests. Guest: DISTRO_TESTS. The guest's root is this machine's,
 # read-only: bytecode and pytest's rewritten test modules are written here first.

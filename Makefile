@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 SITE  = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: all deps distro-deps venv test test-unit test-netns test-kernel test-distro uml-kernel lint bench demo clean
+.PHONY: all deps distro-deps venv test test-unit test-netns test-kernel test-distro test-deps uml-kernel lint bench demo clean deb
 
 all: test
 
@@ -40,15 +40,40 @@ test-netns: venv
 
 KERNEL_TIMEOUT ?= 900
 
+# The Debian package (debian/), built with dpkg-buildpackage in a copy of the sources under
+# build/deb, so that nothing lands beside this tree.  A no-op while no source is newer than
+# the .deb.  Debian's PATH: neither a pyenv shim nor the venv may stand in for /usr/bin/python3.
+DEB_VERSION := $(shell dpkg-parsechangelog -S Version)
+DEB := build/deb/lvsagent_$(DEB_VERSION)_all.deb
+DEB_SOURCES := $(shell find lvsagent debian systemd doc etc -name __pycache__ -prune -o \
+	\( -type f -o -type l \) -print) README.md
+DEB_PATH := /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+deb: $(DEB)
+
+$(DEB): $(DEB_SOURCES)
+	@dpkg-checkbuilddeps debian/control 2>/dev/null || { apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		debhelper dh-python python3-venv; }
+	@rm -rf build/deb && mkdir -p build/deb/src
+	@cp -a --parents $(DEB_SOURCES) build/deb/src/
+	@echo "deb: dpkg-buildpackage in build/deb/src (log: build/deb/build.log)"
+	@cd build/deb/src && env PATH=$(DEB_PATH) dpkg-buildpackage -b --no-sign \
+		>../build.log 2>&1 || { tail -40 ../build.log; exit 1; }
+	@rm -rf build/deb/src
+	@echo "deb: $@"
+
 # The user-mode Linux kernel of the kernel lab (IPVS + nf_tables), built once per
 # machine into $${LVSAGENT_CACHE:-/var/cache/lvsagent} (~5 min on 2 cores); a no-op when cached.
 uml-kernel:
 	@bash tests/kernel/build-uml.sh >/dev/null
 
-# Host: the runner's own tests, and systemd as PID 1 in a lab of its own (test_systemd boots it).
+# Host: the runner's own tests, and systemd as PID 1 in a lab of its own (test_systemd boots
+# it; test_package installs the .deb there).
 # Guest: every other tests/kernel/test_*.py (IPVS, nft, the agents, the two-box topology).
-test-kernel: venv uml-kernel
-	$(PYTEST) tests/kernel/test_uml_runner.py tests/kernel/test_systemd.py::test_lvsagent_under_systemd_pid1
+test-kernel: venv uml-kernel deb
+	$(PYTEST) tests/kernel/test_uml_runner.py tests/kernel/test_systemd.py::test_lvsagent_under_systemd_pid1 \
+		tests/kernel/test_package.py::test_the_package_under_systemd_pid1
 	$(PY) -m tests.kernel.uml --timeout $(KERNEL_TIMEOUT) -- $(abspath $(PY)) -m pytest tests/kernel --ignore=tests/kernel/test_uml_runner.py --ignore=tests/kernel/test_systemd.py
 
 DISTRO_TIMEOUT ?= 900

@@ -1,5 +1,8 @@
 """The ``lvsagent`` command: run, check, plan, status, convert.
 
+Every verb that reads the config takes it as ``--config FILE`` (a positional
+FILE is accepted too); the default is /etc/lvsagent/lvsagent.toml.
+
 Exit codes follow sysexits(3) so that systemd's journal and scripts can tell
 a bad config (78) from a missing privilege (77), a state directory that cannot
 be written (73) or another OS failure (71).
@@ -12,8 +15,12 @@ import asyncio
 import errno
 import faulthandler
 import logging
+import socket
 import sys
+from typing import NoReturn
 
+from lvsagent import __version__
+from lvsagent.config.interfaces import missing_interfaces
 from lvsagent.config.loader import ConfigError, format_problems, load_config
 from lvsagent.config.schema import DEFAULT_CONFIG_PATH, Config
 
@@ -30,21 +37,51 @@ EX_CONFIG = 78
 log = logging.getLogger("lvsagent")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with sysexits: a usage error exits 64 (EX_USAGE), not argparse's 2.
+
+    Scripts and systemd tell a mistyped command line (64) from a bad config (78).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_config(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """``--config FILE``, the documented form, and a positional FILE for the same thing.
+
+    Every verb that reads the config takes it the same way; the positional form
+    stays because ``lvsagent check FILE`` is what people type (and older units ran).
+    """
+    where = f" (default {default})" if default else ""
+    parser.add_argument("--config", metavar="FILE", help=f"the config file{where}")
+    parser.add_argument("config_file", nargs="?", metavar="FILE", help="the same as --config")
+    parser.set_defaults(config_default=default)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lvsagent", description=__doc__)
-    sub = p.add_subparsers(dest="verb", required=True)
+    p = _Parser(prog="lvsagent", description=__doc__)
+    p.add_argument("--version", action="version", version=f"lvsagent {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     run = sub.add_parser("run", help="run the daemon in the foreground")
-    run.add_argument("--config", default=DEFAULT_CONFIG_PATH)
+    _add_config(run, DEFAULT_CONFIG_PATH)
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     check = sub.add_parser("check", help="validate a config file and report every error")
-    check.add_argument("config", nargs="?", default=DEFAULT_CONFIG_PATH)
+    _add_config(check, DEFAULT_CONFIG_PATH)
+    check.add_argument(
+        "--print",
+        action="store_true",
+        help="print the effective config, every default filled in, as TOML",
+    )
     plan = sub.add_parser("plan", help="print what the config would change in IPVS; change nothing")
-    plan.add_argument("config", nargs="?", default=DEFAULT_CONFIG_PATH)
+    _add_config(plan, DEFAULT_CONFIG_PATH)
     status = sub.add_parser("status", help="ask the running daemon for its state")
     status.add_argument("--json", action="store_true", help="the snapshot as JSON, for scripts")
-    where = status.add_mutually_exclusive_group()
-    where.add_argument("--socket", help="the control socket (default: the config's or the default)")
-    where.add_argument("--config", help="read control_socket from this config file")
+    status.add_argument(
+        "--socket", help="the control socket (default: the config's, else the default)"
+    )
+    _add_config(status, None)
     convert = sub.add_parser("convert", help="print an lvsagent TOML for a keepalived.conf")
     convert.add_argument("keepalived_conf")
     convert.add_argument("-o", "--output", help="write the TOML here instead of stdout")
@@ -52,6 +89,17 @@ def _parser() -> argparse.ArgumentParser:
         "-i", "--config-id", help="the box, for '@id' lines (keepalived -i; default: this host)"
     )
     return p
+
+
+def _config_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """The config named by --config or the positional FILE (both only if they agree)."""
+    given = {path for path in (args.config, args.config_file) if path is not None}
+    if len(given) > 1:
+        parser.error(f"two config files given ({' and '.join(sorted(given))}); name one")
+    if given and args.verb == "status" and args.socket is not None:
+        parser.error("status: give --socket or a config, not both")
+    default: str | None = args.config_default
+    return given.pop() if given else default
 
 
 def _load(path: str) -> Config | None:
@@ -69,7 +117,8 @@ def _load(path: str) -> Config | None:
         return None
 
 
-def cmd_check(path: str) -> int:
+def cmd_check(path: str, print_effective: bool = False) -> int:
+    """Exit 0 for a valid file (78 otherwise), with a warning for each interface not here."""
     config = _load(path)
     if config is None:
         return EX_CONFIG
@@ -80,11 +129,32 @@ def cmd_check(path: str) -> int:
         print(format_problems(own), file=sys.stderr)
         print(f"lvsagent: {len(own)} error(s) in {path}", file=sys.stderr)
         return EX_CONFIG
+    try:
+        with open(path, encoding="utf-8") as file:  # again, only to locate the warnings
+            text = file.read()
+    except OSError:
+        text = ""
+    for warning in missing_interfaces(config, text, _interface_exists):
+        print(warning, file=sys.stderr)
+    if print_effective:
+        from lvsagent.config.effective import effective_toml
+
+        header = f"the effective config of {path}, defaults written out (lvsagent {__version__})"
+        print(effective_toml(config, header), end="")
+        return EX_OK
     print(
         f"{path}: OK ({len(config.vrrp_instances)} VRRP instance(s), "
         f"{len(config.virtual_servers)} virtual server(s))"
     )
     return EX_OK
+
+
+def _interface_exists(name: str) -> bool:
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
 
 
 def cmd_plan(path: str) -> int:
@@ -194,19 +264,24 @@ def cmd_status(socket_path: str | None, config_path: str | None, as_json: bool) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.verb == "check":
-        return cmd_check(args.config)
-    if args.verb == "plan":
-        return cmd_plan(args.config)
-    if args.verb == "status":
-        return cmd_status(args.socket, args.config, args.json)
-    if args.verb == "run":
-        return cmd_run(args.config, args.log_level)
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.verb == "convert":
         from lvsagent.convert.command import cmd_convert
 
         return cmd_convert(args.keepalived_conf, args.output, args.config_id)
+    path = _config_path(parser, args)
+    if args.verb == "check":
+        assert path is not None
+        return cmd_check(path, print_effective=args.print)
+    if args.verb == "plan":
+        assert path is not None
+        return cmd_plan(path)
+    if args.verb == "status":
+        return cmd_status(args.socket, path, args.json)
+    if args.verb == "run":
+        assert path is not None
+        return cmd_run(path, args.log_level)
     return EX_USAGE
 
 

@@ -7,6 +7,7 @@ the limit; and a socket-bind allow-list that misses metrics_listen's port would 
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 from lvsagent.config.schema import Global
 
 UNIT = Path(__file__).parents[2] / "systemd" / "lvsagent.service"
+DOC = Path(__file__).parents[2] / "doc"
 
 
 def settings() -> dict[str, list[str]]:
@@ -35,8 +37,16 @@ def test_systemd_accepts_every_line(tmp_path: Path) -> None:
     assert analyze is not None, "systemd-analyze is part of Debian's systemd package"
     # The binary is not installed here; every other line is verified as shipped.
     unit = tmp_path / UNIT.name
-    unit.write_text(UNIT.read_text().replace("/usr/local/bin/lvsagent", "/bin/true"))
-    result = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True)
+    unit.write_text(UNIT.read_text().replace("/usr/sbin/lvsagent", "/bin/true"))
+    # Documentation=man:...: verify runs man(1) on each, here on doc/'s pages.
+    for page in (DOC / "lvsagent.8", DOC / "lvsagent.toml.5"):
+        section = tmp_path / "man" / f"man{page.suffix[1:]}"
+        section.mkdir(parents=True, exist_ok=True)
+        shutil.copy(page, section)
+    env = {**os.environ, "MANPATH": str(tmp_path / "man")}
+    result = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, env=env
+    )
     assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
 
 

@@ -1,0 +1,164 @@
+"""The effective config as TOML: every key the daemon will use, defaults written out.
+
+``lvsagent check --print`` shows this, so an operator sees what an absent key
+means (a service's ``scheduler``, a check's ``interval``) without reading
+schema.py.  The output is itself a valid config that loads to the same values:
+a key that only applies in some setting (``v3_checksum`` with VRRPv3,
+``unicast_ttl`` with unicast peers, ``preempt_delay`` with preemption) is
+written only there, since ``check`` refuses it anywhere else.  A real server
+without a health table of its own uses its service's, which is written out in
+full at the service.
+
+Pure: Config in, text out.  The TOML itself is written by the converter's
+writer (convert/output.py), so values are escaped in one place.
+"""
+
+from __future__ import annotations
+
+from lvsagent.config.schema import (
+    Config,
+    Global,
+    HealthCheck,
+    RealServer,
+    VirtualServer,
+    VrrpInstance,
+)
+from lvsagent.convert.output import Table, Value, render
+
+__all__ = ["effective_toml"]
+
+
+def effective_toml(config: Config, header: str) -> str:
+    """The whole config as TOML, with ``header`` as its first comment line."""
+    tables = [_global(config.global_)]
+    tables += [_instance(inst) for inst in config.vrrp_instances]
+    for vs in config.virtual_servers:
+        tables += _service(vs)
+    return render([header], tables)
+
+
+def _global(g: Global) -> Table:
+    t = Table("global")
+    for key in (
+        "router_id", "loop_guard", "metrics_listen", "control_socket", "foreign_services",
+        "ipvs_resync_interval", "ipvs_timeout_tcp", "ipvs_timeout_tcpfin", "ipvs_timeout_udp",
+    ):  # fmt: skip
+        t.set(key, getattr(g, key))
+    if g.peer_mac is not None:
+        t.set("peer_mac", g.peer_mac)
+    t.set("decommission_on_stop", g.decommission_on_stop)
+    t.set("state_dir", g.state_dir)
+    t.set("ipvs_sync_daemon", g.ipvs_sync_daemon)
+    if g.ipvs_sync_interface is not None:
+        t.set("ipvs_sync_interface", g.ipvs_sync_interface)
+    t.set("ipvs_sync_id", g.ipvs_sync_id)
+    return t
+
+
+def _instance(inst: VrrpInstance) -> Table:
+    t = Table("vrrp_instance", array=True)
+    for key in ("name", "interface", "vrid", "priority", "advert_int", "version"):
+        t.set(key, getattr(inst, key))
+    if inst.version == 3:
+        t.set("v3_checksum", inst.v3_checksum)
+    t.set("preempt", inst.preempt)
+    if inst.preempt:
+        t.set("preempt_delay", inst.preempt_delay)
+    if inst.unicast_src is not None:
+        t.set("unicast_src", str(inst.unicast_src))
+    if inst.unicast_peers:
+        t.set("unicast_peers", [str(p) for p in inst.unicast_peers])
+        t.set("unicast_ttl", inst.unicast_ttl)
+    t.set("check_ttl", inst.check_ttl)
+    if inst.auth_pass is not None:
+        t.set("auth_pass", inst.auth_pass)
+    t.set("virtual_addresses", [str(a) for a in inst.virtual_addresses])
+    t.set(
+        "track_interfaces",
+        [{"name": ti.name, "weight": ti.weight} for ti in inst.track_interfaces],
+    )
+    t.set(
+        "track_real_servers",
+        [
+            {"address": f"{tr.address}:{tr.port}", "weight": tr.weight}
+            for tr in inst.track_real_servers
+        ],
+    )
+    for key in ("garp_repeat", "garp_master_delay", "garp_master_repeat"):
+        t.set(key, getattr(inst, key))
+    return t
+
+
+def _service(vs: VirtualServer) -> list[Table]:
+    t = Table("virtual_server", array=True)
+    if vs.address is not None:
+        t.set("address", str(vs.address))
+    if vs.port is not None:
+        t.set("port", vs.port)
+    t.set("protocol", vs.protocol)
+    if vs.fwmark is not None:
+        t.set("fwmark", vs.fwmark)
+    t.set("scheduler", vs.scheduler)
+    t.set("scheduler_flags", list(vs.scheduler_flags))
+    t.set("persistence_timeout", vs.persistence_timeout)
+    t.set("persistence_netmask", str(vs.persistence_netmask))
+    t.set("forwarding", vs.forwarding)
+    if vs.instance is not None:
+        t.set("instance", vs.instance)
+    t.set("quorum", vs.quorum)
+    t.set("quorum_hysteresis", vs.quorum_hysteresis)
+    if vs.sorry_server is not None:
+        t.set("sorry_server", f"{vs.sorry_server[0]}:{vs.sorry_server[1]}")
+    tables = [t, *_health("virtual_server.health", vs.health)]
+    for rs in vs.real_servers:
+        tables += _real_server(rs)
+    return tables
+
+
+def _real_server(rs: RealServer) -> list[Table]:
+    t = Table("virtual_server.real_server", array=True)
+    t.set("address", str(rs.address))
+    t.set("port", rs.port)
+    for key in ("weight", "u_threshold", "l_threshold"):
+        t.set(key, getattr(rs, key))
+    if rs.forwarding is not None:
+        t.set("forwarding", rs.forwarding)
+    if rs.health is None:
+        return [t]
+    return [t, *_health("virtual_server.real_server.health", rs.health)]
+
+
+def _health(name: str, h: HealthCheck) -> list[Table]:
+    t = Table(name)
+    for key in ("type", "interval", "retry", "delay_before_retry", "rise", "fall", "alpha"):
+        t.set(key, getattr(h, key))
+    t.set("on_failure", h.on_failure)
+    tcp = Table(f"{name}.tcp")
+    tcp.set("connect_timeout", h.tcp.connect_timeout)
+    if h.tcp.port is not None:
+        tcp.set("port", h.tcp.port)
+    http = Table(f"{name}.http")
+    http.set("path", h.http.path)
+    http.set("status_codes", _codes(h.http.status_codes))
+    if h.http.body_contains is not None:
+        http.set("body_contains", h.http.body_contains)
+    if h.http.host is not None:
+        http.set("host", h.http.host)
+    http.set("timeout", h.http.timeout)
+    if h.http.port is not None:
+        http.set("port", h.http.port)
+    return [t, tcp, http]
+
+
+def _codes(codes: tuple[int, ...]) -> list[Value]:
+    """Status codes as the config writes them: runs of consecutive codes as ``"A-B"``."""
+    out: list[Value] = []
+    ordered = sorted(set(codes))
+    start = 0
+    for i, code in enumerate(ordered):
+        if i + 1 < len(ordered) and ordered[i + 1] == code + 1:
+            continue
+        first = ordered[start]
+        out.append(first if first == code else f"{first}-{code}")
+        start = i + 1
+    return out

@@ -22,14 +22,17 @@ built for keepalived map over and a rate() of a reason never starts absent.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import ipaddress
 import logging
+import platform
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from lvsagent import __version__
 from lvsagent.config.schema import Config
 from lvsagent.observe import ipvsstats
 from lvsagent.observe.scrape import ScrapeServer
@@ -70,6 +73,34 @@ def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFa
     return CounterMetricFamily(name, doc, labels=list(labels))
 
 
+def _dist_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_info() -> GaugeMetricFamily:
+    """``lvsagent_build_info`` (always 1): what runs, for a dashboard or an alert on two boxes
+    that differ during an upgrade; the libraries' versions say which of the supported range
+    (pyproject.toml) this box has, Debian's or the vendored ones."""
+    info = _gauge(
+        "lvsagent_build_info",
+        "lvsagent's version and those of Python and the libraries it runs on (always 1).",
+        ["version", "python_version", "pyroute2_version", "prometheus_client_version"],
+    )
+    info.add_metric(
+        [
+            __version__,
+            platform.python_version(),
+            _dist_version("pyroute2"),
+            _dist_version("prometheus_client"),
+        ],
+        1.0,
+    )
+    return info
+
+
 class AgentCollector:
     """Builds every series from the snapshot and the kernel at each scrape."""
 
@@ -86,6 +117,7 @@ class AgentCollector:
         return []
 
     def collect(self) -> Iterator[Metric]:
+        yield build_info()
         snap = self._snapshot()
         if snap is not None:
             yield from self._agent(snap)

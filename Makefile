@@ -35,6 +35,30 @@ lint: venv
 test-unit: venv
 	$(PYTEST) tests/unit
 
+# pyproject.toml's dependency ranges, both ends: the unit tests in .venv-low, every runtime
+# dependency at its range's floor, and in .venv-high, each at the newest its range allows
+# (re-resolved when pyproject.toml changes).  Like .venv, on Debian's python3.
+FLOORS = /usr/bin/python3 -c 'import re, tomllib; \
+	deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+	print(" ".join(re.sub(r">=([^,]+).*", r"==\1", d) for d in deps))'
+
+.venv-low/.stamp .venv-high/.stamp: .venv-%/.stamp: pyproject.toml requirements-dev.txt
+	@tools/host-deps.sh
+	rm -rf .venv-$*
+	/usr/bin/python3 -m venv .venv-$*
+	.venv-$*/bin/pip install -q --upgrade pip
+	.venv-$*/bin/pip install -q -r requirements-dev.txt
+	if [ $* = low ]; then .venv-$*/bin/pip install -q $$($(FLOORS)) -e .; \
+	else .venv-$*/bin/pip install -q --upgrade --upgrade-strategy eager -e .; fi
+	ln -sfn /usr/lib/python3/dist-packages/nftables \
+		"$$(.venv-$*/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nftables"
+	.venv-$*/bin/pip list 2>/dev/null | grep -iE '^(pyroute2|prometheus.client|systemd.python) '
+	touch $@
+
+test-deps: .venv-low/.stamp .venv-high/.stamp
+	.venv-low/bin/python -m pytest -q -p no:cacheprovider tests/unit
+	.venv-high/bin/python -m pytest -q -p no:cacheprovider tests/unit
+
 test-netns: venv
 	$(PYTEST) tests/netns
 

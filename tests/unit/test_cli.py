@@ -158,7 +158,8 @@ def test_every_verb_takes_the_config_both_ways(verb: str) -> None:
 def test_status_reads_the_socket_from_a_positional_config(tmp_path: Path) -> None:
     config = tmp_path / "a.toml"
     socket = f'control_socket = "{tmp_path}/none.sock"'
-    config.write_text((ROOT / "etc/box-a.toml").read_text().replace("[global]", f"[global]\n{socket}"))
+    box_a = (ROOT / "etc/box-a.toml").read_text()
+    config.write_text(box_a.replace("[global]", f"[global]\n{socket}"))
     # No daemon at the config's socket: 69, as with --config.
     assert cli.main(["status", str(config)]) == cli.EX_UNAVAILABLE
 
@@ -166,7 +167,7 @@ def test_status_reads_the_socket_from_a_positional_config(tmp_path: Path) -> Non
 def test_check_warns_about_interfaces_this_host_lacks(
     rich: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = RICH.replace('interface = "lo"', 'interface = "lvsagent-no1"', 1)
+    text = RICH.replace('\ninterface = "lo"', '\ninterface = "lvsagent-no1"')
     rich.write_text(text)
     assert cli.main(["check", "--config", str(rich)]) == cli.EX_OK
     out, err = capsys.readouterr()
@@ -242,3 +243,14 @@ port = 80
     assert vs["health"]["interval"] == 6 and vs["health"]["tcp"]["connect_timeout"] == 3
     assert vs["health"]["http"]["status_codes"] == ["200-299"]
     assert vs["real_server"][0]["weight"] == 1
+
+
+def test_check_warns_about_a_missing_sync_interface(
+    rich: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rich.write_text(RICH.replace('ipvs_sync_interface = "lo"', 'ipvs_sync_interface = "nosync0"'))
+    assert cli.main(["check", str(rich)]) == cli.EX_OK
+    err = capsys.readouterr().err.splitlines()
+    sync = [line for line in err if "global.ipvs_sync_interface" in line]
+    assert len(sync) == 1
+    assert "no interface 'nosync0' on this host: the IPVS sync daemon could not start" in sync[0]

@@ -14,8 +14,9 @@ top-level name that is not a submodule (``from pyroute2 import IPRoute`` in a te
 plugin) runs the real ``__init__`` into the same module object, once. If pyroute2 was
 imported in full before lvsagent, nothing changes.
 
-The submodule paths below belong to pyroute2 0.9.7, the version pyproject.toml pins;
-tests/unit/test_netlink.py fails if a pyroute2 upgrade moves them.
+The submodule paths below are those of every pyroute2 in pyproject.toml's range (0.9.5,
+the first with AsyncIPVS, to 0.9.x); tests/unit/test_netlink.py fails if a release moves
+them, and `make test-deps` runs it at both ends of the range.
 """
 
 from __future__ import annotations

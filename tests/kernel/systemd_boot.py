@@ -31,10 +31,13 @@ unpatched kernel within the first few; see the patch's own comment.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
+
+import pytest
 
 from tests.kernel import uml
 
@@ -142,3 +145,28 @@ def run_under_systemd(
         return uml.run_in_uml(
             cmd, timeout + BOOT_SECONDS, "1G", cwd=cwd, env=environment, stream=stream, init=init
         )
+
+
+def run_guest_half(test_file: str, timeout: float, env: Mapping[str, str] | None = None) -> None:
+    """The host half of a module whose guest tests match ``-k inside``: run them under systemd.
+
+    Skips without the lab kernel (fails instead under CI=true); fails with the guest's
+    output when a guest test fails, and with its console when the guest hangs.  -x: the
+    guest steps build on each other; after the first failure the rest says nothing new.
+    """
+    try:
+        uml.kernel_path()
+    except uml.KernelMissing as exc:
+        if uml.lab_required():
+            pytest.fail(f"CI=true and the kernel lab cannot boot: {exc}")
+        pytest.skip(str(exc))
+    pytest_args = ["-q", "-x", "-p", "no:cacheprovider", test_file, "-k", "inside"]
+    cmd = [sys.executable, "-m", "pytest", *pytest_args]
+    root = Path(__file__).resolve().parents[2]
+    try:
+        status, output = run_under_systemd(cmd, timeout, cwd=root, env=env)
+    except uml.UmlTimeout as exc:
+        # What the guest got to, and its kernel's last words: a freeze and a slow step differ.
+        pytest.fail(f"{exc}\n--- output ---\n{exc.output}\n--- console ---\n{exc.console}")
+    assert status == 0, output
+    assert " passed" in output and "skipped" not in output, output

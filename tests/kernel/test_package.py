@@ -3,10 +3,11 @@
 Two halves in one module, as test_systemd.py:
 
 * on the HOST, ``test_the_package_under_systemd_pid1`` takes the .deb that
-  ``make deb`` builds (a no-op when it is up to date), has apt fetch what installing it here would need (Debian's
-  python3-systemd and python3-prometheus-client, not on this machine) into a
-  cache, boots the lab with systemd as PID 1 (tests/kernel/systemd_boot.py) and
-  runs this module's ``inside`` tests there;
+  ``make deb`` builds (a no-op when it is up to date), has apt fetch what
+  installing it here would need (Debian's python3-systemd and
+  python3-prometheus-client, not on this machine) into a cache, boots the lab
+  with systemd as PID 1 (tests/kernel/systemd_boot.py) and runs this module's
+  ``inside`` tests there;
 * INSIDE, on the guest's overlay root (nothing reaches the host), the tests in
   order: ``apt-get install ./lvsagent_*.deb`` offline; box A's config
   (etc/box-a.toml, its interface renamed to a veth of the lab) in /etc/lvsagent;
@@ -27,7 +28,6 @@ import os
 import pwd
 import re
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -37,10 +37,9 @@ import pytest
 
 from lvsagent import __version__
 from tests.kernel import uml
-from tests.kernel.systemd_boot import inside_systemd_lab, run_under_systemd
+from tests.kernel.systemd_boot import inside_systemd_lab, run_guest_half
 
 ROOT = Path(__file__).resolve().parents[2]
-PYTHON = sys.executable
 DEB = ROOT / "build" / "deb" / f"lvsagent_{__version__}_all.deb"
 # apt's downloads for the guest: what installing the .deb on this machine's root needs.
 ARCHIVES_ENV = "LVSAGENT_PACKAGE_ARCHIVES"
@@ -86,12 +85,6 @@ def _fetch_dependencies(archives: Path) -> None:
 
 @pytest.mark.skipif(uml.inside_lab(), reason="boots a lab of its own: needs the host")
 def test_the_package_under_systemd_pid1() -> None:
-    try:
-        uml.kernel_path()
-    except uml.KernelMissing as exc:
-        if uml.lab_required():
-            pytest.fail(f"CI=true and the kernel lab cannot boot: {exc}")
-        pytest.skip(str(exc))
     # Up to date with the tree (a no-op after `make test`'s own `make deb`).
     built = subprocess.run(
         ["make", "-s", "--no-print-directory", "deb"], cwd=ROOT, capture_output=True, text=True
@@ -99,14 +92,7 @@ def test_the_package_under_systemd_pid1() -> None:
     assert built.returncode == 0 and DEB.is_file(), f"make deb failed\n{built.stdout}{built.stderr}"
     archives = uml.cache_root() / "package-archives"
     _fetch_dependencies(archives)
-    cmd = [PYTHON, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k", "inside"]
-    env = {**os.environ, ARCHIVES_ENV: str(archives)}
-    try:
-        status, output = run_under_systemd(cmd, timeout=300, cwd=ROOT, env=env)
-    except uml.UmlTimeout as exc:
-        pytest.fail(f"{exc}\n--- output ---\n{exc.output}\n--- console ---\n{exc.console}")
-    assert status == 0, output
-    assert " passed" in output and "skipped" not in output, output
+    run_guest_half(__file__, timeout=300, env={**os.environ, ARCHIVES_ENV: str(archives)})
 
 
 # ----- the guest half: helpers ---------------------------------------------------------------
@@ -314,8 +300,8 @@ def test_inside_purge_leaves_nothing() -> None:
         grp.getgrnam("lvsagent")
     # No unit left, not even a link from `systemctl enable`.
     assert show("LoadState")["LoadState"] == "not-found"
-    assert list(Path("/etc/systemd").rglob("lvsagent*")) == []
-    assert list(Path("/var/lib/systemd").rglob("lvsagent*")) == []
+    assert list(Path("/etc/systemd").rglob(f"{UNIT}*")) == []
+    assert list(Path("/var/lib/systemd").rglob(f"{UNIT}*")) == []  # deb-systemd-helper
     # Nothing the user owned anywhere it could have written.
     for top in ("/etc", "/run", "/var/lib", "/var/log"):
         left = must("find", top, "-xdev", "-uid", str(uid))

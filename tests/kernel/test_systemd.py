@@ -50,7 +50,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.kernel import uml
-from tests.kernel.systemd_boot import inside_systemd_lab, run_under_systemd
+from tests.kernel.systemd_boot import inside_systemd_lab, run_guest_half
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -77,21 +77,7 @@ inside = pytest.mark.skipif(
 
 @pytest.mark.skipif(uml.inside_lab(), reason="boots a lab of its own: needs the host")
 def test_lvsagent_under_systemd_pid1() -> None:
-    try:
-        uml.kernel_path()
-    except uml.KernelMissing as exc:
-        if uml.lab_required():
-            pytest.fail(f"CI=true and the kernel lab cannot boot: {exc}")
-        pytest.skip(str(exc))
-    # -x: the steps build on each other; after the first failure the rest says nothing new.
-    cmd = [PYTHON, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__, "-k", "inside"]
-    try:
-        status, output = run_under_systemd(cmd, timeout=240, cwd=ROOT)
-    except uml.UmlTimeout as exc:
-        # What the guest got to, and its kernel's last words: a freeze and a slow step differ.
-        pytest.fail(f"{exc}\n--- output ---\n{exc.output}\n--- console ---\n{exc.console}")
-    assert status == 0, output
-    assert " passed" in output and "skipped" not in output, output
+    run_guest_half(__file__, timeout=240)
 
 
 # ----- the guest half: helpers ---------------------------------------------------------------

@@ -13,6 +13,7 @@ from lvsagent import __version__, cli
 from lvsagent.config.effective import effective_toml
 from lvsagent.config.loader import load_config, parse_config
 from lvsagent.config.schema import Config
+from tests.unit.sample_configs import MINIMAL
 
 ROOT = Path(__file__).resolve().parents[2]
 ETC = sorted((ROOT / "etc").glob("*.toml"))
@@ -214,21 +215,7 @@ def test_print_is_the_effective_config_and_passes_check(
 
 def test_print_fills_in_every_default(tmp_path: Path) -> None:
     """A minimal file: every key of the schema's defaults is written out."""
-    minimal = """
-[[vrrp_instance]]
-name = "VI_1"
-interface = "lo"
-vrid = 1
-virtual_addresses = ["192.0.2.1/32"]
-
-[[virtual_server]]
-address = "192.0.2.1"
-port = 80
-[[virtual_server.real_server]]
-address = "192.0.2.10"
-port = 80
-"""
-    config = parse_config(minimal, "min.toml")
+    config = parse_config(MINIMAL, "min.toml")
     data = tomllib.loads(effective_toml(config, "x"))
     assert set(data["global"]) == {
         "router_id", "loop_guard", "metrics_listen", "control_socket", "foreign_services",

@@ -18,6 +18,7 @@ from lvsagent.config.loader import GLOBAL_KEYS, parse_config
 from lvsagent.config.services import HEALTH_KEYS, HTTP_KEYS, REAL_KEYS, SERVICE_KEYS, TCP_KEYS
 from lvsagent.convert import findings
 from lvsagent.convert.command import EX_CANTCREAT
+from tests.unit.sample_configs import MINIMAL
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_8 = (ROOT / "doc" / "lvsagent.8").read_text()
@@ -32,20 +33,6 @@ SECTIONS = {
     "virtual_server.health.http": set(HTTP_KEYS),
     "virtual_server.real_server": set(REAL_KEYS),
 }
-MINIMAL = """
-[[vrrp_instance]]
-name = "VI_1"
-interface = "lo"
-vrid = 1
-virtual_addresses = ["192.0.2.1/32"]
-
-[[virtual_server]]
-address = "192.0.2.1"
-port = 80
-[[virtual_server.real_server]]
-address = "192.0.2.10"
-port = 80
-"""
 _TAG = re.compile(r"^\\fB(\w+)\\fR(?: = (.*)| \((.*)\))?$")
 
 

@@ -5,7 +5,8 @@ PY    := $(VENV)/bin/python
 PYTEST := $(PY) -m pytest
 SITE  = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: all deps distro-deps venv test test-unit test-netns test-kernel test-distro test-deps uml-kernel lint bench demo clean deb
+.PHONY: all deps distro-deps venv test test-unit test-netns test-kernel test-distro test-deps \
+	test-deb-clean uml-kernel lint bench demo clean deb
 
 all: test
 
@@ -95,10 +96,16 @@ uml-kernel:
 # Host: the runner's own tests, and systemd as PID 1 in a lab of its own (test_systemd boots
 # it; test_package installs the .deb there).
 # Guest: every other tests/kernel/test_*.py (IPVS, nft, the agents, the two-box topology).
+# The package on a clean Debian 12 (a debootstrap'd chroot, made once into the cache): apt
+# install, then purge.  Needs Debian's package registry; not part of `make test`.
+test-deb-clean: venv deb
+	$(PYTEST) tests/package
+
 test-kernel: venv uml-kernel deb
 	$(PYTEST) tests/kernel/test_uml_runner.py tests/kernel/test_systemd.py::test_lvsagent_under_systemd_pid1 \
 		tests/kernel/test_package.py::test_the_package_under_systemd_pid1
-	$(PY) -m tests.kernel.uml --timeout $(KERNEL_TIMEOUT) -- $(abspath $(PY)) -m pytest tests/kernel --ignore=tests/kernel/test_uml_runner.py --ignore=tests/kernel/test_systemd.py
+	$(PY) -m tests.kernel.uml --timeout $(KERNEL_TIMEOUT) -- $(abspath $(PY)) -m pytest tests/kernel --ignore=tests/kernel/test_uml_runner.py --ignore=tests/kernel/test_systemd.py \
+		--ignore=tests/kernel/test_package.py
 
 DISTRO_TIMEOUT ?= 900
 # In Debian's packaged kernel (tests/distro): the module cases first (they need a kernel that

@@ -78,9 +78,8 @@ DEB_PATH := /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 deb: $(DEB)
 
 $(DEB): $(DEB_SOURCES)
-	@dpkg-checkbuilddeps debian/control 2>/dev/null || { apt-get update -q && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-		debhelper dh-python python3-venv; }
+	@dpkg-checkbuilddeps debian/control 2>/dev/null || \
+		tools/apt-ensure deb debhelper dh-python python3-venv || test $$? = 10
 	@rm -rf build/deb && mkdir -p build/deb/src
 	@cp -a --parents $(DEB_SOURCES) build/deb/src/
 	@echo "deb: dpkg-buildpackage in build/deb/src (log: build/deb/build.log)"

@@ -7,14 +7,7 @@
 #   ipvsadm            the tests' independent view of the IPVS table.
 set -euo pipefail
 pkgs=(linux-image-amd64 qemu-system-x86 busybox-static ipvsadm kmod)
-missing=()
-for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -eq 0 ]; then
-    exit 0
-fi
-echo "distro-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
-apt-get install -y -q --no-install-recommends "${missing[@]}"
+status=0
+"$(dirname "$0")/apt-ensure" distro-deps "${pkgs[@]}" || status=$?
+((status == 0 || status == 10)) || exit "$status"
+exit 0

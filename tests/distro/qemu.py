@@ -46,17 +46,17 @@ from typing import TextIO
 
 from tests.distro import accel, initramfs
 from tests.distro.console import Console
+from tests.kernel import uml
 from tests.kernel.uml import (
-    EXIT_SKIP,
-    EXIT_TIMEOUT,
     GUEST_KEEPABLE_MOUNTS,
     GUEST_PRIVATE_MOUNTS,
     OWNER_FILE,
     BootFailed,
+    GuestTimeout,
     UmlError,
     _start_time,
-    lab_required,
     render_run_script,
+    run_for_cli,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -70,17 +70,8 @@ _SAFE_CMDLINE_PATH = re.compile(r"^/[A-Za-z0-9_/-]+$")
 VIRTIOFSD_READY = "Waiting for vhost-user socket connection"
 
 
-class KernelMissing(UmlError):
+class KernelMissing(uml.KernelMissing):
     """Debian's kernel, QEMU, virtiofsd or busybox-static is not installed."""
-
-
-class GuestTimeout(UmlError):
-    """The command did not finish in time; QEMU was killed."""
-
-    def __init__(self, message: str, output: str, console: str) -> None:
-        super().__init__(message)
-        self.output = output
-        self.console = console
 
 
 def inside_distro() -> bool:
@@ -404,32 +395,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         parser.error("no command given (usage: ... -- CMD ARGS...)")
-    # A TERM must unwind through run_in_guest's cleanup, which kills QEMU and virtiofsd.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    started = time.monotonic()
-    try:
-        status, _ = run_in_guest(
-            cmd, args.timeout, stream=sys.stdout, mem=args.mem, cpus=args.cpus,
+    return run_for_cli(
+        "distro",
+        lambda: run_in_guest(
+            cmd,
+            args.timeout,
+            stream=sys.stdout,
+            mem=args.mem,
+            cpus=args.cpus,
             results=args.results,
-        )  # fmt: skip
-    except KernelMissing as exc:
-        if lab_required():
-            print(f"distro: FAILED (CI=true): {exc}", file=sys.stderr)
-            return 1
-        print(f"distro: SKIPPED: {exc}", file=sys.stderr)
-        return EXIT_SKIP
-    except GuestTimeout as exc:
-        print(f"distro: TIMEOUT: {exc}\n--- console (tail) ---\n{exc.console}", file=sys.stderr)
-        return EXIT_TIMEOUT
-    except BootFailed as exc:
-        print(f"distro: BOOT FAILED: {exc}\n--- console (tail) ---\n{exc.console}",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    except (UmlError, OSError, ValueError) as exc:
-        print(f"distro: FAILED: {exc}", file=sys.stderr)
-        return 1
-    print(f"distro: exit {status} after {time.monotonic() - started:.1f} s", file=sys.stderr)
-    return status
+        ),
+    )
 
 
 if __name__ == "__main__":

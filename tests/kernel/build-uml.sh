@@ -32,18 +32,9 @@ say() { printf 'build-uml: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 ensure_packages() {
-    # apt-get update only when something is missing: it is slow and needs the network.
-    local missing=() p
-    for p in "${packages[@]}"; do
-        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' \
-            || missing+=("$p")
-    done
-    ((${#missing[@]} == 0)) && return 0
-    [[ $(id -u) == 0 ]] || die "missing packages (${missing[*]}) and not root to install them"
-    say "installing: ${missing[*]}"
-    apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >&2
+    local status=0
+    "$here/../../tools/apt-ensure" build-uml "${packages[@]}" || status=$?
+    ((status == 0 || status == 10)) || die "cannot install: ${packages[*]}"
 }
 
 # Lines of uml.config as "NAME y" (wanted built in) or "NAME n" (wanted off).

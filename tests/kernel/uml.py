@@ -94,13 +94,20 @@ class BootFailed(UmlError):
         self.console = console
 
 
-class UmlTimeout(UmlError):
-    """The guest did not power off in time; it was killed with every process it had."""
+class GuestTimeout(UmlError):
+    """A guest (this lab's, or tests/distro's QEMU) did not finish in time and was killed."""
 
-    def __init__(self, message: str, output: str, console: str, shared: Path) -> None:
+    def __init__(self, message: str, output: str, console: str) -> None:
         super().__init__(message)
         self.output = output
         self.console = console
+
+
+class UmlTimeout(GuestTimeout):
+    """The guest did not power off in time; it was killed with every process it had."""
+
+    def __init__(self, message: str, output: str, console: str, shared: Path) -> None:
+        super().__init__(message, output, console)
         self.shared = shared  # already removed; names the run in ps and logs
 
 
@@ -646,27 +653,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     if warning := _python_shim_warning(cmd):
         print(f"uml: warning: {warning}", file=sys.stderr)
 
-    # A TERM must unwind through run_in_uml's cleanup, which kills the guest.
+    return run_for_cli(
+        "uml",
+        lambda: run_in_uml(cmd, args.timeout, args.mem, kernel=args.kernel, stream=sys.stdout),
+    )
+
+
+def run_for_cli(tag: str, run: Callable[[], tuple[int, str]]) -> int:
+    """A runner's command line: the command's status, or the runner's failure said on stderr.
+
+    124 on timeout; a missing kernel is exit 77 (skipped) with what to do, but exit 1 under
+    CI=true, where the lab must run; any other failure to boot or run is exit 1. Shared by
+    this lab and tests/distro's QEMU runner.
+    """
+    # A TERM must unwind through the runner's cleanup, which kills the guest.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
     try:
-        status, _ = run_in_uml(cmd, args.timeout, args.mem, kernel=args.kernel, stream=sys.stdout)
+        status, _ = run()
     except KernelMissing as exc:
         if lab_required():
-            print(f"uml: FAILED (CI=true): {exc}", file=sys.stderr)
+            print(f"{tag}: FAILED (CI=true): {exc}", file=sys.stderr)
             return 1
-        print(f"uml: SKIPPED: {exc}", file=sys.stderr)
+        print(f"{tag}: SKIPPED: {exc}", file=sys.stderr)
         return EXIT_SKIP
-    except UmlTimeout as exc:
-        print(f"uml: TIMEOUT: {exc}\n--- console (tail) ---\n{exc.console}", file=sys.stderr)
+    except GuestTimeout as exc:
+        print(f"{tag}: TIMEOUT: {exc}\n--- console (tail) ---\n{exc.console}", file=sys.stderr)
         return EXIT_TIMEOUT
     except BootFailed as exc:
-        print(f"uml: BOOT FAILED: {exc}\n--- console (tail) ---\n{exc.console}", file=sys.stderr)
+        print(f"{tag}: BOOT FAILED: {exc}\n--- console (tail) ---\n{exc.console}", file=sys.stderr)
         return 1
-    except (UmlError, OSError) as exc:
-        print(f"uml: FAILED: {exc}", file=sys.stderr)
+    except (UmlError, OSError, ValueError) as exc:
+        print(f"{tag}: FAILED: {exc}", file=sys.stderr)
         return 1
-    print(f"uml: exit {status} after {time.monotonic() - started:.1f} s", file=sys.stderr)
+    print(f"{tag}: exit {status} after {time.monotonic() - started:.1f} s", file=sys.stderr)
     return status
 
 

@@ -24,8 +24,15 @@ from lvsagent.convert.findings import EXIT_COMPLETE, EXIT_OMISSIONS, EXIT_REFUSE
 from lvsagent.convert.lexer import Source
 
 REPO = Path(__file__).resolve().parents[2]
+# Where the corpus lives beside the project's checkout (../shared); a clone made elsewhere
+# (CI may clone into /tmp) finds it at the workplace's fixed path.
+_CORPUS_PLACES = [
+    REPO.parent / "shared" / "keepalived-confs",
+    Path("/work/shared/keepalived-confs"),
+]
 CORPUS = Path(
-    os.environ.get("LVSAGENT_KEEPALIVED_CONFS", REPO.parent / "shared" / "keepalived-confs")
+    os.environ.get("LVSAGENT_KEEPALIVED_CONFS")
+    or next((p for p in _CORPUS_PLACES if p.is_dir()), _CORPUS_PLACES[0])
 )
 SAMPLES = Path("/usr/share/doc/keepalived/samples")
 FIXTURES = Path(__file__).parent / "convert_fixtures"

@@ -64,7 +64,7 @@ test-deps: .venv-low/.stamp .venv-high/.stamp
 test-netns: venv
 	$(PYTEST) tests/netns
 
-KERNEL_TIMEOUT ?= 900
+KERNEL_TIMEOUT ?= 1800
 
 # The Debian package (debian/), built with dpkg-buildpackage in a copy of the sources under
 # build/deb, so that nothing lands beside this tree.  A no-op while no source is newer than

@@ -1,0 +1,23 @@
+"""Kernel-lab tests: a failure is reported the moment it happens, not only at the end.
+
+Why: the lab guest has one deadline for the whole session (make test-kernel's
+KERNEL_TIMEOUT). If a later test hangs into it, the runner kills the guest and pytest's
+end-of-session report, with every earlier failure's traceback, is never written.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.kernel.uml import inside_lab
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed and inside_lab():
+        sys.stdout.write(
+            f"\n----- FAILED {report.nodeid} ({report.when}), reported at once -----\n"
+            f"{report.longreprtext}\n----- end of {report.nodeid} -----\n"
+        )
+        sys.stdout.flush()

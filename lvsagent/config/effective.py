@@ -133,6 +133,8 @@ def _health(name: str, h: HealthCheck) -> list[Table]:
     for key in ("type", "interval", "retry", "delay_before_retry", "rise", "fall", "alpha"):
         t.set(key, getattr(h, key))
     t.set("on_failure", h.on_failure)
+    if h.allow_tcp_check:
+        t.set("allow_tcp_check", True)
     tcp = Table(f"{name}.tcp")
     tcp.set("connect_timeout", h.tcp.connect_timeout)
     if h.tcp.port is not None:
@@ -147,7 +149,29 @@ def _health(name: str, h: HealthCheck) -> list[Table]:
     http.set("timeout", h.http.timeout)
     if h.http.port is not None:
         http.set("port", h.http.port)
-    return [t, tcp, http]
+    return [t, tcp, http, *_more_checks(name, h)]
+
+
+def _more_checks(name: str, h: HealthCheck) -> list[Table]:
+    """The HTTPS, UDP and DNS checks' tables (and the protocol rule's switch)."""
+    tls = Table(f"{name}.tls")
+    if h.tls.server_name is not None:
+        tls.set("server_name", h.tls.server_name)
+    tls.set("verify", h.tls.verify)
+    if h.tls.ca_file is not None:
+        tls.set("ca_file", h.tls.ca_file)
+    udp = Table(f"{name}.udp")
+    for key in ("payload", "require_reply", "reply", "min_reply_length", "max_reply_length",
+                "connect_timeout"):  # fmt: skip
+        udp.set(key, getattr(h.udp, key))
+    if h.udp.port is not None:
+        udp.set("port", h.udp.port)
+    dns = Table(f"{name}.dns")
+    for key in ("type", "name", "require_answer", "timeout"):
+        dns.set(key, getattr(h.dns, key))
+    if h.dns.port is not None:
+        dns.set("port", h.dns.port)
+    return [tls, udp, dns]
 
 
 def _codes(codes: tuple[int, ...]) -> list[Value]:

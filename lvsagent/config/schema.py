@@ -18,10 +18,14 @@ VrrpVersion = Literal[2, 3]
 # "message_only" is RFC 9568's reading.  Receive accepts both either way.
 V3Checksum = Literal["pseudo_header", "message_only"]
 LoopGuard = Literal["bypass", "fwmark", "backup_only"]
-Protocol = Literal["tcp", "udp"]
-Scheduler = Literal["rr", "wrr", "lc", "wlc", "sh", "mh"]
+Protocol = Literal["tcp", "udp", "sctp"]
+# Every scheduler Linux's IPVS has (net/netfilter/ipvs/ip_vs_*.c), as ipvsadm -s names them.
+Scheduler = Literal[
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos"
+]
 Forwarding = Literal["dr", "nat", "tun"]
-CheckType = Literal["tcp", "http", "none"]
+# keepalived: TCP_CHECK, HTTP_GET, SSL_GET, UDP_CHECK, DNS_CHECK.
+CheckType = Literal["tcp", "http", "https", "udp", "dns", "none"]
 OnFailure = Literal["drain", "remove"]
 
 DEFAULT_CONFIG_PATH = "/etc/lvsagent/lvsagent.toml"
@@ -100,6 +104,46 @@ class HttpCheck:
 
 
 @dataclass(frozen=True)
+class TlsCheck:
+    """The TLS half of an ``https`` check (keepalived's SSL_GET); the HTTP half is ``http``."""
+
+    # Sent as SNI and, with verify, matched against the certificate.  None: http.host
+    # if set (keepalived's virtualhost with enable_sni), else neither.
+    server_name: str | None = None
+    # keepalived's SSL_GET does not verify the certificate; true verifies the chain
+    # (against ca_file, else the system's CAs) and the name when there is one.
+    verify: bool = False
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class UdpCheck:
+    """keepalived's UDP_CHECK: one datagram out; a reply, or no ICMP error, in time."""
+
+    payload: str = ""  # hex, as keepalived's payload; "" sends an empty datagram
+    # False: passes unless an ICMP error (port unreachable...) comes within connect_timeout,
+    # as keepalived without require_reply.  True: only a reply within it passes.
+    require_reply: bool = False
+    reply: str = ""  # hex the reply must start with (implies require_reply)
+    min_reply_length: int = 0
+    max_reply_length: int = 65507  # the largest UDP payload over IPv4
+    connect_timeout: float = 3.0
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class DnsCheck:
+    """keepalived's DNS_CHECK: a query over UDP; passes on a NOERROR answer to it."""
+
+    type: str = "SOA"  # keepalived's default query type
+    name: str = "."  # keepalived's default name
+    # keepalived passes on NOERROR even with no record; true wants at least one.
+    require_answer: bool = False
+    timeout: float = 3.0
+    port: int | None = None
+
+
+@dataclass(frozen=True)
 class HealthCheck:
     type: CheckType = "tcp"
     interval: float = 6.0  # keepalived's delay_loop default is 60 s; 6 s suits a two-box pair
@@ -112,6 +156,12 @@ class HealthCheck:
     on_failure: OnFailure = "drain"
     tcp: TcpCheck = field(default_factory=TcpCheck)
     http: HttpCheck = field(default_factory=HttpCheck)
+    tls: TlsCheck = field(default_factory=TlsCheck)
+    udp: UdpCheck = field(default_factory=UdpCheck)
+    dns: DnsCheck = field(default_factory=DnsCheck)
+    # A TCP, HTTP or HTTPS check of a UDP or SCTP service tests another socket than the
+    # one the service uses; refused unless the operator says the server listens on both.
+    allow_tcp_check: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, get_args
 
+from lvsagent.config.checkkeys import SUBTABLES, check_protocol, read_check_tables
 from lvsagent.config.fields import U32_MAX, Checker, Section, decimal, effective, given
 from lvsagent.config.schema import (
     CheckType,
+    DnsCheck,
     Forwarding,
     HealthCheck,
     HttpCheck,
@@ -26,6 +28,8 @@ from lvsagent.config.schema import (
     RealServer,
     Scheduler,
     TcpCheck,
+    TlsCheck,
+    UdpCheck,
     VirtualServer,
 )
 
@@ -39,11 +43,11 @@ SERVICE_KEYS = (
 REAL_KEYS = ("address", "port", "weight", "u_threshold", "l_threshold", "forwarding", "health")
 HEALTH_KEYS = (
     "type", "interval", "retry", "delay_before_retry", "rise", "fall", "alpha", "on_failure",
-    "tcp", "http",
+    "tcp", "http", *SUBTABLES, "allow_tcp_check",
 )  # fmt: skip
 TCP_KEYS = ("connect_timeout", "port")
 HTTP_KEYS = ("path", "status_codes", "body_contains", "host", "timeout", "port")
-# The kernel's flags for the hashing schedulers (ipvsadm -b); other schedulers take none.
+# The kernel's flags for the hashing schedulers (ipvsadm -b); the others take none.
 SCHEDULER_FLAGS = {"sh": ("sh-fallback", "sh-port"), "mh": ("mh-fallback", "mh-port")}
 PERSISTENCE_MAX = 2**31 - 1
 # Upper bounds of the check's timings and counts.  keepalived's own where it has one
@@ -112,10 +116,17 @@ def _read_service(
     if table is not None:
         health = read_health(table)
         values["health"] = build_health(health)
+    # A fwmark service's protocol is not IPVS's (the mark says what it balances).
+    protocol = None
+    if "protocol" not in s.rejected and (marked or not s.has("fwmark")):
+        protocol = effective(values, VirtualServer, "protocol")
+    sections = s.tables("real_server") or []
+    if protocol is not None and (not sections or any(not r.has("health") for r in sections)):
+        check_protocol(s, protocol, health, health)  # some real server uses this check
     reals: list[RealServer] = []
     first: dict[tuple[ipaddress.IPv4Address, int], str] = {}
-    for r in s.tables("real_server") or []:
-        real = _read_real(r, health)
+    for r in sections:
+        real = _read_real(r, health, protocol)
         if real is None:
             continue
         seen = first.setdefault((real.address, real.port), r.key("address"))
@@ -190,7 +201,9 @@ def _netmask(check: Checker, key: str, value: object) -> ipaddress.IPv4Address |
     return mask
 
 
-def _read_real(s: Section, service_health: dict[str, Any]) -> RealServer | None:
+def _read_real(
+    s: Section, service_health: dict[str, Any], protocol: str | None
+) -> RealServer | None:
     s.unknown(REAL_KEYS)
     address = s.ipv4("address", required=True)
     port = s.port("port", required=True)  # keepalived needs it for fwmark services too
@@ -208,7 +221,11 @@ def _read_real(s: Section, service_health: dict[str, Any]) -> RealServer | None:
         s.problem("l_threshold", f"must not exceed u_threshold ({upper}), got {lower}")
     table = s.table("health")
     if table is not None:
-        values["health"] = build_health(merge_health(service_health, read_health(table)))
+        own = read_health(table)
+        merged = merge_health(service_health, own)
+        values["health"] = build_health(merged)
+        if protocol is not None:
+            check_protocol(s, protocol, merged, own)
     if address is None or port is None:
         return None
     return RealServer(**given(values))
@@ -226,6 +243,8 @@ def read_health(s: Section) -> dict[str, Any]:
         "fall": s.integer("fall", 1, COUNT_MAX),
         "alpha": s.boolean("alpha"),
         "on_failure": s.choice("on_failure", get_args(OnFailure)),
+        "allow_tcp_check": s.boolean("allow_tcp_check"),
+        **read_check_tables(s),
     }
     tcp = s.table("tcp")
     if tcp is not None:
@@ -256,7 +275,7 @@ def read_health(s: Section) -> dict[str, Any]:
 def merge_health(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """A real server's overrides over its service's check, key by key, tcp/http included."""
     merged = {**base, **override}
-    for sub in ("tcp", "http"):
+    for sub in ("tcp", "http", *SUBTABLES):
         if sub in base or sub in override:
             merged[sub] = {**base.get(sub, {}), **override.get(sub, {})}
     return merged
@@ -268,6 +287,9 @@ def build_health(values: dict[str, Any]) -> HealthCheck:
         args["tcp"] = TcpCheck(**args["tcp"])
     if "http" in args:
         args["http"] = HttpCheck(**args["http"])
+    for name, cls in (("tls", TlsCheck), ("udp", UdpCheck), ("dns", DnsCheck)):
+        if name in args:
+            args[name] = cls(**args[name])
     return HealthCheck(**args)
 
 

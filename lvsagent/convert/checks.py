@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lvsagent.config.checkkeys import DNS_TYPES
 from lvsagent.convert.common import Mapper
 from lvsagent.convert.keywords import CHECKERS
 from lvsagent.convert.tree import Node
@@ -27,6 +28,12 @@ INHERITED = (
 )
 
 _CONNECTION = ("connect_ip", "bindto", "bind_port", "bind_if", "fwmark")
+# The checkers lvsagent runs, the first of them preferred when a server has several.
+_CONVERTED = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "UDP_CHECK", "DNS_CHECK")
+_UDP_WORDS = ("payload", "require_reply", "min_reply_length", "max_reply_length")
+# keepalived's UDP_CHECK reads at most this many bytes unless max_reply_length says more.
+_KEEPALIVED_MAX_REPLY = 255
+_DNS_RETRY = 3  # keepalived's DNS_DEFAULT_RETRY
 
 
 def inherited(m: Mapper, node: Node, base: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +74,7 @@ def health_of(
     """The health table (TOML keys) for one real server, keepalived's defaults written out."""
     values = inherited(m, real, base)
     checkers = [c for c in real.children() if c.word in CHECKERS]
-    chosen = next((c for c in checkers if c.word in ("TCP_CHECK", "HTTP_GET")), None)
+    chosen = next((c for c in checkers if c.word in _CONVERTED), None)
     if chosen is None and checkers:
         chosen = checkers[0]
     for other in checkers:
@@ -78,23 +85,120 @@ def health_of(
     if chosen is None:
         health = _common(values, "none", 1.0)
         return health
+    if chosen.word == "DNS_CHECK" and "retry" not in values:
+        values["retry"] = _DNS_RETRY
     values = inherited(m, chosen, values)
-    if chosen.word == "HTTP_GET":
-        health = _common(values, "http", 3.0)
+    if chosen.word not in _CONVERTED:
+        return _fallback(m, chosen, address, port, protocol, values)
+    if chosen.word in ("HTTP_GET", "SSL_GET"):
+        health = _common(values, "http" if chosen.word == "HTTP_GET" else "https", 3.0)
         health["http"] = _http(m, chosen, values)
+        if chosen.word == "SSL_GET":
+            health["tls"] = _tls(m, chosen, health["http"])
         _connection(m, chosen, address, port, health["http"], "timeout", values)
-        return health
-    if chosen.word != "TCP_CHECK":
-        fallback = "tcp" if protocol == "tcp" else "none"
-        instead = "a TCP connect to the real server's port" if fallback == "tcp" else "no check"
-        m.omit(chosen, f"lvsagent has no {chosen.word}; the conversion uses {instead} "
-               "instead (lvsagent checks TCP or HTTP)")
-        if fallback == "none":
-            return _common(values, "none", 1.0)
-    health = _common(values, "tcp", 3.0 if chosen.word == "SSL_GET" else 1.0)
+    elif chosen.word == "UDP_CHECK":
+        health = _common(values, "udp", 1.0)
+        health["udp"] = _udp(m, chosen)
+        _connection(m, chosen, address, port, health["udp"], "connect_timeout", values)
+    elif chosen.word == "DNS_CHECK":
+        health = _common(values, "dns", 1.0)
+        health["dns"] = _dns(m, chosen)
+        _connection(m, chosen, address, port, health["dns"], "timeout", values)
+    else:
+        health = _common(values, "tcp", 1.0)
+        health["tcp"] = {}
+        _connection(m, chosen, address, port, health["tcp"], "connect_timeout", values)
+    _protocol_rule(m, chosen, protocol, health)
+    return health
+
+
+def _fallback(
+    m: Mapper, chosen: Node, address: str, port: int, protocol: str, values: dict[str, Any]
+) -> dict[str, Any]:
+    """A checker lvsagent lacks: a TCP connect for a TCP service, else no check."""
+    fallback = "tcp" if protocol == "tcp" else "none"
+    instead = "a TCP connect to the real server's port" if fallback == "tcp" else "no check"
+    m.omit(chosen, f"lvsagent has no {chosen.word}; the conversion uses {instead} "
+           "instead (lvsagent checks TCP, HTTP, HTTPS, UDP or DNS)")
+    if fallback == "none":
+        return _common(values, "none", 1.0)
+    health = _common(values, "tcp", 1.0)
     health["tcp"] = {}
     _connection(m, chosen, address, port, health["tcp"], "connect_timeout", values)
     return health
+
+
+def _protocol_rule(m: Mapper, chosen: Node, protocol: str, health: dict[str, Any]) -> None:
+    """keepalived checks a UDP or SCTP service over TCP if told to; lvsagent wants it said."""
+    kind = health["type"]
+    if protocol != "tcp" and kind in ("tcp", "http", "https"):
+        health["allow_tcp_check"] = True
+        m.note(chosen, f"a {chosen.word} of a {protocol.upper()} service tests the real "
+               "server's TCP listener; written with allow_tcp_check = true")
+    elif protocol != "udp" and kind in ("udp", "dns"):
+        m.omit(chosen, f"a {chosen.word} cannot test a {protocol.upper()} service; "
+               "the conversion checks nothing")
+        for key in ("udp", "dns"):
+            health.pop(key, None)
+        health["type"] = "none"
+
+
+def _tls(m: Mapper, checker: Node, http: dict[str, Any]) -> dict[str, Any]:
+    """SSL_GET's TLS: keepalived verifies no certificate; enable_sni sends virtualhost."""
+    tls: dict[str, Any] = {"verify": False}
+    sni = checker.first("enable_sni")
+    if sni is not None and m.flag(sni) is not False:
+        if "host" in http:
+            tls["server_name"] = http["host"]
+        else:
+            m.note(sni, "enable_sni without virtualhost sends no name; neither does lvsagent")
+    return tls
+
+
+def _udp(m: Mapper, checker: Node) -> dict[str, Any]:
+    udp: dict[str, Any] = {}
+    for child in checker.children():
+        word = child.word
+        if word == "payload":
+            text = "".join(child.args)
+            if _is_hex(text) and text:
+                udp["payload"] = text.lower()
+            else:
+                m.error(child, f"keepalived wants the payload as hex digits, not {text!r}")
+        elif word == "require_reply":
+            udp["require_reply"] = True
+            text = "".join(child.args)
+            if text and _is_hex(text):
+                udp["reply"] = text.lower()
+            elif text:
+                m.omit(child, f"lvsagent matches the reply's first bytes exactly; the mask in "
+                       f"{text!r} is not converted (require_reply without data is)")
+        elif word in ("min_reply_length", "max_reply_length"):
+            length = m.integer(child, 0, 65507)
+            if length is not None:
+                udp[word] = length
+    if udp.get("require_reply") and "max_reply_length" not in udp:
+        udp["max_reply_length"] = _KEEPALIVED_MAX_REPLY
+    return udp
+
+
+def _is_hex(text: str) -> bool:
+    return len(text) % 2 == 0 and all(ch in "0123456789abcdefABCDEF" for ch in text)
+
+
+def _dns(m: Mapper, checker: Node) -> dict[str, Any]:
+    dns: dict[str, Any] = {"type": "SOA", "name": "."}  # keepalived's defaults
+    for child in checker.children():
+        if child.word == "type" and m.words(child, 1):
+            kind = child.args[0].upper()
+            if kind in DNS_TYPES:
+                dns["type"] = kind
+            else:
+                m.note(child, f"keepalived does not know type {child.args[0]!r} and asks SOA; "
+                       "so does the conversion")
+        elif child.word == "name" and m.words(child, 1):
+            dns["name"] = child.args[0]
+    return dns
 
 
 def _common(values: dict[str, Any], kind: str, retry_delay: float) -> dict[str, Any]:
@@ -126,6 +230,10 @@ def _connection(
                        f"not {child.args[0]}")
         elif word in _CONNECTION:
             m.omit(child, f"lvsagent's checks have no {word}")
+        elif word in _UDP_WORDS or (word in ("type", "name") and checker.word == "DNS_CHECK"):
+            continue  # read by _udp and _dns
+        elif word == "enable_sni" and checker.word == "SSL_GET":
+            continue  # read by _tls
         elif word in ("log_all_failures", "fast_recovery", "enable_sni"):
             m.note(child, f"{word} changes only logging or timing inside keepalived's checker")
         elif word == "http_protocol":

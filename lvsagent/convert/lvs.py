@@ -21,7 +21,9 @@ from lvsagent.convert.tree import Node
 
 __all__ = ["ServiceOut", "map_services"]
 
-_SCHEDULERS = ("rr", "wrr", "lc", "wlc", "sh", "mh")
+_SCHEDULERS = (
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos"
+)  # fmt: skip
 _METHODS = {"NAT": "nat", "DR": "dr", "TUN": "tun"}
 _FLAGS = {"sh-port", "sh-fallback", "mh-port", "mh-fallback"}
 _FLAG_N = {"flag-1": "fallback", "flag-2": "port"}
@@ -126,11 +128,11 @@ def _settings(m: Mapper, node: Node, table: Table) -> bool:
         elif word == "protocol":
             text = child.args[0].upper() if child.args else ""
             m.extra(child, 1)
-            if text in ("TCP", "UDP"):
+            if text in ("TCP", "UDP", "SCTP"):
                 protocol = text.lower()
             else:
-                m.omit(node, f"lvsagent balances TCP and UDP, not {text or 'nothing'}; the "
-                       "service is left out")
+                m.omit(node, f"lvsagent balances TCP, UDP and SCTP, not {text or 'nothing'}; "
+                       "the service is left out")
                 runnable = False
         elif word == "persistence_timeout":
             seconds = m.integer(child, 0, 2**31 - 1) if child.args else 360

@@ -13,11 +13,11 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-Protocol = Literal["tcp", "udp"]
+Protocol = Literal["tcp", "udp", "sctp"]
 Forwarding = Literal["dr", "nat", "tun"]
 
 # Kernel values (include/uapi/linux/ip_vs.h).
-IPPROTO = {"tcp": 6, "udp": 17}
+IPPROTO = {"tcp": 6, "udp": 17, "sctp": 132}
 FWD_METHOD = {"nat": 0, "tun": 2, "dr": 3}  # IP_VS_CONN_F_MASQ / TUNNEL / DROUTE
 IP_VS_SVC_F_PERSISTENT = 0x0001
 IP_VS_SVC_F_HASHED = 0x0002  # set by the kernel; never compared
@@ -42,7 +42,7 @@ class ServiceKey:
     def __post_init__(self) -> None:
         # Keys are hashed by the thousand in every plan and health reaction, and the default
         # dataclass hash goes through IPv4Address's, hex() each time: computed once here.
-        hashed = hash((self.fwmark, self.protocol == "udp", int(self.address), self.port))
+        hashed = hash((self.fwmark, IPPROTO[self.protocol], int(self.address), self.port))
         object.__setattr__(self, "_hash", hashed)
 
     def __hash__(self) -> int:

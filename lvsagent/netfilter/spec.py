@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 GuardMode = Literal["bypass", "fwmark", "backup_only"]
-GuardProtocol = Literal["tcp", "udp"]
+GuardProtocol = Literal["tcp", "udp", "sctp"]
 
 _MAC = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
 _MAX_MARK = 0xFFFFFFFF
@@ -54,7 +54,7 @@ class GuardedService:
 
     def __post_init__(self) -> None:
         if self.protocol not in get_args(GuardProtocol):
-            raise ValueError(f"protocol {self.protocol!r} is not tcp or udp")
+            raise ValueError(f"protocol {self.protocol!r} is not tcp, udp or sctp")
         if not isinstance(self.vip, ipaddress.IPv4Address):
             try:
                 # A string is accepted from callers that skip the config types,

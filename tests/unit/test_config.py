@@ -181,7 +181,8 @@ def test_real_server_health_merges_over_the_service_check() -> None:
 
 
 def test_same_address_and_port_with_another_protocol_is_another_service() -> None:
-    config = load(INSTANCE + SERVICE + SERVICE + 'protocol = "udp"\n')
+    udp = 'protocol = "udp"\n[virtual_server.health]\ntype = "udp"\n'
+    config = load(INSTANCE + SERVICE + SERVICE + udp)
     assert [vs.protocol for vs in config.virtual_servers] == ["tcp", "udp"]
 
 
@@ -438,7 +439,7 @@ CASES: list[tuple[str, str, str, str]] = [
         "virtual_server[0].port", "between 1 and 65535"),
     ("vs-address", VS.replace('address = "10.0.0.100"', 'address = "10.0.0.300"'),
         "virtual_server[0].address", "'10.0.0.300'"),
-    ("vs-protocol", VS + 'protocol = "sctp"\n', "virtual_server[0].protocol", "'tcp', 'udp'"),
+    ("vs-protocol", VS + 'protocol = "icmp"\n', "virtual_server[0].protocol", "'tcp', 'udp'"),
     ("fwmark-zero", VI + "[[virtual_server]]\nfwmark = 0\n",
         "virtual_server[0].fwmark", "between 1 and 4294967295"),
     ("fwmark-big", VI + "[[virtual_server]]\nfwmark = 4294967296\n",
@@ -484,7 +485,7 @@ CASES: list[tuple[str, str, str, str]] = [
     ("health-delay-loop", VS + HEALTH + "delay_loop = 6\n",
         "virtual_server[0].health.delay_loop", "is 'interval' here"),
     ("health-type", VS + HEALTH + 'type = "ping"\n',
-        "virtual_server[0].health.type", "'tcp', 'http', 'none'"),
+        "virtual_server[0].health.type", "'tcp', 'http', 'https', 'udp', 'dns', 'none'"),
     ("health-interval", VS + HEALTH + "interval = 0\n",
         "virtual_server[0].health.interval", "greater than 0"),
     ("health-interval-inf", VS + HEALTH + "interval = inf\n",

@@ -172,9 +172,10 @@ virtual_server 192.0.2.100 80 {
     assert vs["forwarding"] == "nat" and vs["protocol"] == "udp"
     assert vs["health"] == {
         "type": "tcp", "interval": 60, "retry": 1, "delay_before_retry": 1, "alpha": False,
-        "on_failure": "remove", "tcp": {"connect_timeout": 5},
+        "on_failure": "remove", "tcp": {"connect_timeout": 5}, "allow_tcp_check": True,
     }  # fmt: skip
     assert any("defaulting to UDP" in m for m in messages(result, "note"))
+    assert any("allow_tcp_check = true" in m for m in messages(result, "note"))
 
 
 def test_state_master_without_priority_is_the_address_owner() -> None:

@@ -235,7 +235,7 @@ def test_services_and_dests_the_model_cannot_say_are_skipped_with_a_reason() -> 
             kernel_service(IPVS_SVC_ATTR_AF=socket.AF_INET6, IPVS_SVC_ATTR_ADDR="2001:db8::1"),
             "service-not-ipv4",
         ),
-        (kernel_service(IPVS_SVC_ATTR_PROTOCOL=132), "service-protocol"),
+        (kernel_service(IPVS_SVC_ATTR_PROTOCOL=33), "service-protocol"),  # DCCP
         (kernel_service(IPVS_SVC_ATTR_SCHED_NAME=None), "service-malformed"),
     ]
     for attrs, why in cases:

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from lvsagent import __version__, cli
+from lvsagent.config.checkkeys import DNS_KEYS, SUBTABLES, TLS_KEYS, UDP_KEYS
 from lvsagent.config.effective import effective_toml
 from lvsagent.config.instances import INSTANCE_KEYS
 from lvsagent.config.loader import GLOBAL_KEYS, parse_config
@@ -28,9 +29,12 @@ SECTIONS = {
     "global": set(GLOBAL_KEYS),
     "vrrp_instance": set(INSTANCE_KEYS),
     "virtual_server": set(SERVICE_KEYS) - {"health", "real_server"},
-    "virtual_server.health": set(HEALTH_KEYS) - {"tcp", "http"},
+    "virtual_server.health": set(HEALTH_KEYS) - {"tcp", "http", *SUBTABLES},
     "virtual_server.health.tcp": set(TCP_KEYS),
     "virtual_server.health.http": set(HTTP_KEYS),
+    "virtual_server.health.tls": set(TLS_KEYS),
+    "virtual_server.health.udp": set(UDP_KEYS),
+    "virtual_server.health.dns": set(DNS_KEYS),
     "virtual_server.real_server": set(REAL_KEYS),
 }
 _TAG = re.compile(r"^\\fB(\w+)\\fR(?: = (.*)| \((.*)\))?$")

@@ -220,7 +220,7 @@ def test_no_deletes_when_the_chains_are_right() -> None:
         (lambda: GuardedService("tcp", "example.com", 80), "example.com"),  # type: ignore[arg-type]
         (lambda: GuardedService("tcp", A("0.0.0.0"), 80), "0.0.0.0"),
         (lambda: GuardedService("tcp", A("224.0.0.18"), 80), "224.0.0.18"),
-        (lambda: GuardedService("sctp", A("10.0.0.1"), 80), "sctp"),  # type: ignore[arg-type]
+        (lambda: GuardedService("icmp", A("10.0.0.1"), 80), "icmp"),  # type: ignore[arg-type]
         (lambda: GuardedService("tcp", A("10.0.0.1"), 0), "0"),
         (lambda: GuardedService("tcp", A("10.0.0.1"), 65536), "65536"),
         (lambda: GuardedService("tcp", A("10.0.0.1"), True), "True"),

@@ -34,7 +34,7 @@ UDP = MINIMAL.replace("port = 80\n[[", 'port = 53\nprotocol = "udp"\n[[', 1)
 def test_a_udp_service_refuses_the_default_tcp_check_at_its_protocol_line() -> None:
     (problem,) = problems(UDP)
     at = line_of(UDP, "protocol")
-    assert problem.startswith(f"{at}: virtual_server[0].protocol: a tcp check (the default) of a udp")
+    assert problem.startswith(f"{at}: virtual_server[0].protocol: a tcp check (the default)")
     assert 'type = "udp" or "dns"' in problem and "allow_tcp_check" in problem
 
 

@@ -3,7 +3,7 @@
 # Run as root on Debian 12.  Skips apt entirely when everything is present.
 set -euo pipefail
 pkgs=(python3 python3-venv python3-dev python3-nftables nftables iproute2 gcc pkg-config
-      libsystemd-dev keepalived tshark arping tcpdump procps
+      libsystemd-dev keepalived tshark arping tcpdump procps openssl
       user-mode-linux)  # user-mode-linux: the stock UML, a test shows it dying on AMX hosts
 # tshark asks whether non-root users may capture; answer no instead of prompting.
 echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections

@@ -222,6 +222,10 @@ async def run_check(health: HealthCheck, address: ipaddress.IPv4Address, port: i
             timeout=h.timeout,
         )
         checked = h.port
+    elif health.type in ("https", "udp", "dns"):
+        from lvsagent.health.protocols import run_protocol_check  # imports this module
+
+        result, checked = await run_protocol_check(health, address, port)
     else:
         return CheckResult(True, "not checked (type none)", 0.0)
     if checked is None or checked == port:

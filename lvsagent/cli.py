@@ -1,4 +1,4 @@
-"""The ``lvsagent`` command: run, check, plan, status, convert.
+"""The ``lvsagent`` command: run, check, plan, status, drain, undrain, convert.
 
 Every verb that reads the config takes it as ``--config FILE`` (a positional
 FILE is accepted too); the default is /etc/lvsagent/lvsagent.toml.
@@ -82,6 +82,15 @@ def _parser() -> argparse.ArgumentParser:
         "--socket", help="the control socket (default: the config's, else the default)"
     )
     _add_config(status, None)
+    for verb, what in (("drain", "weight 0 in IPVS until undrained; its checks go on"),
+                       ("undrain", "back to its configured weight (if its check says up)")):
+        act = sub.add_parser(verb, help=f"{verb} a real server of a virtual server: {what}")
+        act.add_argument("service", metavar="VS", help="the virtual server, as status names it")
+        act.add_argument("rs", metavar="RS", help="the real server, IP:PORT")
+        act.add_argument("--socket", help="the control socket (default: the config's, else the "
+                         "default)")  # fmt: skip
+        act.add_argument("--config", metavar="FILE", help="the config whose control socket to use")
+        act.set_defaults(config_file=None, config_default=None)
     convert = sub.add_parser("convert", help="print an lvsagent TOML for a keepalived.conf")
     convert.add_argument("keepalived_conf")
     convert.add_argument("-o", "--output", help="write the TOML here instead of stdout")
@@ -96,8 +105,8 @@ def _config_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> s
     given = {path for path in (args.config, args.config_file) if path is not None}
     if len(given) > 1:
         parser.error(f"two config files given ({' and '.join(sorted(given))}); name one")
-    if given and args.verb == "status" and args.socket is not None:
-        parser.error("status: give --socket or a config, not both")
+    if given and args.verb in ("status", "drain", "undrain") and args.socket is not None:
+        parser.error(f"{args.verb}: give --socket or a config, not both")
     default: str | None = args.config_default
     return given.pop() if given else default
 
@@ -243,15 +252,11 @@ def cmd_status(socket_path: str | None, config_path: str | None, as_json: bool) 
     """Exit 0 with the report; 69 when no daemon answers, 77 without access, 76 on nonsense."""
     import time
 
-    from lvsagent.config.schema import Global
     from lvsagent.observe.control import ControlError, format_status, status
 
-    if socket_path is None and config_path is not None:
-        config = _load(config_path)
-        if config is None:
-            return EX_CONFIG
-        socket_path = config.global_.control_socket
-    path = socket_path or Global().control_socket
+    path = _socket(socket_path, config_path)
+    if path is None:
+        return EX_CONFIG
     try:
         snap = status(path)
     except ControlError as exc:
@@ -260,6 +265,39 @@ def cmd_status(socket_path: str | None, config_path: str | None, as_json: bool) 
             return EX_NOPERM
         return EX_UNAVAILABLE if exc.unavailable else EX_PROTOCOL
     print(snap.to_json() if as_json else format_status(snap, time.time()))
+    return EX_OK
+
+
+def _socket(socket_path: str | None, config_path: str | None) -> str | None:
+    """The control socket: given, or the config's, or the default; None: a bad config."""
+    from lvsagent.config.schema import Global
+
+    if socket_path is None and config_path is not None:
+        config = _load(config_path)
+        if config is None:
+            return None
+        socket_path = config.global_.control_socket
+    return socket_path or Global().control_socket
+
+
+def cmd_drain(verb: str, service: str, rs: str, socket_path: str | None,
+              config_path: str | None) -> int:  # fmt: skip
+    """Exit 0 when done (or already so); 64 for a server the daemon's config lacks; 69, 77."""
+    from lvsagent.observe.control import ControlError, act
+
+    path = _socket(socket_path, config_path)
+    if path is None:
+        return EX_CONFIG
+    try:
+        message = act(path, verb, service, rs)
+    except ControlError as exc:
+        print(f"lvsagent: {exc}", file=sys.stderr)
+        if exc.denied:
+            return EX_NOPERM
+        if exc.refused:
+            return EX_USAGE
+        return EX_UNAVAILABLE if exc.unavailable else EX_PROTOCOL
+    print(message)
     return EX_OK
 
 
@@ -279,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_plan(path)
     if args.verb == "status":
         return cmd_status(args.socket, path, args.json)
+    if args.verb in ("drain", "undrain"):
+        return cmd_drain(args.verb, args.service, args.rs, args.socket, path)
     if args.verb == "run":
         assert path is not None
         return cmd_run(path, args.log_level)

@@ -30,6 +30,7 @@ from lvsagent import memory
 from lvsagent.config.loader import ConfigError
 from lvsagent.config.schema import Config, VirtualServer
 from lvsagent.daemon import kmod
+from lvsagent.daemon.draining import DrainBook
 from lvsagent.daemon.guard import LoopGuard, guarded_instance, peer_of
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.daemon.observing import Observer
@@ -61,7 +62,9 @@ class Agent:
         self.reconciler: IpvsReconciler | None = None
         self.health: HealthMonitor | None = None
         self.guard: LoopGuard | None = None
-        self.observer = Observer(config)
+        # Real servers drained by `lvsagent drain`: weight 0, laid over the health verdicts.
+        self.drains = DrainBook(config, self._drains_changed)
+        self.observer = Observer(config, self.drains)
         self.stopping = asyncio.Event()
         self.first_pass = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -161,6 +164,7 @@ class Agent:
         old = self.config
         self.config = new
         self._reconfigure_instances(old, new)
+        self.drains.reconfigure(new)
         self.observer.reconfigure(new)
         if self.health is not None:
             self.health.set_config(new)
@@ -212,23 +216,34 @@ class Agent:
                 runner.reconfigure(inst)
 
     def _desired(self) -> Table:
-        """The config's table with the health verdicts laid over it."""
+        """The config's table with the health verdicts and the drains laid over it."""
         h = self.health
         if h is None:
-            return desired_table(self.config)
-        return desired_table(self.config, h.weights(), h.removed(), h.sorry())
+            return desired_table(self.config, self.drains.weights())
+        weights = {**h.weights(), **self.drains.weights()}
+        return desired_table(self.config, weights, h.removed(), h.sorry())
 
     def _verdicts_changed(self) -> None:
         """The health monitor's callback: only the services it names are rebuilt."""
-        h, rec = self.health, self.reconciler
-        if h is not None and rec is not None:
-            changed = h.changed
-            table = update_services(
-                rec.desired, self._services, changed,
-                h.weights(changed), h.removed(changed), h.sorry(),
-            )  # fmt: skip
-            rec.set_desired(table, "health", changed)
+        if self.health is not None:
+            self._rebuild(self.health.changed, "health")
         self._tell_trackers()
+
+    def _rebuild(self, changed: frozenset[ServiceKey], why: str) -> None:
+        """The desired table with ``changed`` services rebuilt from verdicts and drains."""
+        h, rec = self.health, self.reconciler
+        if h is None or rec is None:
+            return
+        weights = {**h.weights(changed), **self.drains.weights(changed)}
+        table = update_services(
+            rec.desired, self._services, changed, weights, h.removed(changed), h.sorry()
+        )
+        rec.set_desired(table, why, changed)
+
+    def _drains_changed(self, changed: frozenset[ServiceKey]) -> None:
+        """`lvsagent drain`/`undrain` was applied: re-plan that service, show it at once."""
+        self._rebuild(changed, "drain")
+        self.observer.publish()
 
     def _health_changed(self, why: str = "health") -> None:
         """Everything may have changed (a reload): the whole table again."""
@@ -254,6 +269,7 @@ class Agent:
         lock = StateLock(self.config.global_.state_dir)
         lock.acquire()  # first: a second agent must change nothing
         try:
+            self.drains.load()  # before the first IPVS pass, which then keeps them
             await self._serve()
         finally:
             lock.release()
@@ -347,6 +363,7 @@ class Agent:
         )
         reconciler = self.reconciler
         self.observer.known_table = lambda: reconciler.known
+        self.observer.reconciler = reconciler
         self._tasks.append(asyncio.create_task(self.reconciler.run(self.first_pass), name="ipvs"))
         return kernel
 

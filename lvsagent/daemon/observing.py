@@ -15,15 +15,23 @@ import time
 from collections.abc import Callable, Sequence
 
 from lvsagent.config.schema import Config
+from lvsagent.daemon.draining import DrainBook
 from lvsagent.daemon.guard import LoopGuard
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.health.monitor import HealthMonitor
-from lvsagent.ipvs.desired import DestId
+from lvsagent.ipvs.desired import DestId, service_key
 from lvsagent.ipvs.model import Table
+from lvsagent.ipvs.reconciler import IpvsReconciler
 from lvsagent.observe.control import ControlError, ControlServer
 from lvsagent.observe.metrics import Metrics
 from lvsagent.observe.notify import Notifier
-from lvsagent.observe.snapshot import AgentSnapshot, ReloadStatus, ServerStatus
+from lvsagent.observe.snapshot import (
+    AgentSnapshot,
+    IpvsStatus,
+    ReloadStatus,
+    ServerStatus,
+    ServiceStatus,
+)
 
 log = logging.getLogger("lvsagent")
 
@@ -31,18 +39,24 @@ PUBLISH_INTERVAL = 1.0
 
 
 class Observer:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, drains: DrainBook | None = None) -> None:
         self.config = config
+        self.drains = drains
         self.started_at = time.time()
         self.snapshot: AgentSnapshot | None = None
         self.notifier = Notifier()
         self.metrics = Metrics.with_kernel(lambda: self.snapshot)
         self.metrics.set_config(config)
-        self.control = ControlServer(config.global_.control_socket, lambda: self.snapshot)
+        self.control = ControlServer(
+            config.global_.control_socket,
+            lambda: self.snapshot,
+            drains.handle if drains is not None else None,
+        )
         self.runners: Sequence[InstanceRunner] = ()
         self.health: HealthMonitor | None = None
         self.guard: LoopGuard | None = None
         self.known_table: Callable[[], Table | None] = lambda: None
+        self.reconciler: IpvsReconciler | None = None
         self.last_reload: ReloadStatus | None = None
         self._status_text = ""
         self._tasks: list[asyncio.Task[None]] = []
@@ -104,11 +118,35 @@ class Observer:
             started_at=self.started_at,
             loop_lag=self.notifier.loop_lag,
             last_reload=self.last_reload,
+            ipvs=self._ipvs(),
+            services=self._quorums(),
         )
         text = self.status_text()
         if text != self._status_text:
             self._status_text = text
             self.notifier.status(text)
+
+    def _ipvs(self) -> IpvsStatus | None:
+        rec = self.reconciler
+        if rec is None:
+            return None
+        return IpvsStatus(rec.up, rec.errors, rec.trouble, rec.trouble_since)
+
+    def _quorums(self) -> tuple[ServiceStatus, ...]:
+        """Each service with a quorum rule or a sorry server: lost or not, sorry or not."""
+        if self.health is None:
+            return ()
+        lost, sorry = self.health.quorum_lost(), self.health.sorry()
+        out = []
+        for vs in self.config.virtual_servers:
+            if vs.quorum == 0 and vs.sorry_server is None:
+                continue
+            key = service_key(vs)
+            serving = None
+            if key in sorry and vs.sorry_server is not None:
+                serving = f"{vs.sorry_server[0]}:{vs.sorry_server[1]}"
+            out.append(ServiceStatus(vs.label, key in lost, serving))
+        return tuple(out)
 
     def status_text(self) -> str:
         """systemd's STATUS= line: each instance's state, servers up, the loop guard."""
@@ -116,6 +154,11 @@ class Observer:
         if snap is None:
             return "starting"
         parts = [f"{i.name} {i.state}" for i in snap.instances]
+        if snap.ipvs is not None and snap.ipvs.up is False:
+            parts.append("IPVS FAILING")
+        lost = sum(1 for q in snap.services if q.quorum_lost)
+        if lost:
+            parts.append(f"{lost} service(s) without quorum")
         if snap.servers:
             up = sum(1 for s in snap.servers if s.up)
             parts.append(f"{up}/{len(snap.servers)} real servers up")
@@ -154,6 +197,7 @@ class Observer:
         if table is not self._weights_of:  # a new pass: the kernel's weights may have moved
             self._weights_of, self._weights = table, _kernel_weights(table)
         weights = self._weights
+        since = self.drains.since if self.drains is not None else lambda ident: None
         return tuple(
             ServerStatus(
                 service=h.service,
@@ -165,6 +209,7 @@ class Observer:
                 latency=h.latency,
                 transitions=h.transitions,
                 weight_kernel=weights.get(h.ident),
+                drained_since=since(h.ident),
             )
             for h in self.health.snapshot()
         )

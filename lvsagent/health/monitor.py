@@ -251,6 +251,10 @@ class HealthMonitor:
             key for key, q in self._quorum.items() if q.wants_sorry(self._services[key])
         )
 
+    def quorum_lost(self) -> frozenset[ServiceKey]:
+        """Services below their quorum now (with a sorry server or not), for status."""
+        return frozenset(key for key, q in self._quorum.items() if q.lost)
+
     def server_up(self, address: ipaddress.IPv4Address, port: int) -> bool | None:
         """The verdict on a real server for VRRP tracking, across every service it is in.
 

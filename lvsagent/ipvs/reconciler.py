@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import astuple
 from typing import Literal, Protocol
@@ -30,6 +31,8 @@ from lvsagent.ipvs.model import ServiceKey, Table
 from lvsagent.ipvs.plan import AddService, DelService, EditService, Op, Plan, apply_ops, plan
 
 log = logging.getLogger("lvsagent.ipvs")
+# On every error line, so that `journalctl LVSAGENT_EVENT=ipvs` finds IPVS trouble.
+TROUBLE = {"journal": {"LVSAGENT_EVENT": "ipvs"}}
 
 RETRY_AFTER_ERROR = 1.0
 # A pass this big leaves megabytes of freed heap that glibc would keep (see lvsagent.memory).
@@ -67,6 +70,11 @@ class IpvsReconciler:
         self.timeouts = timeouts
         self.ops_applied = 0
         self.errors = 0
+        # Whether the last pass left the kernel as desired (None: no pass yet), and if
+        # not, why and since when (wall clock): `lvsagent status` and lvsagent_ipvs_up.
+        self.up: bool | None = None
+        self.trouble = ""
+        self.trouble_since: float | None = None
         self.known: Table | None = None  # the kernel's table after our last good pass
         self._wake = asyncio.Event()
         self._reported: set[str] = set()
@@ -121,7 +129,9 @@ class IpvsReconciler:
                 "ipvs: cannot read the IPVS table (%s): is the ip_vs module loaded? "
                 "(`modprobe ip_vs`); retrying",
                 exc,
+                extra=TROUBLE,
             )
+            self._failed(f"cannot read the IPVS table: {exc}")
             return False
         self.known = None
         if not await self._reconcile_timeouts():
@@ -142,6 +152,8 @@ class IpvsReconciler:
             self.known = apply_ops(actual, result.ops)
         elif ok:
             self.known = _apply_within(actual, result.ops)
+        if ok:
+            self.up, self.trouble, self.trouble_since = True, "", None
         if len(result.ops) >= TRIM_AFTER_OPS:
             del result, actual  # with the encoded windows, garbage once the table is remembered
             memory.trim()
@@ -155,19 +167,23 @@ class IpvsReconciler:
             outcomes = await self.kernel.apply_many(ops)
         except OSError as exc:
             self.errors += 1
-            log.error("ipvs: %s: cannot apply %d change(s): %s; retrying", why, len(ops), exc)
+            log.error("ipvs: %s: cannot apply %d change(s): %s; retrying", why, len(ops), exc,
+                      extra=TROUBLE)  # fmt: skip
+            self._failed(f"cannot apply {len(ops)} change(s): {exc}")
             return False
         # A reload's few changes are each worth a line; a first programming of
         # thousands is not (a log line costs about a third of a kernel op).
         op_level = logging.INFO if len(ops) <= LOG_EACH_OP_UP_TO else logging.DEBUG
         applied = failed = unsent = 0
+        first = ""
         for op, outcome in zip(ops, outcomes, strict=True):
             if outcome is None:
                 unsent += 1
             elif isinstance(outcome, OSError):
                 failed += 1
+                first = first or f"{op} failed: {outcome}"
                 if failed <= LOG_ERRORS_UP_TO:
-                    log.error("ipvs: %s failed: %s", op, outcome)
+                    log.error("ipvs: %s failed: %s", op, outcome, extra=TROUBLE)
             elif outcome:
                 applied += 1
                 log.log(op_level, "ipvs: %s", op)
@@ -181,7 +197,9 @@ class IpvsReconciler:
                 applied,
                 failed,
                 unsent,
+                extra=TROUBLE,
             )
+            self._failed(first or f"{unsent} change(s) not sent or unconfirmed")
             return False
         log.info("ipvs: %s: done, %d change(s) applied", why, applied)
         return True
@@ -198,10 +216,17 @@ class IpvsReconciler:
             await self.kernel.set_timeouts(want.tcp, want.tcp_fin, want.udp)
         except OSError as exc:
             self.errors += 1
-            log.error("ipvs: cannot set connection timeouts to %s: %s", want, exc)
+            log.error("ipvs: cannot set connection timeouts to %s: %s", want, exc, extra=TROUBLE)
+            self._failed(f"cannot set connection timeouts: {exc}")
             return False
         log.info("ipvs: connection timeouts tcp/tcpfin/udp %s -> %s", astuple(have), astuple(want))
         return True
+
+    def _failed(self, why: str) -> None:
+        """The kernel is not as desired: say why, and since when (the first failure's time)."""
+        if self.up is not False:
+            self.trouble_since = time.time()
+        self.up, self.trouble = False, why
 
     def _report_foreign(self, result: Plan) -> None:
         current = {str(k) for k in result.foreign}

@@ -2,11 +2,15 @@
 
 Why a unix socket: only local users who may write to the socket file (its
 owner and group: mode 0660 in a 0755 directory) can ask, and there is no port
-to configure or firewall.  The protocol is one JSON object per
-connection, in each direction: the client sends ``{"cmd": "status"}`` and
-closes its side; the daemon answers with the snapshot (``{"error": ...}`` for
-anything else) and closes.  One request per connection keeps both ends free
-of framing state.
+to configure or firewall.  The kernel enforces that at connect(2) (EACCES for
+anyone else; root passes), so the same check guards ``status`` and the
+commands that change something (``drain``, ``undrain``); under systemd the
+socket belongs to the user and group ``lvsagent``.  The protocol is one JSON
+object per connection, in each direction: the client sends ``{"cmd":
+"status"}`` (or ``{"cmd": "drain", "service": ..., "rs": ...}``) and closes its
+side; the daemon answers with the snapshot, or ``{"ok": true, "message": ...}``
+(``{"error": ...}`` for anything wrong) and closes.  One request per
+connection keeps both ends free of framing state.
 
 The server runs on the daemon's event loop and answers from the published
 snapshot; it never does I/O on the daemon's behalf, so a slow or malicious
@@ -29,12 +33,15 @@ import logging
 import os
 import socket
 import stat
+import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from lvsagent.observe.snapshot import (
     AgentSnapshot,
     InstanceStatus,
+    IpvsStatus,
     ServerStatus,
     snapshot_from_dict,
 )
@@ -45,15 +52,28 @@ REQUEST_LIMIT = 4096  # bytes; a status request is a few dozen
 CLIENT_TIMEOUT = 5.0  # seconds the daemon waits for a request, and a client for the answer
 SOCKET_MODE = 0o660
 DIR_MODE = 0o755
+ACTIONS = ("drain", "undrain")  # commands answered by the daemon's ``act``
+_UCRED = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
+
+# A command that changes something: (request, "uid N") -> the answer object.
+Act = Callable[[Mapping[str, Any], str], Mapping[str, Any]]
 
 
 class ControlError(Exception):
     """Why the daemon could not be asked; ``unavailable`` when nobody is listening."""
 
-    def __init__(self, message: str, *, unavailable: bool = False, denied: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        unavailable: bool = False,
+        denied: bool = False,
+        refused: bool = False,
+    ) -> None:
         super().__init__(message)
         self.unavailable = unavailable
         self.denied = denied
+        self.refused = refused  # the daemon answered, and said no (an unknown server, say)
 
 
 def _is_live(path: str) -> bool:
@@ -70,11 +90,14 @@ def _is_live(path: str) -> bool:
 
 
 class ControlServer:
-    """Serves ``status`` from ``snapshot()`` at ``path`` until ``stop()``."""
+    """Serves ``status`` from ``snapshot()``, and ACTIONS through ``act``, at ``path``."""
 
-    def __init__(self, path: str, snapshot: Callable[[], AgentSnapshot | None]) -> None:
+    def __init__(
+        self, path: str, snapshot: Callable[[], AgentSnapshot | None], act: Act | None = None
+    ) -> None:
         self.path = path
         self._snapshot = snapshot
+        self._act = act
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
@@ -120,7 +143,7 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             raw = await asyncio.wait_for(reader.read(REQUEST_LIMIT), CLIENT_TIMEOUT)
-            writer.write(self.answer(raw).encode() + b"\n")
+            writer.write(self.answer(raw, _peer(writer)).encode() + b"\n")
             await asyncio.wait_for(writer.drain(), CLIENT_TIMEOUT)
         except (TimeoutError, ConnectionError) as exc:
             log.debug("control: client went away: %r", exc)
@@ -129,22 +152,42 @@ class ControlServer:
             with contextlib.suppress(ConnectionError, TimeoutError):
                 await asyncio.wait_for(writer.wait_closed(), CLIENT_TIMEOUT)
 
-    def answer(self, raw: bytes) -> str:
-        """The reply to one request (pure but for reading the snapshot)."""
+    def answer(self, raw: bytes, peer: str = "an unknown peer") -> str:
+        """The reply to one request (pure but for the snapshot and ``act``)."""
         try:
             request = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return json.dumps({"error": 'expected one JSON object such as {"cmd": "status"}'})
         cmd = request.get("cmd") if isinstance(request, dict) else None
+        if cmd in ACTIONS and self._act is not None:
+            return json.dumps(dict(self._act(request, peer)))
         if cmd != "status":
-            return json.dumps({"error": f"unknown command {cmd!r}; known: status"})
+            known = ", ".join(("status", *ACTIONS)) if self._act is not None else "status"
+            return json.dumps({"error": f"unknown command {cmd!r}; known: {known}"})
         snap = self._snapshot()
         if snap is None:
             return json.dumps({"error": "the daemon is still starting; try again", "retry": True})
         return snap.to_json()
 
 
-def request(path: str, cmd: str = "status", timeout: float = CLIENT_TIMEOUT) -> bytes:
+def _peer(writer: asyncio.StreamWriter) -> str:
+    """Who is asking, for the log of a change: the kernel's word (SO_PEERCRED), not theirs."""
+    sock = writer.get_extra_info("socket")
+    try:
+        _pid, uid, gid = _UCRED.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        )
+    except (OSError, AttributeError, struct.error):
+        return "an unknown peer"
+    return f"uid {uid} (gid {gid})"
+
+
+def request(
+    path: str,
+    cmd: str = "status",
+    timeout: float = CLIENT_TIMEOUT,
+    fields: Mapping[str, str] | None = None,
+) -> bytes:
     """Send one command, return the raw answer; ControlError says why it failed."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -158,8 +201,12 @@ def request(path: str, cmd: str = "status", timeout: float = CLIENT_TIMEOUT) -> 
                 unavailable=True,
             ) from exc
         except PermissionError as exc:
-            raise ControlError(f"{path}: {exc.strerror} (run as root)", denied=True) from exc
-        sock.sendall(json.dumps({"cmd": cmd}).encode())
+            raise ControlError(
+                f"{path}: {exc.strerror} (run as root or as a member of the socket's group, "
+                "lvsagent under systemd)",
+                denied=True,
+            ) from exc
+        sock.sendall(json.dumps({"cmd": cmd, **(fields or {})}).encode())
         sock.shutdown(socket.SHUT_WR)
         chunks = []
         while chunk := sock.recv(1 << 16):
@@ -190,6 +237,22 @@ def status(path: str, timeout: float = CLIENT_TIMEOUT) -> AgentSnapshot:
         return snapshot_from_dict(data)
     except ValueError as exc:
         raise ControlError(f"{path}: unexpected answer from the daemon: {exc}") from exc
+
+
+def act(path: str, cmd: str, service: str, rs: str, timeout: float = CLIENT_TIMEOUT) -> str:
+    """Ask the daemon to ``drain`` or ``undrain``; its message, or ControlError with its error."""
+    raw = request(path, cmd, timeout, {"service": service, "rs": rs})
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ControlError(f"{path}: the daemon's answer is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ControlError(f"{path}: unexpected answer from the daemon: {data!r}")
+    if "error" in data:
+        retry = bool(data.get("retry"))
+        message = f"the daemon says: {data['error']}"
+        raise ControlError(message, unavailable=retry, refused=not retry)
+    return str(data.get("message", ""))
 
 
 # ----- the report for people ---------------------------------------------------------------
@@ -231,9 +294,15 @@ def format_status(snap: AgentSnapshot, now: float) -> str:
     for inst in snap.instances:
         lines += list(_instance(inst, now))
     lines += ["", "Virtual services:"]
+    if snap.ipvs is not None:
+        lines.append(f"  {_ipvs(snap.ipvs, now)}")
+    for q in snap.services:
+        if q.quorum_lost:
+            serving = f": sorry server {q.sorry_server} serves" if q.sorry_server else ""
+            lines.append(f"  {q.service}  QUORUM LOST{serving}")
     if not snap.servers:
         lines.append("  (none configured)")
-    lines += list(_servers(snap.servers))
+    lines += list(_servers(snap.servers, now))
     lines.append("")
     guard = snap.loop_guard
     if guard is None:
@@ -273,11 +342,21 @@ def _instance(inst: InstanceStatus, now: float) -> Iterator[str]:
         yield "    discarded: " + ", ".join(f"{k} {v}" for k, v in dropped.items())
 
 
+def _ipvs(ipvs: IpvsStatus, now: float) -> str:
+    """The kernel's table: as desired, or failing since when and why (what to do is in it)."""
+    if ipvs.up is None:
+        return "IPVS: not programmed yet"
+    if ipvs.up:
+        return f"IPVS: programmed as configured ({ipvs.errors} error(s) since the start)"
+    since = f" since {moment(ipvs.since, now)}" if ipvs.since is not None else ""
+    return f"IPVS: FAILING{since}: {ipvs.detail}; retrying"
+
+
 def _health(server: ServerStatus) -> str:
     return {True: "up", False: "DOWN", None: "unchecked"}[server.up]
 
 
-def _servers(servers: tuple[ServerStatus, ...]) -> Iterator[str]:
+def _servers(servers: tuple[ServerStatus, ...], now: float) -> Iterator[str]:
     services: dict[str, list[ServerStatus]] = {}
     for s in servers:
         services.setdefault(s.service, []).append(s)
@@ -293,3 +372,6 @@ def _servers(servers: tuple[ServerStatus, ...]) -> Iterator[str]:
                 f"    {name:<{width}}  {_health(s):<9}  weight {s.weight_configured}, "
                 f"{kernel}{latency}{reason}"
             )
+            if s.drained_since is not None:
+                since = moment(s.drained_since, now)
+                yield f"    {'':<{width}}  DRAINED by an operator since {since}"

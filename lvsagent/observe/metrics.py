@@ -147,6 +147,7 @@ class AgentCollector:
             at = _gauge("lvsagent_config_last_reload_timestamp_seconds", "When (Unix time).")
             at.add_metric([], snap.last_reload.at)
             yield at
+        yield from _trouble(snap)
         if snap.loop_guard is not None and snap.loop_guard.active is not None:
             guard = _gauge(
                 "lvsagent_loop_guard_active", "1 while the loop guard is in force.", ["mode"]
@@ -213,6 +214,13 @@ class AgentCollector:
         weight = _gauge("lvsagent_realserver_weight", "Configured weight.", labels)
         kernel = _gauge("lvsagent_realserver_kernel_weight", "Weight in IPVS now.", labels)
         moves = _counter("lvsagent_realserver_transitions", "Health transitions.", labels)
+        drained = _gauge(
+            "lvsagent_realserver_drained", "1 while an operator has it drained (lvsagent drain).",
+            labels,
+        )  # fmt: skip
+        since = _gauge(
+            "lvsagent_realserver_drained_since_seconds", "When it was drained (Unix time).", labels
+        )
         for s in snap.servers:
             key = [s.service, f"{s.address}:{s.port}"]
             if s.up is not None:
@@ -221,7 +229,10 @@ class AgentCollector:
             if s.weight_kernel is not None:
                 kernel.add_metric(key, s.weight_kernel)
             moves.add_metric(key, s.transitions)
-        yield from (up, weight, kernel, moves)
+            drained.add_metric(key, float(s.drained_since is not None))
+            if s.drained_since is not None:
+                since.add_metric(key, s.drained_since)
+        yield from (up, weight, kernel, moves, drained, since)
 
     def _kernel(self, labels: Mapping[str, str]) -> Iterator[Metric]:
         assert self._ipvs is not None
@@ -239,6 +250,35 @@ class AgentCollector:
         if labels:
             services = [replace(s, label=labels.get(s.label, s.label)) for s in services]
         yield from _ipvs_families(services)
+
+
+def _trouble(snap: AgentSnapshot) -> Iterator[Metric]:
+    """Whether IPVS could be programmed, and each quorum: what alerts and panels watch."""
+    if snap.ipvs is not None:
+        errors = _counter(
+            "lvsagent_ipvs_reconcile_errors",
+            "IPVS requests the kernel refused and passes that failed (no module, EPERM, ...).",
+        )
+        errors.add_metric([], snap.ipvs.errors)
+        yield errors
+        if snap.ipvs.up is not None:
+            up = _gauge(
+                "lvsagent_ipvs_up", "1 while the kernel's IPVS table is as configured, else 0."
+            )
+            up.add_metric([], float(snap.ipvs.up))
+            yield up
+    if snap.services:
+        lost = _gauge("lvsagent_service_quorum_lost", "1 while below quorum.", ["service"])
+        sorry = _gauge(
+            "lvsagent_service_sorry_server_active",
+            "1 while the sorry server replaces the real servers.",
+            ["service"],
+        )
+        for q in snap.services:
+            lost.add_metric([q.service], float(q.quorum_lost))
+            sorry.add_metric([q.service], float(q.sorry_server is not None))
+        yield lost
+        yield sorry
 
 
 def _ipvs_families(services: list[ipvsstats.ServiceStats]) -> Iterator[Metric]:

@@ -67,6 +67,7 @@ class ServerStatus:
     latency: float | None = None  # seconds, of the last completed check
     transitions: int = 0
     weight_kernel: int | None = None  # what IPVS has now; None: not in the kernel
+    drained_since: float | None = None  # wall clock; None: not drained (lvsagent drain)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,25 @@ class ReloadStatus:
 
 
 @dataclass(frozen=True)
+class IpvsStatus:
+    """Whether the kernel's IPVS table is as desired, and if not, why and since when."""
+
+    up: bool | None  # None: no pass yet
+    errors: int  # refusals and failed passes since the start
+    detail: str = ""  # the first reason of the current trouble
+    since: float | None = None  # wall clock of the first failure of the current trouble
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """A virtual service with a quorum rule or a sorry server."""
+
+    service: str  # its label
+    quorum_lost: bool
+    sorry_server: str | None = None  # "ip:port", when it replaces the real servers now
+
+
+@dataclass(frozen=True)
 class AgentSnapshot:
     instances: tuple[InstanceStatus, ...] = ()
     servers: tuple[ServerStatus, ...] = ()
@@ -96,6 +116,8 @@ class AgentSnapshot:
     started_at: float = 0.0  # wall clock
     loop_lag: float = 0.0  # seconds: the largest recent event-loop lag
     last_reload: ReloadStatus | None = None  # None: none since the start
+    ipvs: IpvsStatus | None = None  # None: no virtual servers (or an older daemon)
+    services: tuple[ServiceStatus, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(_plain(self), sort_keys=True)
@@ -164,6 +186,10 @@ class _Reader:
         value = self._get(key, (int, float), True)
         return None if value is None else float(value)
 
+    def added_number(self, key: str) -> float | None:
+        """A field newer daemons send: absent from an older one's answer means None."""
+        return self.opt_number(key) if key in self.data else None
+
     def flag(self, key: str) -> bool:
         return bool(self._get(key, (bool,), False))
 
@@ -183,6 +209,7 @@ def snapshot_from_dict(data: object) -> AgentSnapshot:
     r = _Reader(data, "snapshot")
     guard = r.data.get("loop_guard")
     reload = r.data.get("last_reload")
+    ipvs = r.data.get("ipvs")
     return AgentSnapshot(
         instances=tuple(
             _instance(_Reader(item, f"instances[{i}]"))
@@ -196,7 +223,26 @@ def snapshot_from_dict(data: object) -> AgentSnapshot:
         started_at=r.number("started_at"),
         loop_lag=r.number("loop_lag"),
         last_reload=None if reload is None else _reload(_Reader(reload, "last_reload")),
+        ipvs=None if ipvs is None else _ipvs(_Reader(ipvs, "ipvs")),
+        services=tuple(
+            _quorum(_Reader(item, f"services[{i}]"))
+            for i, item in enumerate(r.items("services") if "services" in r.data else [])
+        ),
     )
+
+
+def _ipvs(r: _Reader) -> IpvsStatus:
+    return IpvsStatus(
+        up=r.opt_flag("up"), errors=r.integer("errors"), detail=r.text("detail"),
+        since=r.opt_number("since"),
+    )  # fmt: skip
+
+
+def _quorum(r: _Reader) -> ServiceStatus:
+    return ServiceStatus(
+        service=r.text("service"), quorum_lost=r.flag("quorum_lost"),
+        sorry_server=r.opt_text("sorry_server"),
+    )  # fmt: skip
 
 
 def _instance(r: _Reader) -> InstanceStatus:
@@ -233,6 +279,7 @@ def _server(r: _Reader) -> ServerStatus:
         latency=r.opt_number("latency"),
         transitions=r.integer("transitions"),
         weight_kernel=r.opt_integer("weight_kernel"),
+        drained_since=r.added_number("drained_since"),
     )
 
 

@@ -25,8 +25,10 @@ from lvsagent.observe.snapshot import (
     AgentSnapshot,
     GuardStatus,
     InstanceStatus,
+    IpvsStatus,
     ReloadStatus,
     ServerStatus,
+    ServiceStatus,
 )
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
@@ -41,11 +43,14 @@ SNAP = AgentSnapshot(
         InstanceStatus("VI_1", 51, "eth0", "MASTER", 100, 90, last_transition_at=1.0e9,
                        discards={"ip_ttl_err": 1}, split_brain=True),
     ),
-    servers=(ServerStatus("10.0.0.100:80/tcp", "10.0.0.1", 80, True, 3, weight_kernel=3),),
+    servers=(ServerStatus("10.0.0.100:80/tcp", "10.0.0.1", 80, True, 3, weight_kernel=3,
+                          drained_since=1.0e9),),
     loop_guard=GuardStatus("bypass", True),
     started_at=1.0e9,
     loop_lag=0.001,
     last_reload=ReloadStatus(1.0e9, False, "needs a restart: vrid changed"),
+    ipvs=IpvsStatus(False, 2, "cannot read the IPVS table", 1.0e9),
+    services=(ServiceStatus("10.0.0.100:80/tcp", True, "10.0.0.9:80"),),
 )  # fmt: skip
 IPVS = [
     ServiceStats(

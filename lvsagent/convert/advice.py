@@ -110,8 +110,9 @@ INSTANCE: Advice = {
     "smtp_alert": ("note", MAIL),
     "notify_priority_changes": ("note", "lvsagent logs every priority change "
                                 "(LVSAGENT_EVENT=vrrp_priority)"),
-    "skip_check_adv_addr": ("note", "lvsagent never compares an advert's address list with "
-                            "its own"),
+    "skip_check_adv_addr": ("omitted", "lvsagent always drops a VRRPv2 advert whose address "
+                            "list differs from its own (RFC 3768 7.1, keepalived's default); "
+                            "make virtual_addresses the same on both boxes"),
     "kernel_rx_buf_size": ("note", "tunes keepalived's socket; lvsagent needs no equivalent"),
     "linkbeat_use_polling": ("note", "lvsagent follows the interface through netlink"),
     "notify": ("omitted", SCRIPTS),

@@ -47,6 +47,7 @@ def rx_policy(inst: VrrpInstance, source: ipaddress.IPv4Address, auth: Auth) -> 
         require_ttl_255=inst.check_ttl,
         own_addresses=frozenset({source}),
         unicast_peers=frozenset(inst.unicast_peers),
+        addresses=frozenset(a.ip for a in inst.virtual_addresses),
     )
 
 

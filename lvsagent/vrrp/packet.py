@@ -43,6 +43,7 @@ class Reason(StrEnum):
     AUTH_TYPE_MISMATCH = "authtype_mismatch"
     AUTH = "auth_failure"  # v2 password differs
     INTERVAL = "advert_interval_err"  # v2: interval differs from ours (RFC 3768 7.1)
+    ADDR_LIST = "addr_list_err"  # v2: address list differs from ours (RFC 3768 7.1)
     OWN = "own_packet"  # our own advert looped back to us
     PEER = "unknown_peer"  # unicast from an address that is not a configured peer
 

@@ -45,6 +45,7 @@ from lvsagent.ipvs.model import ServiceKey, Table
 from lvsagent.ipvs.plan import DelService
 from lvsagent.ipvs.reconciler import IpvsReconciler
 from lvsagent.netlink import AsyncIPRoute
+from lvsagent.observe.journal import NOTICE
 from lvsagent.observe.snapshot import ReloadStatus
 from lvsagent.vrrp import addresses
 from lvsagent.vrrp.ownaddr import own_addresses_at_start
@@ -212,7 +213,7 @@ class Agent:
             inst = next(i for i in new.vrrp_instances if i.name == runner.inst.name)
             changes = instance_changes(before[inst.name], inst)
             if changes:
-                log.warning("reload: %s: %s", runner.tag, "; ".join(changes))
+                log.log(NOTICE, "reload: %s: %s", runner.tag, "; ".join(changes))
                 runner.reconfigure(inst)
 
     def _desired(self) -> Table:

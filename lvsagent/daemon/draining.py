@@ -24,6 +24,7 @@ from lvsagent.ipvs import drains
 from lvsagent.ipvs.desired import DestId
 from lvsagent.ipvs.drains import Drained, TargetError
 from lvsagent.ipvs.model import ServiceKey
+from lvsagent.observe.journal import NOTICE
 from lvsagent.statedir import StateDirError, read_private, write_private
 
 __all__ = ["DrainBook"]
@@ -114,7 +115,7 @@ class DrainBook:
                 self.drained[target.ident] = before
             return {"error": f"{cmd} not done: {exc.strerror}"}
         verb = "drained" if cmd == "drain" else "undrained"
-        log.info("drain: %s %s by %s", name, verb, peer, extra={"journal": {
+        log.log(NOTICE, "drain: %s %s by %s", name, verb, peer, extra={"journal": {
             "LVSAGENT_EVENT": "drain", "LVSAGENT_SERVICE": target.service,
             "LVSAGENT_RS": target.rs, "LVSAGENT_DRAIN": verb.upper(),
         }})  # fmt: skip

@@ -25,7 +25,7 @@ from lvsagent.daemon.vips import VirtualAddresses
 from lvsagent.daemon.wire import Counters, InstanceWire, Received
 from lvsagent.health.track import combine, evaluate_servers
 from lvsagent.netlink import AsyncIPRoute
-from lvsagent.observe.journal import fields
+from lvsagent.observe.journal import NOTICE, fields
 from lvsagent.observe.snapshot import InstanceStatus, split_brain
 from lvsagent.vrrp import addresses, track
 from lvsagent.vrrp.machine import (
@@ -291,8 +291,10 @@ class InstanceRunner:
         )
         if self.router.priority != before:
             # keepalived says "Changing effective priority"; a silent change would leave an
-            # operator guessing why the other box took over.
-            log.warning(
+            # operator guessing why the other box took over.  Lowered is trouble; back, not.
+            lowered = self.router.priority < before
+            log.log(
+                logging.WARNING if lowered else NOTICE,
                 "%s: effective priority %d -> %d (%s)",
                 self.tag,
                 before,
@@ -369,7 +371,8 @@ class InstanceRunner:
             self.counters.become_master += t.new == State.MASTER
             self.counters.release_master += t.old == State.MASTER
             self.last_transition_at = time.time()
-            log.warning(
+            log.log(
+                logging.WARNING if t.new == State.FAULT else NOTICE,  # FAULT is trouble
                 "%s: %s -> %s (%s)",
                 self.tag,
                 t.old.value,

@@ -43,6 +43,7 @@ from lvsagent.health.quorum import QuorumState, describe, quorum_state, service_
 from lvsagent.health.tracker import CheckResult, Policy, Tracker, Transition
 from lvsagent.ipvs.desired import DestId, dest_key, service_key
 from lvsagent.ipvs.model import ServiceKey
+from lvsagent.observe.journal import NOTICE
 
 __all__ = ["CheckSample", "HealthMonitor", "ServerHealth", "default_concurrency"]
 
@@ -405,7 +406,7 @@ class HealthMonitor:
 
     def _log_transition(self, entry: _Entry, t: Transition) -> None:
         # A server passing its first check is the expected start, not a warning.
-        level = logging.INFO if t.up and t.first else logging.WARNING
+        level = logging.INFO if t.up and t.first else NOTICE if t.up else logging.WARNING
         log.log(level, "%s", t.message, extra={"journal": {
             "LVSAGENT_EVENT": "health",
             "LVSAGENT_RS": f"{entry.rs.address}:{entry.rs.port}",
@@ -425,7 +426,8 @@ class HealthMonitor:
             return
         self._quorum[key] = state
         if (before is None and state.lost) or (before is not None and before.lost != state.lost):
-            log.warning("%s", describe(vs, state), extra={"journal": {
+            level = logging.WARNING if state.lost else NOTICE  # back is not trouble
+            log.log(level, "%s", describe(vs, state), extra={"journal": {
                 "LVSAGENT_EVENT": "quorum",
                 "LVSAGENT_SERVICE": vs.label,
                 "LVSAGENT_QUORUM": "LOST" if state.lost else "UP",

@@ -9,7 +9,19 @@ journal by putting stderr's ``device:inode`` in ``JOURNAL_STREAM``
 from a unit (which inherits the variable but not the stream) keeps stderr.
 
 A log call adds fields with ``extra=fields(instance=..., state=...)`` (or any
-``extra={"journal": {...}}``); the stderr format ignores them.  Sending uses
+``extra={"journal": {...}}``); the stderr format ignores them.
+
+Each event type (``LVSAGENT_EVENT``) has a fixed MESSAGE_ID, as systemd's own
+messages do (``journalctl MESSAGE_ID=...`` finds every transition whatever its
+words): a UUID derived from the event's name under lvsagent's namespace UUID,
+so it never changes and a new event type gets one without a table to keep.
+
+Levels say who must act: WARNING and worse only for trouble (a server down,
+quorum lost, FAULT, IPVS refusing changes), so ``journalctl -p warning -u
+lvsagent`` lists only trouble; routine changes an operator still wants to see
+(a transition to MASTER or BACKUP, a server back up, a reload's changes, a
+drain) are NOTICE, a level between INFO and WARNING that syslog has and
+Python's logging lacks (added here as 25).  Sending uses
 systemd-python's ``journal.send``, which drops silently when journald is
 absent (shared/FACTS.md) and so never blocks or raises on the way out.
 """
@@ -21,6 +33,7 @@ import os
 import re
 import sys
 import syslog
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -37,6 +50,20 @@ SERVICE = "LVSAGENT_SERVICE"  # virtual service label
 RS = "LVSAGENT_RS"  # real server address:port
 LOOP_GUARD = "LVSAGENT_LOOP_GUARD"
 REASON = "LVSAGENT_REASON"
+
+# syslog's NOTICE, between INFO (20) and WARNING (30): routine but worth reading.
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
+
+# Every event's MESSAGE_ID is uuid5(EVENT_NAMESPACE, event): fixed, and documented in README.
+EVENT_NAMESPACE = uuid.UUID("5b0f6c55-2c1e-4bd8-9a7e-1f4f3c6d8a21")
+MESSAGE_ID = "MESSAGE_ID"
+
+
+def message_id(event: str) -> str:
+    """The MESSAGE_ID of an LVSAGENT_EVENT type, in journald's form (32 hex digits)."""
+    return uuid.uuid5(EVENT_NAMESPACE, event).hex
+
 
 # Set from the record by the handler; a log call's extras must not replace them.
 _OWN_FIELDS = frozenset(
@@ -71,6 +98,8 @@ def priority(levelno: int) -> int:
         return syslog.LOG_ERR
     if levelno >= logging.WARNING:
         return syslog.LOG_WARNING
+    if levelno >= NOTICE:
+        return syslog.LOG_NOTICE
     if levelno >= logging.INFO:
         return syslog.LOG_INFO
     return syslog.LOG_DEBUG
@@ -90,6 +119,8 @@ def journal_fields(record: logging.LogRecord, message: str) -> dict[str, Any]:
             if name is None or name in _OWN_FIELDS or value is None:
                 continue
             out[name] = str(value)
+    if EVENT in out and MESSAGE_ID not in out:
+        out[MESSAGE_ID] = message_id(out[EVENT])
     out.update(
         MESSAGE=message,
         PRIORITY=str(priority(record.levelno)),

@@ -18,6 +18,8 @@ from lvsagent.observe.journal import (
     JournalHandler,
     field_name,
     fields,
+    journal_fields,
+    message_id,
     setup_logging,
     stderr_is_journal,
 )
@@ -97,7 +99,8 @@ def test_extras_cannot_replace_the_records_own_fields(
         (logging.WARNING, syslog.LOG_WARNING),
         (logging.ERROR, syslog.LOG_ERR),
         (logging.CRITICAL, syslog.LOG_CRIT),
-        (logging.INFO + 5, syslog.LOG_INFO),
+        (logging.INFO + 5, syslog.LOG_NOTICE),  # NOTICE: routine, yet worth reading
+        (logging.INFO + 2, syslog.LOG_INFO),
     ],
 )
 def test_priorities(
@@ -207,3 +210,16 @@ def test_fields_prefixes_names() -> None:
         "journal": {"LVSAGENT_INSTANCE": "VI_1", "LVSAGENT_RS": "10.0.0.1:80"}
     }
     assert journal.INSTANCE == "LVSAGENT_INSTANCE"
+
+
+def test_each_event_type_has_a_fixed_message_id() -> None:
+    record = logging.LogRecord("lvsagent.vrrp", 25, __file__, 1, "VI_1: BACKUP -> MASTER", (), None)
+    record.journal = {"LVSAGENT_EVENT": "vrrp_transition"}
+    entry = journal_fields(record, record.getMessage())
+    # Documented in README: the same on every box and in every release.
+    documented = "fdeb33b33d3f5a06aba137370c2d434f"
+    assert entry["MESSAGE_ID"] == documented == message_id("vrrp_transition")
+    assert entry["PRIORITY"] == str(syslog.LOG_NOTICE)
+    assert message_id("health") != message_id("ipvs")
+    plain = logging.LogRecord("lvsagent", logging.INFO, __file__, 1, "started", (), None)
+    assert "MESSAGE_ID" not in journal_fields(plain, "started")

@@ -86,6 +86,9 @@ def _instance(inst: VrrpInstance) -> Table:
     )
     for key in ("garp_repeat", "garp_master_delay", "garp_master_repeat"):
         t.set(key, getattr(inst, key))
+    t.set("use_vmac", inst.use_vmac)
+    if inst.use_vmac:
+        t.set("vmac_interface", inst.vmac_name)
     return t
 
 

@@ -24,6 +24,7 @@ INSTANCE_KEYS = (
     "preempt", "nopreempt", "preempt_delay", "unicast_src", "unicast_peers", "unicast_ttl",
     "check_ttl", "auth_pass", "virtual_addresses", "track_interfaces", "track_real_servers",
     "garp_repeat", "garp_master_delay", "garp_master_repeat",
+    "use_vmac", "vmac_interface",
 )  # fmt: skip
 
 # The advert's "Count IPvX Addr" field is one byte.  255 addresses make a 1056-byte
@@ -146,8 +147,14 @@ def _read_instance(s: Section) -> VrrpInstance | None:
             "garp_repeat": s.integer("garp_repeat", 1, 100),
             "garp_master_delay": s.number("garp_master_delay", 0, 4294),  # keepalived's
             "garp_master_repeat": s.integer("garp_master_repeat", 0, 100),
+            "use_vmac": s.boolean("use_vmac"),
+            "vmac_interface": s.read("vmac_interface", check.ifname),
         }
     )
+    if "vmac_interface" in kw and s.raw.get("use_vmac") is not True:
+        s.problem("vmac_interface", "names the use_vmac interface: set use_vmac = true too")
+    if kw.get("vmac_interface") is not None and kw.get("vmac_interface") == interface:
+        s.problem("vmac_interface", f"must differ from interface ({interface}): it is made on it")
     _preempt_rules(s, kw)
     _version_rules(s, kw)
     _unicast_rules(s, kw)

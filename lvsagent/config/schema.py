@@ -79,10 +79,19 @@ class VrrpInstance:
     garp_repeat: int = 5
     garp_master_delay: float = 5.0
     garp_master_repeat: int = 5
+    # keepalived's use_vmac: the VIPs, adverts and gratuitous ARP go through a macvlan
+    # interface with the RFC's virtual MAC 00:00:5e:00:01:VRID (RFC 5798 7.3).
+    use_vmac: bool = False
+    vmac_interface: str | None = None  # None: keepalived's name, "vrrp.VRID"
 
     @property
     def is_unicast(self) -> bool:
         return bool(self.unicast_peers)
+
+    @property
+    def vmac_name(self) -> str:
+        """The macvlan interface's name when use_vmac is on."""
+        return self.vmac_interface or f"vrrp.{self.vrid}"
 
 
 @dataclass(frozen=True)

@@ -133,10 +133,9 @@ INSTANCE: Advice = {
                                    "adverts, which the peer only counts)"),
     "virtual_routes": ("omitted", "lvsagent adds no routes on MASTER"),
     "virtual_rules": ("omitted", "lvsagent adds no routing rules on MASTER"),
-    "use_vmac": ("omitted", "lvsagent uses the interface's own MAC; switches learn the move "
-                 "from its gratuitous ARP"),
-    "vmac_xmit_base": ("omitted", "lvsagent has no VMAC interfaces"),
-    "use_vmac_addr": ("omitted", "lvsagent has no VMAC interfaces"),
+    "vmac_xmit_base": ("omitted", "lvsagent sends adverts from the VMAC interface, not its "
+                       "parent"),
+    "use_vmac_addr": ("omitted", "lvsagent's VMAC is always 00:00:5e:00:01:VRID"),
     "use_ipvlan": ("omitted", "lvsagent has no ipvlan interfaces"),
     "vrf": ("omitted", "lvsagent does not run in a VRF"),
     "dont_track_primary": ("omitted", "lvsagent goes to FAULT when its interface is down; "

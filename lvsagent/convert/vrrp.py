@@ -125,6 +125,8 @@ def _instance(m: Mapper, node: Node, defaults: Defaults, taken: set[str]) -> Ins
                 m.note(child, "deprecated in keepalived, which turns it into global_defs "
                        "lvs_sync_daemon; converted the same way")
                 defaults.sync = (child.args[0], None, child)
+        elif word == "use_vmac":
+            _vmac(m, child, table)
         elif word.startswith("notify") and _loop_script(child):
             m.note(child, "runs the two-box design's bypass_ipvs.sh, which lvsagent's "
                    'loop_guard = "bypass" (the default) does built in')
@@ -347,3 +349,16 @@ def _sync_group(m: Mapper, node: Node) -> None:
         if child.word != "group":
             kind, text = advice.INSTANCE.get(child.word, ("omitted", "not converted"))
             m.report(kind, child, text)
+
+
+def _vmac(m: Mapper, node: Node, table: Table) -> None:
+    """``use_vmac [NAME]``: the same macvlan with the RFC's MAC; NAME as vmac_interface."""
+    table.set("use_vmac", True, origin(node))
+    if not node.args:
+        return
+    name = node.args[0]
+    if 1 <= len(name.encode()) <= 15 and name.isprintable() and not set(name) & set("/: "):
+        table.set("vmac_interface", name, origin(node))
+    else:
+        m.omit(node, f"{name!r} is not an interface name Linux takes; vrrp.VRID is used")
+    m.extra(node, 1)

@@ -49,6 +49,7 @@ from lvsagent.observe.journal import NOTICE
 from lvsagent.observe.snapshot import ReloadStatus
 from lvsagent.vrrp import addresses
 from lvsagent.vrrp.ownaddr import own_addresses_at_start
+from lvsagent.vrrp.vmac import Vmac
 
 log = logging.getLogger("lvsagent")
 
@@ -69,6 +70,7 @@ class Agent:
         self.stopping = asyncio.Event()
         self.first_pass = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._vmacs: list[tuple[Vmac, AsyncIPRoute]] = []  # use_vmac's, removed at the stop
         self._reloads: set[asyncio.Task[None]] = set()
         # The reload in progress (one at a time), and whether a SIGHUP came during it.
         self._rereading: asyncio.Task[None] | None = None
@@ -295,7 +297,14 @@ class Agent:
                     # at the same moments; a lock on a shared one would make each wait.
                     ipr = await sockets.enter_async_context(AsyncIPRoute())
                     link = await addresses.read_link(ipr, inst.interface)
-                    runner = InstanceRunner(inst, link, ipr, None, server_up, self._peer_lost)
+                    held = None
+                    if inst.use_vmac:
+                        vmac = Vmac(inst.interface, inst.vmac_name, inst.vrid)
+                        self._vmacs.append((vmac, ipr))
+                        held = await vmac.ensure(ipr, link.index)
+                    runner = InstanceRunner(
+                        inst, link, ipr, None, server_up, self._peer_lost, held
+                    )
                     if guarded is not None and inst.name == guarded.name:
                         self.guard = LoopGuard(self.config, inst)
                         runner.guard = self.guard.set
@@ -311,6 +320,7 @@ class Agent:
             except BaseException:
                 for r in self.runners:
                     r.close()
+                await self._remove_vmacs()
                 raise
             self.observer.runners = self.runners
             self.observer.health = self.health
@@ -339,11 +349,22 @@ class Agent:
     async def _after_instances(self, ipvs: IpvsKernel | None) -> None:
         """The stop's second half, once every instance released its addresses."""
         decommission = self.config.global_.decommission_on_stop
+        await self._remove_vmacs()  # the instances have released their addresses
         if self.guard is not None:
             await self.guard.stop(decommission)
         if ipvs is not None and decommission:
             await self._remove_services(ipvs)
         await self.observer.stop()
+
+    async def _remove_vmacs(self) -> None:
+        """use_vmac's interfaces go at a stop, as keepalived's do; the parents' sysctls back."""
+        for vmac, ipr in self._vmacs:
+            try:
+                await vmac.remove(ipr)
+            except OSError as exc:
+                log.error("stopping: cannot remove %s: %s; remove it by hand (ip link del %s)",
+                          vmac.name, exc, vmac.name)  # fmt: skip
+        self._vmacs.clear()
 
     async def _start_ipvs(self) -> IpvsKernel | None:
         if self.health is not None:

@@ -90,8 +90,11 @@ class InstanceRunner:
         guard: GuardHook | None = None,
         server_up: ServerUp | None = None,
         peer_lost: Callable[[ipaddress.IPv4Address], None] | None = None,
+        vmac: addresses.LinkInfo | None = None,
     ) -> None:
         self.inst = inst
+        # use_vmac's macvlan: it holds the VIPs and sends adverts and ARP (vrrp/vmac.py).
+        self.vmac = vmac
         self.guard = guard
         self.server_up = server_up
         # Called with the old master's address when we take over from it, so the
@@ -107,11 +110,14 @@ class InstanceRunner:
         self._events: deque[_Event] = deque()
         self._wake: asyncio.Future[None] | None = None
         self.timer = DeadlineTimer()
+        holder = vmac or link
         self.vips = VirtualAddresses(
-            self.tag, inst.interface, link.index, ipr, frozenset(inst.virtual_addresses),
+            self.tag, holder.ifname, holder.index, ipr, frozenset(inst.virtual_addresses),
             self.source,
         )  # fmt: skip
-        self.wire = InstanceWire(self.tag, inst, link.index, link.mac, self.source, self.counters)
+        self.wire = InstanceWire(
+            self.tag, inst, link.index, link.mac, self.source, self.counters, vmac
+        )
         self._reconcile_handle: asyncio.TimerHandle | None = None
         self._master_seen: ipaddress.IPv4Address | None = None
         self.last_transition_at: float | None = None  # wall clock, for status

@@ -27,7 +27,10 @@ __all__ = ["IDENTITY", "global_changes", "instance_changes", "restart_reasons"]
 
 # An instance's identity, and what its sockets are made with: a change is a
 # different instance (new sockets, and its peer knows it by these).
-IDENTITY = ("interface", "vrid", "version", "auth_pass", "unicast_src", "unicast_ttl")
+IDENTITY = (
+    "interface", "vrid", "version", "auth_pass", "unicast_src", "unicast_ttl", "use_vmac",
+    "vmac_interface",
+)  # fmt: skip
 
 # Global settings read once at start.
 _RESTART_GLOBALS = (

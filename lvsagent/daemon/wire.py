@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from lvsagent.config.schema import VrrpInstance
 from lvsagent.daemon.derive import advert, rx_policy
+from lvsagent.vrrp.addresses import LinkInfo
 from lvsagent.vrrp.io import VRRP_GROUP, ArpSender, VrrpSocket
 from lvsagent.vrrp.packet import Advert, Discard, EncodeError, encode, pass_auth_data
 from lvsagent.vrrp.receive import accept
@@ -54,15 +55,20 @@ class InstanceWire:
         mac: str,
         source: ipaddress.IPv4Address,
         counters: Counters,
+        vmac: LinkInfo | None = None,
     ) -> None:
+        """``vmac``: use_vmac's interface, which adverts and gratuitous ARP leave from."""
         self.tag, self.inst, self.source, self.counters = tag, inst, source, counters
         self.auth = pass_auth_data(inst.auth_pass if inst.version == 2 else None)
         self.policy = rx_policy(inst, source, self.auth)
         self.destinations = list(inst.unicast_peers) or [VRRP_GROUP]
         self._warned: set[str] = set()
-        self.sock = VrrpSocket(inst.interface, index, source, inst.is_unicast, inst.unicast_ttl)
+        tx = (vmac.ifname, vmac.index) if vmac is not None else None
+        self.sock = VrrpSocket(
+            inst.interface, index, source, inst.is_unicast, inst.unicast_ttl, tx
+        )
         try:
-            self.arp = ArpSender(inst.interface, mac)
+            self.arp = ArpSender(*((vmac.ifname, vmac.mac) if vmac else (inst.interface, mac)))
         except BaseException:
             self.sock.close()
             raise

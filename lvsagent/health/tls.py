@@ -78,10 +78,11 @@ async def check_https(
         return CheckResult(False, f"cannot load CA file {ca_file}: {exc}", 0.0)
     try:
         sock = await _connect(loop, address, port, deadline)
-    except _Timeout:
-        return CheckResult(False, f"connect timeout {_seconds(timeout)} s", loop.time() - start)
-    except OSError as exc:
-        return CheckResult(False, _reason(exc.errno or 0), loop.time() - start)
+    except (_Timeout, OSError) as exc:  # as the HTTP check says it
+        why = _reason(exc.errno or 0) if isinstance(exc, OSError) else "connect timeout"
+        if isinstance(exc, _Timeout):
+            why = f"{why} {_seconds(timeout)} s"
+        return CheckResult(False, why, loop.time() - start)
     writer: asyncio.StreamWriter | None = None
     stage = "TLS handshake"
     try:

@@ -38,13 +38,18 @@ class VrrpSocket:
         source: ipaddress.IPv4Address,
         unicast: bool,
         ttl: int = 255,
+        tx: tuple[str, int] | None = None,
     ) -> None:
+        """``tx``: (name, index) of another interface to send from (use_vmac's macvlan);
+        adverts are still received on ``ifname``."""
         self.tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_VRRP)
         self.rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, IPPROTO_VRRP)
+        tx_name, tx_index = tx or (ifname, ifindex)
         try:
             mreqn = struct.pack("4s4si", VRRP_GROUP.packed, source.packed, ifindex)
-            for sock in (self.tx, self.rx):
-                sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, ifname.encode())
+            tx_mreqn = struct.pack("4s4si", VRRP_GROUP.packed, source.packed, tx_index)
+            for sock, name in ((self.tx, tx_name), (self.rx, ifname)):
+                sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, name.encode())
                 sock.setblocking(False)
             try:
                 self.tx.bind((str(source), 0))
@@ -59,7 +64,7 @@ class VrrpSocket:
             if unicast:
                 self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
             else:
-                self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+                self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, tx_mreqn)
                 self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
                 self.tx.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
                 self.rx.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)

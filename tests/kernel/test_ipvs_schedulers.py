@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import threading
-from collections.abc import Coroutine
-from typing import Any, TypeVar, get_args
+from typing import get_args
 
 import pytest
 
@@ -25,36 +23,14 @@ from lvsagent.ipvs.desired import desired_table
 from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.model import Table
 from lvsagent.ipvs.plan import plan
-from tests.kernel.setns import enter
 from tests.kernel.uml import lab_only
-from tests.netns.lab import Netns, namespaces
+from tests.netns.lab import in_namespace, namespaces
 
 pytestmark = [lab_only(__file__), pytest.mark.timeout(120)]
 
-T = TypeVar("T")
 A = ipaddress.IPv4Address
 FLAGS = {"sh": (("sh-fallback", "sh-port"), "-b sh-fallback,sh-port"),
          "mh": (("mh-fallback", "mh-port"), "-b mh-fallback,mh-port")}  # fmt: skip
-
-
-def arun(coro: Coroutine[Any, Any, T], ns: Netns) -> T:
-    """``coro`` on a loop in a thread inside ``ns`` (setns moves only that thread)."""
-    out: list[T] = []
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            enter(f"/run/netns/{ns.name}")
-            out.append(asyncio.run(coro))
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return out[0]
 
 
 def config() -> Config:
@@ -81,7 +57,7 @@ async def program(want: Table) -> tuple[Table, int]:
 def test_every_scheduler_flags_and_sctp_round_trip() -> None:
     want = desired_table(config())
     with namespaces("sched") as (ns,):
-        have, applied = arun(program(want), ns)
+        have, applied = in_namespace(ns, lambda: asyncio.run(program(want)))
         assert applied == len(want.services) * 3
         assert have == Table(tuple(sorted(want.services, key=lambda s: s.key)))
         assert plan(want, have, "report").ops == ()

@@ -23,32 +23,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.kernel.setns import enter
-from tests.netns.lab import Netns, namespaces, veth
+from tests.netns.lab import Netns, in_namespace, namespaces, veth
 
 T = TypeVar("T")
 MON = "10.97.0.1"
 SRV = "10.97.0.2"
 WAIT = 15.0  # seconds: generous on a loaded machine, never a measurement
-
-
-def in_namespace(ns: Netns, fn: Callable[[], T]) -> T:
-    """Run ``fn`` in a fresh thread inside ``ns`` (setns moves only that thread)."""
-    out: list[T] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            enter(f"/run/netns/{ns.name}")
-            out.append(fn())
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return out[0]
 
 
 @dataclass

@@ -18,16 +18,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 _seq = itertools.count()
+T = TypeVar("T")
 
 
 class Named(Protocol):
@@ -96,6 +97,32 @@ class Netns:
 
     def delete(self) -> None:
         sh("ip", "netns", "del", self.name, check=False)
+
+
+def in_namespace(ns: Named, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a fresh thread inside ``ns`` (setns moves only that thread).
+
+    Sockets keep the namespace they were made in, so a socket made here can be
+    served from any thread afterwards.
+    """
+    from tests.kernel.setns import enter
+
+    out: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            enter(f"/run/netns/{ns.name}")
+            out.append(fn())
+        except BaseException as exc:  # re-raised in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return out[0]
 
 
 def veth(a: Netns, a_if: str, a_addr: str, b: Netns, b_if: str, b_addr: str) -> None:

@@ -36,7 +36,7 @@ from lvsagent.config.schema import (
 from lvsagent.health.monitor import HealthMonitor
 from lvsagent.ipvs.desired import DestId, dest_key, service_key
 from tests.kernel.setns import enter
-from tests.netns.lab import Netns, namespaces, veth
+from tests.netns.lab import Netns, in_namespace, namespaces, veth
 
 T = TypeVar("T")
 SRV = ipaddress.IPv4Address("10.98.0.2")
@@ -64,26 +64,6 @@ CONFIG = Config("health.toml", virtual_servers=(SERVICE,))
 
 def ident(rs: RealServer) -> DestId:
     return (service_key(SERVICE), dest_key(rs))
-
-
-def in_namespace(ns: Netns, fn: Callable[[], T]) -> T:
-    """Run ``fn`` in a fresh thread inside ``ns`` (setns moves only that thread)."""
-    out: list[T] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            enter(f"/run/netns/{ns.name}")
-            out.append(fn())
-        except BaseException as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=target)
-    t.start()
-    t.join()
-    if errors:
-        raise errors[0]
-    return out[0]
 
 
 def listening_socket(ns: Netns, port: int) -> socket.socket:

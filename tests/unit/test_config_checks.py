@@ -140,3 +140,14 @@ def test_scheduler_flags_belong_to_sh_and_mh() -> None:
     )
     (problem,) = problems(text)
     assert "scheduler 'mh' takes 'mh-fallback', 'mh-port'; got 'sh-port'" in problem
+
+
+def test_use_vmac_and_its_interface_name() -> None:
+    on = MINIMAL.replace('vrid = 1\n', 'vrid = 1\nuse_vmac = true\n', 1)
+    assert load(on).vrrp_instances[0].vmac_name == "vrrp.1"  # keepalived's name
+    named = on.replace("use_vmac = true\n", 'use_vmac = true\nvmac_interface = "vip1"\n')
+    assert load(named).vrrp_instances[0].vmac_name == "vip1"
+    (alone,) = problems(MINIMAL.replace('vrid = 1\n', 'vrid = 1\nvmac_interface = "vip1"\n', 1))
+    assert "vrrp_instance[0].vmac_interface: names the use_vmac interface" in alone
+    same = on.replace("use_vmac = true\n", 'use_vmac = true\nvmac_interface = "lo"\n')
+    assert any("must differ from interface (lo)" in p for p in problems(same))

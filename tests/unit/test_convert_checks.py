@@ -141,3 +141,12 @@ virtual_server 192.0.2.100 9 {{
 """)
         vs = toml["virtual_server"][0]
         assert (vs["scheduler"], vs["protocol"]) == (scheduler, "sctp")
+
+
+def test_use_vmac_with_a_name() -> None:
+    path = PATH
+    text = VRRP.replace("    priority 100\n", "    priority 100\n    use_vmac vip51\n")
+    result = convert(path, one_file(text), None)
+    assert result.toml is not None
+    inst = tomllib.loads(result.toml)["vrrp_instance"][0]
+    assert (inst["use_vmac"], inst["vmac_interface"]) == (True, "vip51")

@@ -379,7 +379,7 @@ def test_inside_transition_is_a_filterable_journal_entry(
     entry = json.loads(entries[-1]) if entries else j.wait_for("VI_1 -> MASTER", lambda e: True)
     assert "-> MASTER" in message(entry)
     assert entry["SYSLOG_IDENTIFIER"] == "lvsagent"
-    assert entry["PRIORITY"] == "4"
+    assert entry["PRIORITY"] == "5"  # NOTICE: a routine transition (FAULT is WARNING)
 
 
 @inside

@@ -89,7 +89,7 @@ $(DEB): $(DEB_SOURCES)
 	@echo "deb: $@"
 
 # The user-mode Linux kernel of the kernel lab (IPVS + nf_tables), built once per
-# machine into $${LVSAGENT_CACHE:-/var/cache/lvsagent} (~5 min on 2 cores); a no-op when cached.
+# machine into $${LVSAGENT_CACHE:-/var/cache/lvsagent} (~17 CPU-minutes); a no-op when cached.
 uml-kernel:
 	@bash tests/kernel/build-uml.sh >/dev/null
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 
 from lvsagent.config.schema import VrrpInstance
-from lvsagent.vrrp import addresses
+from lvsagent.vrrp.link import InterfaceError, LinkInfo
 from lvsagent.vrrp.machine import RouterParams
 from lvsagent.vrrp.packet import Advert
 from lvsagent.vrrp.receive import RxPolicy
@@ -65,13 +65,13 @@ def advert(inst: VrrpInstance, priority: int, auth: Auth) -> Advert:
     )
 
 
-def primary_address(inst: VrrpInstance, link: addresses.LinkInfo) -> ipaddress.IPv4Address:
+def primary_address(inst: VrrpInstance, link: LinkInfo) -> ipaddress.IPv4Address:
     """The interface's own first IPv4 address: the advert source and tie-break key."""
     vips = {a.ip for a in inst.virtual_addresses}
     for a in link.addresses:
         if a.ip not in vips:
             return a.ip
-    raise addresses.InterfaceError(
+    raise InterfaceError(
         f"{inst.name}: interface {inst.interface} has no IPv4 address of its own; "
         "VRRP sends from it. Add one, or set unicast_src"
     )

@@ -12,10 +12,13 @@ import errno
 import ipaddress
 import socket
 import struct
-from dataclasses import dataclass
 from fcntl import ioctl
 
 from lvsagent.netlink import AsyncIPRoute, NetlinkError, os_errors
+
+# Their home is link.py (pure); callers that do I/O import them from here as well.
+from lvsagent.vrrp.link import InterfaceError as InterfaceError
+from lvsagent.vrrp.link import LinkInfo as LinkInfo
 
 SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1
@@ -24,20 +27,6 @@ _CONVERGED = {errno.EEXIST, errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH}
 
 
 IFA_F_SECONDARY = 0x01
-
-
-@dataclass(frozen=True)
-class LinkInfo:
-    ifname: str
-    index: int
-    mac: str
-    addresses: tuple[ipaddress.IPv4Interface, ...]
-    # Those the kernel flags secondary: a later address in a subnet that already had one.
-    secondaries: frozenset[ipaddress.IPv4Address] = frozenset()
-
-
-class InterfaceError(Exception):
-    """An interface the config names is missing or unusable; the message says what to do."""
 
 
 async def read_link(ipr: AsyncIPRoute, ifname: str) -> LinkInfo:

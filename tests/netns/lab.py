@@ -30,6 +30,10 @@ ROOT = Path(__file__).resolve().parents[2]
 _seq = itertools.count()
 T = TypeVar("T")
 
+# How long a process may take from exec to its first log line: Python's imports and the
+# config, which a loaded 2-core machine stretches past 5 s. A wait for an event, not a figure.
+STARTUP = 30.0
+
 
 class Named(Protocol):
     """Any namespace handle: this module's Netns or the kernel lab's."""
@@ -161,8 +165,14 @@ class Daemon:
         self._reader.start()
 
     def wait_for(self, pattern: str, timeout: float, after: int = 0) -> str:
-        """The first log line at index >= ``after`` matching ``pattern``; fail after ``timeout``."""
+        """The first log line at index >= ``after`` matching ``pattern``; fail after ``timeout``.
+
+        ``timeout`` counts from the process's first log line: until it has written one (still
+        importing), the wait is up to STARTUP longer.
+        """
         rx = re.compile(pattern)
+        if not self.lines:
+            self._first_line()
         deadline = time.monotonic() + timeout
         seen = after
         while True:
@@ -180,6 +190,12 @@ class Daemon:
                 self._new.get(timeout=left)
             except queue.Empty:
                 continue
+
+    def _first_line(self) -> None:
+        deadline = time.monotonic() + STARTUP
+        while not self.lines and self.proc.poll() is None and time.monotonic() < deadline:
+            with suppress(queue.Empty):
+                self._new.put(self._new.get(timeout=0.1))  # peek: wait_for reads it again
 
     def assert_quiet(self, pattern: str, duration: float, after: int | None = None) -> None:
         """Watch the log for ``duration`` seconds: ``pattern`` must not appear."""

@@ -201,6 +201,7 @@ def cmd_run(path: str, level: str) -> int:
         return EX_CONFIG
     from lvsagent.daemon.app import serve
     from lvsagent.daemon.pidlock import AlreadyRunning
+    from lvsagent.daemon.scripting import ScriptSetupError
     from lvsagent.statedir import StateDirError
     from lvsagent.vrrp.addresses import InterfaceError
 
@@ -213,6 +214,9 @@ def cmd_run(path: str, level: str) -> int:
     except InterfaceError as exc:
         log.error("%s; nothing was changed", exc)
         return EX_CONFIG
+    except ScriptSetupError as exc:
+        log.error("%s; nothing was changed", exc)
+        return exc.exit_status
     except StateDirError as exc:  # before PermissionError: no capability is missing here
         log.error("%s", exc.strerror)
         return EX_CANTCREAT

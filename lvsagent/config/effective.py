@@ -16,25 +16,117 @@ writer (convert/output.py), so values are escaped in one place.
 from __future__ import annotations
 
 from lvsagent.config.schema import (
+    Command,
     Config,
     Global,
     HealthCheck,
+    Hooks,
     RealServer,
+    SyncGroup,
+    TrackFile,
+    TrackProcess,
+    TrackRef,
     VirtualServer,
     VrrpInstance,
+    VrrpScript,
 )
 from lvsagent.convert.output import Table, Value, render
 
-__all__ = ["effective_toml"]
+__all__ = ["command_value", "effective_toml"]
 
 
 def effective_toml(config: Config, header: str) -> str:
     """The whole config as TOML, with ``header`` as its first comment line."""
     tables = [_global(config.global_)]
+    tables += [_script(s) for s in config.vrrp_scripts]
+    tables += [_track_file(f) for f in config.track_files]
+    tables += [_track_process(p) for p in config.track_processes]
     tables += [_instance(inst) for inst in config.vrrp_instances]
+    tables += [_sync_group(g) for g in config.sync_groups]
     for vs in config.virtual_servers:
         tables += _service(vs)
     return render([header], tables)
+
+
+def command_value(command: Command) -> Value:
+    """A command as the config writes it: its words, or a table when it says more."""
+    if command.shell or command.user is not None or command.group is not None:
+        table: dict[str, Value] = {
+            "script": command.argv[0] if command.shell else list(command.argv)
+        }
+        if command.shell:
+            table["shell"] = True
+        if command.user is not None:
+            table["user"] = command.user
+        if command.group is not None:
+            table["group"] = command.group
+        return table
+    return list(command.argv)
+
+
+def _command_keys(t: Table, command: Command) -> None:
+    """A command in a table that has other keys too: script, and shell, user, group if set."""
+    value = command_value(command)
+    for key, item in value.items() if isinstance(value, dict) else [("script", value)]:
+        t.set(key, item)
+
+
+def _hooks(t: Table, hooks: Hooks) -> None:
+    for name in ("master", "backup", "fault", "stop", "notify"):
+        command = getattr(hooks, name)
+        if command is not None:
+            t.set("notify" if name == "notify" else f"notify_{name}", command_value(command))
+
+
+def _refs(refs: tuple[TrackRef, ...]) -> list[Value]:
+    return [r.name if r.weight is None else {"name": r.name, "weight": r.weight} for r in refs]
+
+
+def _script(s: VrrpScript) -> Table:
+    t = Table("vrrp_script", array=True)
+    t.set("name", s.name)
+    _command_keys(t, s.script)
+    t.set("interval", s.interval)
+    if s.timeout is not None:
+        t.set("timeout", s.timeout)
+    for key in ("weight", "rise", "fall", "init_fail"):
+        t.set(key, getattr(s, key))
+    return t
+
+
+def _track_file(f: TrackFile) -> Table:
+    t = Table("track_file", array=True)
+    for key in ("name", "file", "weight"):
+        t.set(key, getattr(f, key))
+    if f.init_file is not None:
+        t.set("init_file", f.init_file)
+        t.set("init_overwrite", f.init_overwrite)
+    return t
+
+
+def _track_process(p: TrackProcess) -> Table:
+    t = Table("track_process", array=True)
+    t.set("name", p.name)
+    t.set("process", p.process)
+    if p.args is not None:
+        t.set("args", list(p.args))
+        t.set("param_match", p.param_match)
+    for key in ("full_command", "weight", "quorum"):
+        t.set(key, getattr(p, key))
+    if p.quorum_max is not None:
+        t.set("quorum_max", p.quorum_max)
+    t.set("fork_delay", p.fork_delay)
+    t.set("terminate_delay", p.terminate_delay)
+    return t
+
+
+def _sync_group(g: SyncGroup) -> Table:
+    t = Table("vrrp_sync_group", array=True)
+    t.set("name", g.name)
+    t.set("instances", list(g.instances))
+    _hooks(t, g.hooks)
+    t.set("tracking_weight", g.tracking_weight)
+    return t
 
 
 def _global(g: Global) -> Table:
@@ -52,6 +144,10 @@ def _global(g: Global) -> Table:
     if g.ipvs_sync_interface is not None:
         t.set("ipvs_sync_interface", g.ipvs_sync_interface)
     t.set("ipvs_sync_id", g.ipvs_sync_id)
+    for key in ("script_user", "script_group", "notify_fifo"):
+        if getattr(g, key) is not None:
+            t.set(key, getattr(g, key))
+    t.set("notify_timeout", g.notify_timeout)
     return t
 
 
@@ -89,6 +185,9 @@ def _instance(inst: VrrpInstance) -> Table:
     t.set("use_vmac", inst.use_vmac)
     if inst.use_vmac:
         t.set("vmac_interface", inst.vmac_name)
+    for key in ("track_scripts", "track_files", "track_processes"):
+        t.set(key, _refs(getattr(inst, key)))
+    _hooks(t, inst.hooks)
     return t
 
 
@@ -152,7 +251,15 @@ def _health(name: str, h: HealthCheck) -> list[Table]:
     http.set("timeout", h.http.timeout)
     if h.http.port is not None:
         http.set("port", h.http.port)
-    return [t, tcp, http, *_more_checks(name, h)]
+    tables = [t, tcp, http, *_more_checks(name, h)]
+    if h.misc.script is not None:
+        misc = Table(f"{name}.misc")
+        _command_keys(misc, h.misc.script)
+        if h.misc.timeout is not None:
+            misc.set("timeout", h.misc.timeout)
+        misc.set("dynamic", h.misc.dynamic)
+        tables.append(misc)
+    return tables
 
 
 def _more_checks(name: str, h: HealthCheck) -> list[Table]:

@@ -61,6 +61,16 @@ KEEPALIVED_NAMES = {
     "url": "path",
     "hysteresis": "quorum_hysteresis",
     "inhibit_on_failure": "health.on_failure",
+    "track_script": "track_scripts",
+    "track_file": "track_files",
+    "track_process": "track_processes",
+    "misc_path": "script",
+    "misc_timeout": "timeout",
+    "misc_dynamic": "dynamic",
+    "vrrp_notify_fifo": "notify_fifo",
+    "group": "instances",
+    "sync_group_tracking_weight": "tracking_weight",
+    "vrrp_track_process": "track_process",
 }
 
 

@@ -129,16 +129,28 @@ def read_track_real_servers(
 def check_guard_rules(check: Checker, config: Config) -> None:
     """Rules across sections; each problem names the key the operator has to change."""
     g = config.global_
-    names = [inst.name for inst in config.vrrp_instances]
-    followed = {
-        vs.instance or (names[0] if len(names) == 1 else None) for vs in config.virtual_servers
-    }
-    if config.virtual_servers and (None in followed or len(followed) > 1):
+    followed = {vs.instance for vs in config.virtual_servers}
+    # One sync daemon pair and one net.ipv4.vs.backup_only per box: they can follow
+    # only one instance's state.  The nft guard follows each service's own.
+    if len(followed) > 1 and (g.ipvs_sync_daemon or g.loop_guard == "backup_only"):
+        why = "ipvs_sync_daemon = true" if g.ipvs_sync_daemon else 'loop_guard = "backup_only"'
         check.problem(
             "virtual_server",
-            "every virtual server must follow one VRRP instance (the loop guard and the "
-            'sync daemon switch with its state): set instance = "..." on each, all the same',
+            f"with {why} every virtual server must follow the same VRRP instance (the box "
+            "has one IPVS sync daemon, switched by that instance's state); they follow "
+            f"{', '.join(sorted(str(n) for n in followed))}",
         )
+    if config.virtual_servers and not config.vrrp_instances:
+        for key, on in (
+            ("ipvs_sync_daemon", g.ipvs_sync_daemon),
+            ("loop_guard", g.loop_guard == "backup_only"),
+        ):
+            if on:
+                check.problem(
+                    f"global.{key}",
+                    "a single director (no vrrp_instance) has no VRRP state for the IPVS "
+                    "sync daemon to follow; add the instances of the pair, or drop it",
+                )
     if g.loop_guard == "fwmark":
         for i, vs in enumerate(config.virtual_servers):
             if vs.fwmark is None or vs.address is None:

@@ -16,6 +16,7 @@ from lvsagent.config.fields import Checker, Section, decimal, effective, given
 from lvsagent.config.guard import read_track_real_servers, read_tracked
 from lvsagent.config.locate import item
 from lvsagent.config.schema import TrackInterface, V3Checksum, VrrpInstance
+from lvsagent.config.scripts import HOOK_KEYS, TRACK_KEYS, read_hooks, read_refs
 
 __all__ = ["INSTANCE_KEYS", "MAX_VIPS", "read_instances"]
 
@@ -24,7 +25,7 @@ INSTANCE_KEYS = (
     "preempt", "nopreempt", "preempt_delay", "unicast_src", "unicast_peers", "unicast_ttl",
     "check_ttl", "auth_pass", "virtual_addresses", "track_interfaces", "track_real_servers",
     "garp_repeat", "garp_master_delay", "garp_master_repeat",
-    "use_vmac", "vmac_interface",
+    "use_vmac", "vmac_interface", *TRACK_KEYS, *HOOK_KEYS,
 )  # fmt: skip
 
 # The advert's "Count IPvX Addr" field is one byte.  255 addresses make a 1056-byte
@@ -149,6 +150,8 @@ def _read_instance(s: Section) -> VrrpInstance | None:
             "garp_master_repeat": s.integer("garp_master_repeat", 0, 100),
             "use_vmac": s.boolean("use_vmac"),
             "vmac_interface": s.read("vmac_interface", check.ifname),
+            **{key: s.read(key, lambda k, v: read_refs(check, k, v)) for key in TRACK_KEYS},
+            "hooks": read_hooks(s),
         }
     )
     if "vmac_interface" in kw and s.raw.get("use_vmac") is not True:

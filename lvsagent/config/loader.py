@@ -34,20 +34,32 @@ from lvsagent.config.guard import (
 )
 from lvsagent.config.instances import read_instances
 from lvsagent.config.locate import Locator
+from lvsagent.config.references import check_reference_rules
 from lvsagent.config.schema import (
     Config,
     Global,
     LoopGuard,
 )
+from lvsagent.config.scripts import (
+    SCRIPT_GLOBAL_KEYS,
+    read_script_globals,
+    read_sync_groups,
+    read_track_files,
+    read_track_processes,
+    read_vrrp_scripts,
+)
 from lvsagent.config.services import read_virtual_servers
 
 __all__ = ["ConfigError", "Problem", "format_problems", "load_config", "parse_config"]
 
-TOP_KEYS = ("global", "vrrp_instance", "virtual_server")
+TOP_KEYS = (
+    "global", "vrrp_instance", "virtual_server", "vrrp_script", "track_file", "track_process",
+    "vrrp_sync_group",
+)  # fmt: skip
 GLOBAL_KEYS = (
     "router_id", "loop_guard", "metrics_listen", "control_socket", "foreign_services",
     "ipvs_resync_interval", "ipvs_timeout_tcp", "ipvs_timeout_tcpfin", "ipvs_timeout_udp",
-    *GUARD_KEYS,
+    *GUARD_KEYS, *SCRIPT_GLOBAL_KEYS,
 )  # fmt: skip
 
 DAY = 86400.0
@@ -144,9 +156,14 @@ def parse_config(text: str, path: str) -> Config:
     if table is not None:
         values["global_"] = _read_global(table)
     sections = root.tables("vrrp_instance") or []
-    if not sections and "vrrp_instance" not in root.rejected:
+    if not sections and not root.has("virtual_server") and not root.rejected & set(TOP_KEYS):
         # Nothing to point at: line 1, where the reader starts looking.
-        check.problem("vrrp_instance", "the file must define at least one [[vrrp_instance]]", 1)
+        check.problem(
+            "vrrp_instance",
+            "the file must define at least one [[vrrp_instance]] (a VRRP pair) or "
+            "[[virtual_server]] (a single director)",
+            1,
+        )
     instances = read_instances(sections)
     if instances:
         values["vrrp_instances"] = tuple(instances)
@@ -155,13 +172,30 @@ def parse_config(text: str, path: str) -> Config:
     servers = read_virtual_servers(root, names, len(sections), guard)
     if servers:
         values["virtual_servers"] = tuple(servers)
+    _read_tracking(root, names, values)
     if check.problems:
         raise ConfigError(check.problems, check.total)
     config = Config(**values)
     check_guard_rules(check, config)
+    check_reference_rules(check, config)
     if check.problems:
         raise ConfigError(check.problems, check.total)
     return config
+
+
+def _read_tracking(root: Section, instances: list[str], values: dict[str, Any]) -> None:
+    """The sections instances refer to by name: scripts, files, processes, sync groups."""
+    for key, field, read in (
+        ("vrrp_script", "vrrp_scripts", read_vrrp_scripts),
+        ("track_file", "track_files", read_track_files),
+        ("track_process", "track_processes", read_track_processes),
+    ):
+        found = read(root.tables(key) or [])
+        if found:
+            values[field] = tuple(found)
+    groups = read_sync_groups(root.tables("vrrp_sync_group") or [], instances)
+    if groups:
+        values["sync_groups"] = tuple(groups)
 
 
 def _options(cls: type, name: str) -> tuple[str, ...]:
@@ -196,6 +230,7 @@ def _read_global(s: Section) -> Global:
                     for key in ("ipvs_timeout_tcp", "ipvs_timeout_tcpfin", "ipvs_timeout_udp")
                 },
                 **read_guard_globals(s),
+                **read_script_globals(s),
             }
         )
     )

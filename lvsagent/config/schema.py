@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import shlex
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,9 +25,11 @@ Scheduler = Literal[
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos"
 ]
 Forwarding = Literal["dr", "nat", "tun"]
-# keepalived: TCP_CHECK, HTTP_GET, SSL_GET, UDP_CHECK, DNS_CHECK.
-CheckType = Literal["tcp", "http", "https", "udp", "dns", "none"]
+# keepalived: TCP_CHECK, HTTP_GET, SSL_GET, UDP_CHECK, DNS_CHECK, MISC_CHECK.
+CheckType = Literal["tcp", "http", "https", "udp", "dns", "misc", "none"]
 OnFailure = Literal["drain", "remove"]
+# How a track_process's arguments compare with a process's (keepalived's param_match).
+ParamMatch = Literal["exact", "partial", "initial"]
 
 DEFAULT_CONFIG_PATH = "/etc/lvsagent/lvsagent.toml"
 VRRP_MULTICAST_GROUP = "224.0.0.18"
@@ -56,6 +59,128 @@ class TrackRealServer:
 
 
 @dataclass(frozen=True)
+class Command:
+    """A program lvsagent runs: a notify hook, a track script, a MISC_CHECK.
+
+    ``argv`` is executed as written, never through a shell; with ``shell`` it is one
+    line that ``/bin/sh -c`` runs.  ``user`` (and ``group``, else the user's own)
+    says whom it runs as; None means ``[global] script_user``.
+    """
+
+    argv: tuple[str, ...]
+    shell: bool = False
+    user: str | None = None
+    group: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The command as an operator would type it, for logs."""
+        return self.argv[0] if self.shell else shlex.join(self.argv)
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """The scripts run when an instance or a sync group changes state (keepalived's notify_*).
+
+    ``notify`` runs at every change, after the state's own script, with keepalived's
+    four arguments appended: INSTANCE|GROUP, the name, the state, the priority.
+    """
+
+    master: Command | None = None
+    backup: Command | None = None
+    fault: Command | None = None
+    stop: Command | None = None
+    notify: Command | None = None
+
+    def __bool__(self) -> bool:
+        return any((self.master, self.backup, self.fault, self.stop, self.notify))
+
+
+@dataclass(frozen=True)
+class VrrpScript:
+    """keepalived's vrrp_script: a command run every ``interval``; exit 0 is success.
+
+    ``fall`` failed runs in a row make it KO, ``rise`` successful ones OK again;
+    a run past ``timeout`` (None: the interval) is killed and counts as failed.
+    ``init_fail``: KO until ``rise`` successes, instead of the first run deciding.
+    """
+
+    name: str
+    script: Command
+    interval: float = 1.0
+    timeout: float | None = None
+    weight: int = 0
+    rise: int = 1
+    fall: int = 1
+    init_fail: bool = False
+
+
+@dataclass(frozen=True)
+class TrackFile:
+    """keepalived's track_file: a number read from ``file`` (0 when absent or unreadable).
+
+    Weight 0: a non-zero number means FAULT.  Otherwise number x weight is added
+    to the priority, and below -253 means FAULT.  ``init_file``: write this number
+    at start when the file does not exist (``init_overwrite``: even when it does).
+    """
+
+    name: str
+    file: str
+    weight: int = 1
+    init_file: int | None = None
+    init_overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class TrackProcess:
+    """keepalived's vrrp_track_process: how many processes named ``process`` run.
+
+    OK with ``quorum`` to ``quorum_max`` (None: no maximum) of them.  Without
+    ``args`` and ``full_command`` the process's name (/proc/PID/comm, 15 bytes)
+    is compared; otherwise its command line, ``args`` by ``param_match``.
+    ``fork_delay`` / ``terminate_delay``: how long a change must last to count.
+    """
+
+    name: str
+    process: str
+    args: tuple[str, ...] | None = None
+    param_match: ParamMatch = "exact"
+    full_command: bool = False
+    weight: int = 1
+    quorum: int = 1
+    quorum_max: int | None = None
+    fork_delay: float = 0.0
+    terminate_delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrackRef:
+    """An instance's reference to a vrrp_script, track_file or track_process by name.
+
+    ``weight`` None: the tracked object's own weight (keepalived's default).
+    """
+
+    name: str
+    weight: int | None = None
+
+
+@dataclass(frozen=True)
+class SyncGroup:
+    """keepalived's vrrp_sync_group: instances that change state together.
+
+    One in FAULT puts the others in FAULT; one becoming MASTER or BACKUP takes the
+    others along.  ``tracking_weight`` allows non-zero tracking weights in its
+    instances (keepalived's sync_group_tracking_weight; otherwise refused: the
+    members would disagree on who should be master).
+    """
+
+    name: str
+    instances: tuple[str, ...]
+    hooks: Hooks = Hooks()
+    tracking_weight: bool = False
+
+
+@dataclass(frozen=True)
 class VrrpInstance:
     name: str
     interface: str
@@ -75,6 +200,10 @@ class VrrpInstance:
     virtual_addresses: tuple[ipaddress.IPv4Interface, ...] = ()
     track_interfaces: tuple[TrackInterface, ...] = ()
     track_real_servers: tuple[TrackRealServer, ...] = ()
+    track_scripts: tuple[TrackRef, ...] = ()
+    track_files: tuple[TrackRef, ...] = ()
+    track_processes: tuple[TrackRef, ...] = ()
+    hooks: Hooks = Hooks()
     # keepalived defaults: 5 gratuitous ARPs at once, 5 more after 5 s.
     garp_repeat: int = 5
     garp_master_delay: float = 5.0
@@ -153,6 +282,20 @@ class DnsCheck:
 
 
 @dataclass(frozen=True)
+class MiscCheck:
+    """keepalived's MISC_CHECK: a command per real server; exit 0 passes.
+
+    ``dynamic`` (misc_dynamic): exit 2..255 also passes and sets the server's
+    weight to the exit status minus 2; exit 1 fails.  ``timeout`` None: the
+    check's interval (keepalived's delay_loop).
+    """
+
+    script: Command | None = None  # required with type = "misc"
+    timeout: float | None = None
+    dynamic: bool = False
+
+
+@dataclass(frozen=True)
 class HealthCheck:
     type: CheckType = "tcp"
     interval: float = 6.0  # keepalived's delay_loop default is 60 s; 6 s suits a two-box pair
@@ -171,6 +314,7 @@ class HealthCheck:
     # A TCP, HTTP or HTTPS check of a UDP or SCTP service tests another socket than the
     # one the service uses; refused unless the operator says the server listens on both.
     allow_tcp_check: bool = False
+    misc: MiscCheck = field(default_factory=MiscCheck)
 
 
 @dataclass(frozen=True)
@@ -205,7 +349,8 @@ class VirtualServer:
         "255.255.255.255"
     )
     forwarding: Forwarding = "dr"
-    # The VRRP instance whose state this service follows (loop guard, sync daemon).
+    # The VRRP instance whose state this service follows (loop guard, sync daemon);
+    # None only in a file without instances (a single director: always balancing).
     instance: str | None = None
     quorum: int = 0  # minimum live weight; 0 disables the quorum rule
     # keepalived's hysteresis: lost below quorum - this, back at quorum + this.
@@ -257,6 +402,15 @@ class Global:
     ipvs_sync_interface: str | None = None
     # 0: that instance's VRID.
     ipvs_sync_id: int = 0
+    # Whom scripts run as when they name nobody (keepalived's script_user); None:
+    # "nobody" when lvsagent runs as root, else lvsagent's own user (it cannot switch).
+    script_user: str | None = None
+    script_group: str | None = None
+    # A FIFO that gets one line per VRRP state change, keepalived's format:
+    # INSTANCE "VI_1" MASTER 100 (and GROUP "VG_1" BACKUP 0).
+    notify_fifo: str | None = None
+    # A notify hook still running after this long is killed (SIGTERM, then SIGKILL).
+    notify_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -265,9 +419,16 @@ class Config:
     global_: Global = field(default_factory=Global)
     vrrp_instances: tuple[VrrpInstance, ...] = ()
     virtual_servers: tuple[VirtualServer, ...] = ()
+    vrrp_scripts: tuple[VrrpScript, ...] = ()
+    track_files: tuple[TrackFile, ...] = ()
+    track_processes: tuple[TrackProcess, ...] = ()
+    sync_groups: tuple[SyncGroup, ...] = ()
 
     def instance(self, name: str) -> VrrpInstance:
         for inst in self.vrrp_instances:
             if inst.name == name:
                 return inst
         raise KeyError(name)
+
+    def sync_group_of(self, instance: str) -> SyncGroup | None:
+        return next((g for g in self.sync_groups if instance in g.instances), None)

@@ -5,7 +5,7 @@ every problem is recorded and reading goes on, dataclasses get only the keys
 the file gives, and rules between keys use schema.py's defaults for absent ones.
 
 A real server's ``health`` table is a set of overrides: it is merged key by key
-over its virtual server's table (``tcp`` and ``http`` one level deeper) before
+over its virtual server's table (``tcp``, ``http`` and ``misc`` one level deeper) before
 a HealthCheck is built, so ``[virtual_server.real_server.health.tcp] port = 8080``
 changes the port and keeps the service's connect_timeout.
 """
@@ -23,6 +23,7 @@ from lvsagent.config.schema import (
     Forwarding,
     HealthCheck,
     HttpCheck,
+    MiscCheck,
     OnFailure,
     Protocol,
     RealServer,
@@ -32,6 +33,7 @@ from lvsagent.config.schema import (
     UdpCheck,
     VirtualServer,
 )
+from lvsagent.config.scripts import read_misc
 
 __all__ = ["build_health", "merge_health", "read_virtual_servers"]
 
@@ -43,7 +45,7 @@ SERVICE_KEYS = (
 REAL_KEYS = ("address", "port", "weight", "u_threshold", "l_threshold", "forwarding", "health")
 HEALTH_KEYS = (
     "type", "interval", "retry", "delay_before_retry", "rise", "fall", "alpha", "on_failure",
-    "tcp", "http", *SUBTABLES, "allow_tcp_check",
+    "tcp", "http", *SUBTABLES, "misc", "allow_tcp_check",
 )  # fmt: skip
 TCP_KEYS = ("connect_timeout", "port")
 HTTP_KEYS = ("path", "status_codes", "body_contains", "host", "timeout", "port")
@@ -269,13 +271,16 @@ def read_health(s: Section) -> dict[str, Any]:
                 "port": http.port("port"),
             }
         )
+    misc = s.table("misc")
+    if misc is not None:
+        values["misc"] = read_misc(misc)
     return given(values)
 
 
 def merge_health(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """A real server's overrides over its service's check, key by key, tcp/http included."""
     merged = {**base, **override}
-    for sub in ("tcp", "http", *SUBTABLES):
+    for sub in ("tcp", "http", *SUBTABLES, "misc"):
         if sub in base or sub in override:
             merged[sub] = {**base.get(sub, {}), **override.get(sub, {})}
     return merged
@@ -290,6 +295,11 @@ def build_health(values: dict[str, Any]) -> HealthCheck:
     for name, cls in (("tls", TlsCheck), ("udp", UdpCheck), ("dns", DnsCheck)):
         if name in args:
             args[name] = cls(**args[name])
+    if "misc" in args:
+        # keepalived's misc_timeout defaults to the delay_loop: written out, so that
+        # `check --print` shows it and loads back to the same value.
+        misc = {"timeout": effective(args, HealthCheck, "interval"), **args["misc"]}
+        args["misc"] = MiscCheck(**misc)
     return HealthCheck(**args)
 
 

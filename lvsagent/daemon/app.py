@@ -31,12 +31,14 @@ from lvsagent.config.loader import ConfigError
 from lvsagent.config.schema import Config, VirtualServer
 from lvsagent.daemon import kmod
 from lvsagent.daemon.draining import DrainBook
-from lvsagent.daemon.guard import LoopGuard, guarded_instance, peer_of
+from lvsagent.daemon.guard import LoopGuard, guarded_instance, guarded_instances, peer_of
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.daemon.observing import Observer
 from lvsagent.daemon.pidlock import StateLock
 from lvsagent.daemon.reload import global_changes, instance_changes, restart_reasons
 from lvsagent.daemon.reread import reread
+from lvsagent.daemon.scripting import Scripting
+from lvsagent.daemon.tracking import tracks_anything
 from lvsagent.health.monitor import HealthMonitor
 from lvsagent.ipvs.desired import desired_table, service_key, update_services
 from lvsagent.ipvs.genl import Timeouts
@@ -67,6 +69,8 @@ class Agent:
         # Real servers drained by `lvsagent drain`: weight 0, laid over the health verdicts.
         self.drains = DrainBook(config, self._drains_changed)
         self.observer = Observer(config, self.drains)
+        # Hooks, track scripts/files/processes, sync groups, MISC_CHECK's runner.
+        self.scripting = Scripting(config, self.observer.metrics.registry, self._tell_tracking)
         self.stopping = asyncio.Event()
         self.first_pass = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -168,6 +172,7 @@ class Agent:
         self.config = new
         self._reconfigure_instances(old, new)
         self.drains.reconfigure(new)
+        self.scripting.reconfigure(new)
         self.observer.reconfigure(new)
         if self.health is not None:
             self.health.set_config(new)
@@ -260,6 +265,12 @@ class Agent:
             if r.inst.track_real_servers:
                 r.links_changed()
 
+    def _tell_tracking(self) -> None:
+        """A tracked script, file or process changed: the instances that track any re-weigh."""
+        for r in self.runners:
+            if tracks_anything(r.inst):
+                r.links_changed()
+
     def _peer_lost(self, address: ipaddress.IPv4Address) -> None:
         if self.health is not None:
             self.health.recheck([address])
@@ -284,11 +295,12 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.on_stop_signal)
         loop.add_signal_handler(signal.SIGHUP, self.on_reload_signal)
+        self.scripting.check_host()  # every script's user: exit 78 or 77, nothing changed
         await kmod.ensure_modules(self.config)  # before the guard writes IPVS's sysctls
         async with contextlib.AsyncExitStack() as sockets:
-            guarded = guarded_instance(self.config)
             if self.config.virtual_servers:
-                self.health = HealthMonitor(self.config, self._verdicts_changed)
+                check = self.scripting.check
+                self.health = HealthMonitor(self.config, self._verdicts_changed, check=check)
             server_up = self.health.server_up if self.health is not None else None
             try:
                 for inst in self.config.vrrp_instances:
@@ -302,14 +314,12 @@ class Agent:
                         vmac = Vmac(inst.interface, inst.vmac_name, inst.vrid)
                         self._vmacs.append((vmac, ipr))
                         held = await vmac.ensure(ipr, link.index)
-                    runner = InstanceRunner(
-                        inst, link, ipr, None, server_up, self._peer_lost, held
-                    )
-                    if guarded is not None and inst.name == guarded.name:
-                        self.guard = LoopGuard(self.config, inst)
-                        runner.guard = self.guard.set
-                        self.guard.peer_address = peer_of(runner, self.config)
-                    self.runners.append(runner)
+                    self.runners.append(InstanceRunner(
+                        inst, link, ipr, None, server_up, self._peer_lost, held,
+                        **self.scripting.wiring(inst),
+                    ))  # fmt: skip
+                self._wire_guard()
+                self.scripting.bind({r.inst.name: r for r in self.runners})
                 own = own_addresses_at_start(
                     self.config, [(r.inst, r.link, r.source) for r in self.runners]
                 )
@@ -329,6 +339,7 @@ class Agent:
             loop.add_reader(links.fileno(), self._on_link_event, links)
             ipvs = await self._start_ipvs()
             await self.observer.start()
+            await self.scripting.start()  # tracked scripts' first results, before VRRP
             try:
                 await self._supervise()
             finally:
@@ -346,8 +357,24 @@ class Agent:
                     if ipvs is not None:
                         ipvs.close()
 
+    def _wire_guard(self) -> None:
+        """The loop guard, if services follow instances: each such instance's transitions
+        step it (a single director, with no instance, has none)."""
+        primary = guarded_instance(self.config)
+        if primary is None:
+            return
+        self.guard = LoopGuard(self.config, primary)
+        followed = guarded_instances(self.config)
+        for runner in self.runners:
+            if runner.inst.name in followed:
+                runner.guard = self.guard.hook(runner.inst.name)
+            if runner.inst.name == primary.name:
+                self.guard.peer_address = peer_of(runner, self.config)
+
     async def _after_instances(self, ipvs: IpvsKernel | None) -> None:
-        """The stop's second half, once every instance released its addresses."""
+        """The stop's second half, once every instance released its addresses: their
+        notify_stop hooks get a moment, then the guard, IPVS and the observers."""
+        await self.scripting.stop()
         decommission = self.config.global_.decommission_on_stop
         await self._remove_vmacs()  # the instances have released their addresses
         if self.guard is not None:

@@ -23,7 +23,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from lvsagent import memory
@@ -73,25 +73,47 @@ def check_targets(config: Config) -> frozenset[CheckTarget]:
     return frozenset(found)
 
 
-def guard_spec(config: Config, peer_macs: tuple[str, ...] = ()) -> GuardSpec:
+def guarded_instances(config: Config) -> tuple[str, ...]:
+    """Every instance some service follows, in file order: the guard follows each."""
+    followed = {vs.instance for vs in config.virtual_servers}
+    return tuple(i.name for i in config.vrrp_instances if i.name in followed)
+
+
+def guard_spec(
+    config: Config, peer_macs: tuple[str, ...] = (), engaged: Mapping[str, bool] | None = None
+) -> GuardSpec:
+    """``engaged``: each instance's state, when services follow several (else one state)."""
+    states = engaged if engaged is not None and len(engaged) > 1 else {}
     services = tuple(
         GuardedService(
             protocol=vs.protocol,
             vip=vs.address,
             port=vs.port,
             fwmark=vs.fwmark if config.global_.loop_guard == "fwmark" else None,
+            engaged=states.get(vs.instance) if vs.instance is not None else None,
         )
         for vs in config.virtual_servers
-        if vs.address is not None
+        if vs.address is not None and vs.instance is not None
     )
     return GuardSpec(mode=config.global_.loop_guard, services=services, peer_macs=peer_macs)
 
 
 class LoopGuard:
+    """The guard of every service; ``inst`` is the instance the sync daemon follows.
+
+    Services may follow several instances: each instance's state is kept, and a
+    service's bypass follows its own instance's (:meth:`hook`).  The sysctl and the
+    sync daemons follow ``inst`` (config/guard.py makes every service follow one
+    instance when those are in use).
+    """
+
     def __init__(self, config: Config, inst: VrrpInstance) -> None:
         g = config.global_
         self.mode = g.loop_guard
         self.inst = inst
+        # Each followed instance's state; all engaged at start (prepare).
+        followed = guarded_instances(config) or (inst.name,)
+        self.states: dict[str, bool] = dict.fromkeys(followed, True)
         self.state_dir = g.state_dir
         self.peer_macs: tuple[str, ...] = (g.peer_mac,) if g.peer_mac else ()
         # Configured, or seen in the neighbour table: no more learning.  MACs only
@@ -108,7 +130,7 @@ class LoopGuard:
                         vs.label,
                     )
         # libnftables stays in the namespace of the thread that made the context: this one.
-        self.nft = NftGuard(guard_spec(config, self.peer_macs))
+        self.nft = NftGuard(self._spec())
         self.untracked = Untracked(check_targets(config))
         self.vips = _vips(config)
         self.sync_on = g.ipvs_sync_daemon or g.loop_guard == "backup_only"
@@ -129,6 +151,17 @@ class LoopGuard:
             async with AsyncIPRoute() as ipr:
                 await loopback.reconcile_lo_vips_async(ipr, vips, managed)
 
+    def _spec(self) -> GuardSpec:
+        return guard_spec(self.config, self.peer_macs, self.states)
+
+    def hook(self, name: str) -> Callable[[bool, str], Awaitable[None]]:
+        """The guard step of instance ``name``'s transitions (its runner's SetLoopGuard)."""
+
+        async def step(engaged: bool, why: str) -> None:
+            await self.set(engaged, why, name)
+
+        return step
+
     @property
     def saved_sysctls(self) -> str:
         return f"{self.state_dir}/sysctl-saved.json"
@@ -143,7 +176,10 @@ class LoopGuard:
         """
         # The seed sets the ARP sysctls on the VRRP interface only; the kernel takes
         # the larger of "all" and the interface's value, so that is enough.
-        desired = sysctl.desired_sysctls(self.mode, [self.inst.interface])
+        names = self.states.keys()
+        interfaces = [i.interface for i in self.config.vrrp_instances if i.name in names]
+        interfaces = sorted(set(interfaces)) or [self.inst.interface]
+        desired = sysctl.desired_sysctls(self.mode, interfaces)
         sysctl.apply_sysctls(desired, self.saved_sysctls)  # logs each change itself
         if self.mode in LO_VIP_MODES:
             await self._lo_vips(self.vips, ())
@@ -184,13 +220,18 @@ class LoopGuard:
         for mac in left:
             await self.learn_peer_mac(mac, recalled=True)
 
-    async def set(self, engaged: bool, why: str) -> None:
-        """At a transition: a failure is logged and left to check() to retry.
+    async def set(self, engaged: bool, why: str, instance: str | None = None) -> None:
+        """At a transition of ``instance`` (None: the one the sync daemon follows): a failure
+        is logged and left to check() to retry.
 
         Raising here would stop the VRRP instance mid-transition; a guard that
         could not be released only costs the spread (the box serves locally),
         and one that could not be engaged is retried within CHECK_INTERVAL.
         """
+        name = instance or self.inst.name
+        self.states[name] = engaged
+        if name != self.inst.name:
+            engaged = self.states.get(self.inst.name, engaged)  # the sync daemon's instance
         try:
             await self._set(engaged, why)
         except OSError as exc:
@@ -207,7 +248,10 @@ class LoopGuard:
 
     async def _set(self, engaged: bool, why: str) -> None:
         async with self._lock:
-            changed = self.nft.apply(engaged)
+            if len(self.states) > 1:  # services carry their own instance's state
+                changed = self.nft.apply(engaged, self._spec())
+            else:
+                changed = self.nft.apply(engaged)
             if changed:
                 memory.trim()
             if self.sync_on:
@@ -298,7 +342,7 @@ class LoopGuard:
             return
         async with self._lock:
             self.peer_macs = (*self.peer_macs, mac)
-            self.nft.reconfigure(guard_spec(self.config, self.peer_macs))
+            self.nft.reconfigure(self._spec())
         source = "the table the last run left" if recalled else "the neighbour table"
         log.info("loop guard %s: peer MAC %s learned from %s", self.mode, mac, source)
 
@@ -311,7 +355,7 @@ class LoopGuard:
                 if self.mode in LO_VIP_MODES and vips != self.vips:
                     await self._lo_vips(vips, self.vips)
                 self.vips = vips
-                self.nft.reconfigure(guard_spec(self.config, self.peer_macs))
+                self.nft.reconfigure(self._spec())
                 self.untracked.reconfigure(check_targets(config))
             except OSError as exc:  # the next check retries the nft part
                 log.error("loop guard %s: reload not applied in full: %s", self.mode, exc)
@@ -370,6 +414,10 @@ class LoopGuard:
 
     def status(self) -> GuardStatus:
         detail: dict[str, Any] = {"services": len(self.vips), "peer_macs": list(self.peer_macs)}
+        if len(self.states) > 1:
+            detail["instances"] = " ".join(
+                f"{n}={'engaged' if on else 'released'}" for n, on in self.states.items()
+            )
         if self.sync_on:
             detail["sync"] = f"{self.sync_ifname} syncid {self.sync_id}"
         text = ", ".join(f"{k} {v}" for k, v in detail.items())

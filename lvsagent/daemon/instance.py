@@ -17,8 +17,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from lvsagent.config.schema import VrrpInstance
+from lvsagent.config.scripts import TRACK_KEYS
 from lvsagent.daemon.clock import DeadlineTimer
 from lvsagent.daemon.derive import primary_address, router_params
 from lvsagent.daemon.vips import VirtualAddresses
@@ -27,7 +29,7 @@ from lvsagent.health.track import combine, evaluate_servers
 from lvsagent.netlink import AsyncIPRoute
 from lvsagent.observe.journal import NOTICE, fields
 from lvsagent.observe.snapshot import InstanceStatus, split_brain
-from lvsagent.vrrp import addresses, track
+from lvsagent.vrrp import addresses, syncgroup, track
 from lvsagent.vrrp.machine import (
     Action,
     AddAddresses,
@@ -72,13 +74,37 @@ class _Reconfigure:
     inst: VrrpInstance
 
 
-_Event = _Rx | _Links | _Reconcile | _Stop | _Reconfigure
+@dataclass(frozen=True)
+class _Follow:
+    """The instance's sync group moved to ``state``: follow it (daemon/sync.py)."""
+
+    state: State
+    why: str
+
+
+_Event = _Rx | _Links | _Reconcile | _Stop | _Reconfigure | _Follow
 
 
 # Engage (True) or release (False) the loop guard, with the transition's reason.
 GuardHook = Callable[[bool, str], Awaitable[None]]
 # Whether a real server passes its health check (None: not checked yet).
 ServerUp = Callable[[ipaddress.IPv4Address, int], bool | None]
+# The verdict of the scripts, processes and files an instance tracks (daemon/tracking.py).
+TrackedVerdict = Callable[[VrrpInstance], track.TrackVerdict]
+# A state change, told once its actions are done: (instance, state entered, priority).
+Notify = Callable[[VrrpInstance, State, int], None]
+
+
+class SyncLink(Protocol):
+    """What an instance in a vrrp_sync_group asks its group and tells it (daemon/sync.py)."""
+
+    def group_verdict(self, name: str) -> track.TrackVerdict | None: ...
+
+    def may_take_over(self, name: str) -> bool: ...
+
+    def transitioned(self, name: str, state: State) -> None: ...
+
+    def own_fault_changed(self, name: str) -> None: ...
 
 
 class InstanceRunner:
@@ -91,12 +117,20 @@ class InstanceRunner:
         server_up: ServerUp | None = None,
         peer_lost: Callable[[ipaddress.IPv4Address], None] | None = None,
         vmac: addresses.LinkInfo | None = None,
+        tracked: TrackedVerdict | None = None,
+        notify: Notify | None = None,
+        sync: SyncLink | None = None,
     ) -> None:
         self.inst = inst
         # use_vmac's macvlan: it holds the VIPs and sends adverts and ARP (vrrp/vmac.py).
         self.vmac = vmac
         self.guard = guard
         self.server_up = server_up
+        self.tracked = tracked
+        self.notify = notify
+        self.sync = sync
+        # This instance's own tracking (without its sync group's), for the group to read.
+        self.own = track.TrackVerdict(False, 0, "not evaluated yet")
         # Called with the old master's address when we take over from it, so the
         # health checker re-checks that box's real servers now, not at their next
         # interval (keepalived kept sending to a dead box until its delay_loop).
@@ -139,6 +173,15 @@ class InstanceRunner:
         """A reload changed this instance's tunables (daemon/reload.py): apply them in place."""
         self._post(_Reconfigure(inst))
 
+    def member(self) -> syncgroup.Member:
+        """This instance as its sync group sees it now."""
+        r = self.router
+        return syncgroup.Member(r.state, r.wants_master, self.own.fault, self.own.why)
+
+    def follow(self, state: State, why: str) -> None:
+        """Its sync group moved to ``state`` (MASTER or BACKUP): follow."""
+        self._post(_Follow(state, why))
+
     # ----- the loop -----------------------------------------------------------
 
     async def run(self) -> None:
@@ -165,6 +208,8 @@ class InstanceRunner:
                     await self.vips.reconcile(self.router.state == State.MASTER)
                 elif isinstance(event, _Reconfigure):
                     await self._reconfigure(event.inst, now)
+                elif isinstance(event, _Follow):
+                    await self.execute(self.router.follow(event.state, now, event.why))
                 # Timers are due regardless of how busy the queue is.
                 await self._timers(loop)
         except Exception as exc:
@@ -225,7 +270,12 @@ class InstanceRunner:
             waiting += self.wire.receive(None)
             for rx in waiting:
                 await self._advert(rx, loop.time())
-        await self.execute(self.router.on_timer(loop.time()))
+        now = loop.time()
+        # A sync group lets a member take over alone only if the others would too.
+        alone = self.sync is None or not self.router.master_down_expired(now) or (
+            self.sync.may_take_over(self.inst.name)
+        )
+        await self.execute(self.router.on_timer(now, may_take_over=alone))
 
     def close(self) -> None:
         for resource in (self.wire, self.timer, self.vips):
@@ -281,13 +331,22 @@ class InstanceRunner:
         self._reconcile_handle = loop.call_later(ADDRESS_RECONCILE_INTERVAL, self._tick_reconcile)
 
     def _tracking(self) -> track.TrackVerdict:
+        """Everything this instance tracks, and its sync group's members' faults."""
         names = [self.inst.interface, *(t.name for t in self.inst.track_interfaces)]
         up = {n: addresses.link_is_up(n) for n in names}
-        verdict = track.evaluate(self.inst.interface, self.inst.track_interfaces, up)
+        verdicts = [track.evaluate(self.inst.interface, self.inst.track_interfaces, up)]
         if self.inst.track_real_servers and self.server_up is not None:
-            servers = evaluate_servers(self.inst.track_real_servers, self.server_up)
-            verdict = combine(verdict, servers)
-        return verdict
+            verdicts.append(evaluate_servers(self.inst.track_real_servers, self.server_up))
+        if self.tracked is not None:
+            verdicts.append(self.tracked(self.inst))
+        own = combine(*verdicts)
+        was_fault, self.own = self.own.fault, own
+        if self.sync is None:
+            return own
+        if own.fault != was_fault:
+            self.sync.own_fault_changed(self.inst.name)
+        group = self.sync.group_verdict(self.inst.name)
+        return own if group is None else combine(own, group)
 
     async def _apply_tracking(self, now: float) -> None:
         verdict = self._tracking()
@@ -369,26 +428,34 @@ class InstanceRunner:
             elif isinstance(action, SendGratuitousArp):
                 self.wire.announce(action.repeat)
         for t in transitions:
-            peer = self.router.peer
-            if t.new == State.MASTER and peer is not None and self.peer_lost is not None:
-                self.peer_lost(peer.address)
-            self._master_seen = None
-            self.counters.transitions += 1
-            self.counters.become_master += t.new == State.MASTER
-            self.counters.release_master += t.old == State.MASTER
-            self.last_transition_at = time.time()
-            log.log(
-                logging.WARNING if t.new == State.FAULT else NOTICE,  # FAULT is trouble
-                "%s: %s -> %s (%s)",
-                self.tag,
-                t.old.value,
-                t.new.value,
-                t.reason,
-                extra=fields(
-                    event="vrrp_transition", instance=self.inst.name, state=t.new.value,
-                    old_state=t.old.value, vrid=str(self.inst.vrid),
-                ),
-            )  # fmt: skip
+            self._announce(t)
+
+    def _announce(self, t: Transition) -> None:
+        """Log, count and tell the hooks and the sync group of one transition, in that order."""
+        peer = self.router.peer
+        if t.new == State.MASTER and peer is not None and self.peer_lost is not None:
+            self.peer_lost(peer.address)
+        self._master_seen = None
+        self.counters.transitions += 1
+        self.counters.become_master += t.new == State.MASTER
+        self.counters.release_master += t.old == State.MASTER
+        self.last_transition_at = time.time()
+        log.log(
+            logging.WARNING if t.new == State.FAULT else NOTICE,  # FAULT is trouble
+            "%s: %s -> %s (%s)",
+            self.tag,
+            t.old.value,
+            t.new.value,
+            t.reason,
+            extra=fields(
+                event="vrrp_transition", instance=self.inst.name, state=t.new.value,
+                old_state=t.old.value, vrid=str(self.inst.vrid),
+            ),
+        )  # fmt: skip
+        if self.notify is not None:
+            self.notify(self.inst, t.new, self.router.priority)
+        if self.sync is not None:
+            self.sync.transitioned(self.inst.name, t.new)
 
     async def _reconfigure(self, inst: VrrpInstance, now: float) -> None:
         """New tunables, in the order a takeover would use them: VIPs, advert, ARP, tracking."""
@@ -398,8 +465,7 @@ class InstanceRunner:
         if await self.vips.replace(inst, master) and master:
             self.wire.announce(inst.garp_repeat)
         await self.execute(self.router.reconfigure(router_params(inst, self.source), now))
-        if inst.track_interfaces != old.track_interfaces or (
-            inst.track_real_servers != old.track_real_servers
-        ):
+        tracking = ("track_interfaces", "track_real_servers", *TRACK_KEYS)
+        if any(getattr(inst, key) != getattr(old, key) for key in tracking):
             await self._apply_tracking(now)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from lvsagent.config.schema import Config, Global, VrrpInstance
-from lvsagent.daemon.guard import guarded_instance
+from lvsagent.daemon.guard import guarded_instance, guarded_instances
 
 __all__ = ["IDENTITY", "global_changes", "instance_changes", "restart_reasons"]
 
@@ -69,7 +69,26 @@ def restart_reasons(old: Config, new: Config) -> list[str]:
             f"the virtual servers follow another instance ({followed.name} -> "
             f"{following.name}), and so does the loop guard"
         )
+    else:
+        before_vs = {vs.label: vs.instance for vs in old.virtual_servers}
+        moved = [
+            f"{vs.label} ({before_vs[vs.label]} -> {vs.instance})"
+            for vs in new.virtual_servers
+            if vs.label in before_vs and before_vs[vs.label] != vs.instance
+        ]
+        both = followed is not None and following is not None
+        if moved or (both and set(guarded_instances(old)) != set(guarded_instances(new))):
+            reasons.append(
+                "virtual servers follow other instances "
+                f"({', '.join(moved) or 'a new set of instances'}), and so does the loop guard"
+            )
+    if _groups(old) != _groups(new):
+        reasons.append("vrrp_sync_group changed (the instances that move together)")
     return reasons
+
+
+def _groups(config: Config) -> set[tuple[str, tuple[str, ...]]]:
+    return {(g.name, g.instances) for g in config.sync_groups}
 
 
 def instance_changes(old: VrrpInstance, new: VrrpInstance) -> list[str]:

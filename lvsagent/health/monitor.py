@@ -99,7 +99,7 @@ class CheckSample:
 class _Entry:
     """A checked real server: where it sits in the config, and its tracker (None: type none)."""
 
-    __slots__ = ("health", "ident", "labels", "live", "rs", "tracker", "vs")
+    __slots__ = ("dynamic", "health", "ident", "labels", "live", "rs", "tracker", "vs")
 
     def __init__(self, ident: DestId, vs: VirtualServer, rs: RealServer, health: HealthCheck,
                  tracker: Tracker | None) -> None:  # fmt: skip
@@ -108,6 +108,7 @@ class _Entry:
         # key, same text); never for servers nobody checks (memory at 10 000 servers).
         self.labels: tuple[str, str] | None = None
         self.live = True  # False once a reload forgot it (cheaper than a dict lookup per check)
+        self.dynamic: int | None = None  # the weight a misc_dynamic check set, while it passes
 
     @property
     def up(self) -> bool | None:
@@ -226,11 +227,14 @@ class HealthMonitor:
         real servers (quorum lost).  ``services``: only theirs (default: all).
         """
         sorry = self.sorry()
-        return {
-            e.ident: 0
-            for e in self._of(services)
-            if (e.up is not True or e.ident[0] in sorry) and e.health.on_failure == "drain"
-        }
+        out: dict[DestId, int] = {}
+        for e in self._of(services):
+            if e.up is not True or e.ident[0] in sorry:
+                if e.health.on_failure == "drain":
+                    out[e.ident] = 0
+            elif e.dynamic is not None:  # keepalived's misc_dynamic: the exit status's weight
+                out[e.ident] = e.dynamic
+        return out
 
     def removed(self, services: Collection[ServiceKey] | None = None) -> frozenset[DestId]:
         """Servers to leave out of IPVS: out of service, with ``on_failure = "remove"``."""
@@ -369,6 +373,10 @@ class HealthMonitor:
         self._samples.append(CheckSample(*entry.labels, result.ok, result.latency))
         transition = entry.tracker.finish(result, self._clock())
         self._push(entry)
+        if result.weight is not None and result.weight != entry.dynamic:
+            entry.dynamic = result.weight
+            if transition is None and entry.up is True:
+                self._changed(entry.ident[0])  # a new weight for IPVS, and no verdict change
         if transition is not None:
             self._log_transition(entry, transition)
             self._changed(entry.ident[0])

@@ -75,6 +75,8 @@ class CheckResult:
     ok: bool
     reason: str  # "connected", "status 200", "connection refused", "connect timeout 1.0 s"
     latency: float  # seconds from the start of the attempt to this result
+    # A passed MISC_CHECK with misc_dynamic: the server's weight from now on (health/misc.py).
+    weight: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

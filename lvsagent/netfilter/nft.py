@@ -128,13 +128,16 @@ class NftGuard:
     def active(self) -> bool | None:
         return self._active
 
-    def apply(self, active: bool) -> bool:
+    def apply(self, active: bool, spec: GuardSpec | None = None) -> bool:
         """Bypass on (``active``: BACKUP/FAULT) or off (MASTER); True if the kernel changed.
 
         fwmark and backup_only tables do not depend on ``active``; it is still
-        recorded so that check() and state() know the role.
+        recorded so that check() and state() know the role.  ``spec``: a new one
+        first (services that follow several instances carry their own states).
         """
         started = time.perf_counter()
+        if spec is not None:
+            self._spec = spec
         self._active = active
         changed = self._converge("apply")
         self.last_apply_ms = (time.perf_counter() - started) * 1000

@@ -255,10 +255,11 @@ def desired_table(spec: GuardSpec, active: bool) -> TableState:
         if spec.peer_macs:
             rules.extend(fwmark_rule(s, spec.peer_macs) for s in services)
     chains.append(BYPASS)
-    if spec.mode == "bypass" and active:
-        rules.extend(bypass_rule(s) for s in services)
-    elif spec.peer_macs:
-        rules.extend(peer_bypass_rule(s, spec.peer_macs) for s in services)
+    for s in services:  # each service in its own instance's state, if it says one
+        if spec.mode == "bypass" and (active if s.engaged is None else s.engaged):
+            rules.append(bypass_rule(s))
+        elif spec.peer_macs:
+            rules.append(peer_bypass_rule(s, spec.peer_macs))
     return TableState(tuple(chains), tuple(rules))
 
 

@@ -44,13 +44,16 @@ class GuardedService:
     """One virtual service the guard covers: protocol, VIP, port (None: every port).
 
     ``fwmark`` is the mark of the fwmark virtual service that stands for it (the
-    seed's ``virtual_server fwmark 3``); only fwmark mode needs it.
+    seed's ``virtual_server fwmark 3``); only fwmark mode needs it.  ``engaged``:
+    the state of the VRRP instance this service follows, when services follow
+    several (None: the table's one state, ``desired_table``'s ``active``).
     """
 
     protocol: GuardProtocol
     vip: ipaddress.IPv4Address
     port: int | None = None
     fwmark: int | None = None
+    engaged: bool | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in get_args(GuardProtocol):

@@ -133,6 +133,9 @@ class VirtualRouter:
         self.last_transition: Transition | None = None
         self._down_reason = ""
         self._lower_master_since: float | None = None  # for preempt_delay
+        # A backup whose master went silent but whose sync group held it back
+        # (keepalived prefers BACKUP): it takes over when the group moves.
+        self.wants_master = False
 
     # ----- derived values -------------------------------------------------
 
@@ -183,9 +186,16 @@ class VirtualRouter:
             and now >= self.master_down_timer
         )
 
-    def on_timer(self, now: float) -> list[Action]:
+    def on_timer(self, now: float, may_take_over: bool = True) -> list[Action]:
+        """Due timers.  ``may_take_over`` False: a sync group holds this backup back when its
+        Master_Down_Timer runs out (the others still hear their master); it then waits,
+        with no timer, for an advert or for the group to move (:meth:`follow`)."""
         actions: list[Action] = []
         if self.master_down_expired(now):
+            if not may_take_over:
+                self.wants_master = True
+                self.master_down_timer = None
+                return []
             actions += self._to_master(now, self._down_reason)
         if self.state == State.MASTER:
             if self.adver_timer is not None and now >= self.adver_timer:
@@ -207,6 +217,19 @@ class VirtualRouter:
             self.faulted = False
             if self.state == State.FAULT:
                 return self._leave_initialize(now, why)
+        return []
+
+    def follow(self, state: State, now: float, why: str) -> list[Action]:
+        """Its sync group moved to ``state``: a backup follows to MASTER, a master to BACKUP.
+
+        keepalived's vrrp_sync_group: "transition of one instance will be reflected
+        to others group members".  FAULT travels as tracking (set_tracking) instead,
+        so that leaving it waits for every member's own tracking.
+        """
+        if state == State.MASTER and self.state == State.BACKUP:
+            return self._to_master(now, why)
+        if state == State.BACKUP and self.state == State.MASTER:
+            return self._to_backup(now, why)
         return []
 
     def reconfigure(self, params: RouterParams, now: float) -> list[Action]:
@@ -253,6 +276,7 @@ class VirtualRouter:
             # Master_Down_Timer to Skew_Time"
             self.master_down_timer = now + self.skew_time()
             self._down_reason = f"master {src} released (priority 0), skew_time elapsed"
+            self.wants_master = False  # asks again when the skew runs out
             return []
         if self.params.preempt and adv.priority < self.priority and not self._holding_preempt(now):
             # "Otherwise: Discard the ADVERTISEMENT" -- the down timer runs out and we preempt.
@@ -262,6 +286,7 @@ class VirtualRouter:
             return []
         if adv.priority >= self.priority:
             self._lower_master_since = None
+        self.wants_master = False
         # "If Preempt_Mode is False, or if the Priority in the ADVERTISEMENT is
         # greater than or equal to the local Priority, then: ... Set
         # Master_Adver_Interval to Adver Interval contained in the ADVERTISEMENT"
@@ -366,3 +391,4 @@ class VirtualRouter:
 
     def _stop_timers(self) -> None:
         self.adver_timer = self.master_down_timer = self.garp_timer = None
+        self.wants_master = False

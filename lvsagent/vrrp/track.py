@@ -1,4 +1,4 @@
-"""What tracked interfaces mean for a VRRP instance (pure).
+"""What tracked interfaces, scripts, processes and files mean for a VRRP instance (pure).
 
 keepalived's semantics, which operators already rely on: the instance's own
 interface, and any tracked interface with weight 0, put the instance in FAULT
@@ -8,7 +8,7 @@ down; a positive weight is added while it is up.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from lvsagent.config.schema import TrackInterface
@@ -67,3 +67,68 @@ def evaluate(
     if changed:
         return TrackVerdict(False, adjustment, f"tracked {', '.join(changed)}")
     return TrackVerdict(False, adjustment, "tracked interfaces up")
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """One tracked script, process or file as the instance weighs it now.
+
+    ``up``: a script's or a process's verdict (None: no result yet); ``value``: the
+    number a track_file holds (None for the others).
+    """
+
+    what: str  # "script chk_haproxy", "process haproxy", "file maint"
+    weight: int
+    up: bool | None = None
+    value: int | None = None
+
+
+# keepalived clamps a tracked file's weighted value to -254..253; -254 means FAULT.
+FILE_FAULT_BELOW = -253
+FILE_MAX = 253
+
+
+def weigh_file(weight: int, value: int) -> tuple[bool, int]:
+    """keepalived's track_file rule: (FAULT, priority adjustment).
+
+    Weight 0: any value but 0 means FAULT.  Otherwise value x weight is added,
+    at most 253; below -253 it means FAULT.
+    """
+    if weight == 0:
+        return value != 0, 0
+    status = value * weight
+    if status < FILE_FAULT_BELOW:
+        return True, 0
+    return False, min(status, FILE_MAX)
+
+
+def evaluate_tracked(items: Iterable[Tracked]) -> TrackVerdict:
+    """The verdict of the scripts, processes and files an instance tracks.
+
+    A script without a result yet changes no priority, but holds a weight-0
+    instance in FAULT: keepalived keeps such an instance out of the election
+    until the script has run.
+    """
+    fatal: list[str] = []
+    changed: list[str] = []
+    adjustment = 0
+    for t in items:
+        if t.value is not None:
+            fault, adjust = weigh_file(t.weight, t.value)
+            state = f"holds {t.value}"
+        elif t.up is None:
+            fault, adjust = t.weight == 0, 0
+            state = "has no result yet"
+        else:
+            fault, adjust = weigh(t.weight, t.up)
+            state = "OK" if t.up else "KO"
+        if fault:
+            fatal.append(f"{t.what} {state}")
+        adjustment += adjust
+        if adjust:
+            changed.append(f"{t.what} {state} (weight {t.weight}: {adjust:+d})")
+    if fatal:
+        return TrackVerdict(True, adjustment, "; ".join(fatal))
+    if changed:
+        return TrackVerdict(False, adjustment, f"tracked {', '.join(changed)}")
+    return TrackVerdict(False, 0, "tracked scripts, processes and files OK")

@@ -485,7 +485,7 @@ CASES: list[tuple[str, str, str, str]] = [
     ("health-delay-loop", VS + HEALTH + "delay_loop = 6\n",
         "virtual_server[0].health.delay_loop", "is 'interval' here"),
     ("health-type", VS + HEALTH + 'type = "ping"\n',
-        "virtual_server[0].health.type", "'tcp', 'http', 'https', 'udp', 'dns', 'none'"),
+        "virtual_server[0].health.type", "'tcp', 'http', 'https', 'udp', 'dns', 'misc', 'none'"),
     ("health-interval", VS + HEALTH + "interval = 0\n",
         "virtual_server[0].health.interval", "greater than 0"),
     ("health-interval-inf", VS + HEALTH + "interval = inf\n",

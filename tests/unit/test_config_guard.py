@@ -72,9 +72,11 @@ CASES: list[tuple[str, str, str, str]] = [
     ("fwmark-without-mark", GLOBAL + 'loop_guard = "fwmark"\n' + RS,
         "virtual_server[0]", "give address, port and fwmark"),
     ("mark-and-address-bypass", INSTANCE + MARKED, "virtual_server[0].fwmark", "not both"),
-    ("two-instances", INSTANCE + SECOND + SERVICE + 'instance = "VI_1"\n'
+    # Each service may follow its own instance, but the box has one IPVS sync daemon.
+    ("two-instances-one-sync-daemon", GLOBAL + "ipvs_sync_daemon = true\n" + INSTANCE + SECOND
+        + SERVICE + 'instance = "VI_1"\n'
         + SERVICE.replace("port = 80", 'port = 81\ninstance = "VI_2"'),
-        "virtual_server", "one VRRP instance"),
+        "virtual_server", "must follow the same VRRP instance"),
     ("track-unchecked", track('"10.0.0.9:80"') + SERVICE + REAL,
         "vrrp_instance[0].track_real_servers[0]", "no virtual server's real server"),
     ("track-form", track('"10.0.0.1"') + SERVICE + REAL,

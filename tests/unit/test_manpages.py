@@ -16,6 +16,13 @@ from lvsagent.config.checkkeys import DNS_KEYS, SUBTABLES, TLS_KEYS, UDP_KEYS
 from lvsagent.config.effective import effective_toml
 from lvsagent.config.instances import INSTANCE_KEYS
 from lvsagent.config.loader import GLOBAL_KEYS, parse_config
+from lvsagent.config.scripts import (
+    MISC_KEYS,
+    SYNC_GROUP_KEYS,
+    TRACK_FILE_KEYS,
+    TRACK_PROCESS_KEYS,
+    VRRP_SCRIPT_KEYS,
+)
 from lvsagent.config.services import HEALTH_KEYS, HTTP_KEYS, REAL_KEYS, SERVICE_KEYS, TCP_KEYS
 from lvsagent.convert import findings
 from lvsagent.convert.command import EX_CANTCREAT
@@ -29,13 +36,18 @@ SECTIONS = {
     "global": set(GLOBAL_KEYS),
     "vrrp_instance": set(INSTANCE_KEYS),
     "virtual_server": set(SERVICE_KEYS) - {"health", "real_server"},
-    "virtual_server.health": set(HEALTH_KEYS) - {"tcp", "http", *SUBTABLES},
+    "virtual_server.health": set(HEALTH_KEYS) - {"tcp", "http", "misc", *SUBTABLES},
     "virtual_server.health.tcp": set(TCP_KEYS),
     "virtual_server.health.http": set(HTTP_KEYS),
     "virtual_server.health.tls": set(TLS_KEYS),
     "virtual_server.health.udp": set(UDP_KEYS),
     "virtual_server.health.dns": set(DNS_KEYS),
+    "virtual_server.health.misc": set(MISC_KEYS),
     "virtual_server.real_server": set(REAL_KEYS),
+    "vrrp_script": set(VRRP_SCRIPT_KEYS),
+    "track_file": set(TRACK_FILE_KEYS),
+    "track_process": set(TRACK_PROCESS_KEYS),
+    "vrrp_sync_group": set(SYNC_GROUP_KEYS),
 }
 _TAG = re.compile(r"^\\fB(\w+)\\fR(?: = (.*)| \((.*)\))?$")
 

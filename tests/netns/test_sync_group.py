@@ -76,7 +76,7 @@ def test_the_nat_directors_two_instances_move_together(
     veth(pair.a, "eth1", "10.98.0.1/24", pair.b, "eth1", "10.98.0.2/24")
     record = scripts.script("record.sh", f'echo "$*" >> {scripts.out}/group.log')
     fifo = pair.tmp / "a.fifo"
-    group = f'\n[[vrrp_sync_group]]\nname = "G"\ninstances = ["VI_OUT", "VI_IN"]\n'
+    group = '\n[[vrrp_sync_group]]\nname = "G"\ninstances = ["VI_OUT", "VI_IN"]\n'
     ca = config(pair, "a", 100, 100, f'notify_fifo = "{fifo}"')
     ca.write_text(ca.read_text() + group + f'notify = "{record}"\n')
     cb = config(pair, "b", 50, 50)

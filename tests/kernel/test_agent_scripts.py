@@ -1,4 +1,4 @@
-"""MISC_CHECK driving the real kernel's IPVS, inside the lab, misc_dynamic included.
+"""MISC_CHECK and the single director, driving the real kernel's IPVS inside the lab.
 
 The check is a script the test writes: it exits with the number in a file named
 after the real server it checks (LVSAGENT_RS_ADDRESS), so the test decides each
@@ -11,6 +11,7 @@ the weight the last dynamic status set.
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import pytest
 
@@ -18,7 +19,9 @@ from tests.kernel.test_agent_health import rs_line
 from tests.kernel.test_agent_traffic import (
     REAL,
     START_TIMEOUT,
+    VIP,
     Lab,
+    ask_new,
     assert_table,
     dest_line,
     lab,
@@ -72,3 +75,18 @@ dynamic = true
     agent.wait_for(rs_line("rs1", "UP"), START_TIMEOUT, after=mark)
     agent.wait_for(dest_line("rs1", "~") + r" weight 0 -> 5$", START_TIMEOUT, after=mark)
     assert_table(lab.director, {"rs1": 5, "rs2": 1})
+
+
+def test_a_single_director_balances_without_vrrp(lab: Lab) -> None:
+    """No vrrp_instance: IPVS and the checks only; the VIP is the operator's (here: by hand)."""
+    lab.director.run("ip", "addr", "add", f"{VIP}/24", "dev", "eth0")
+    config = write_config(lab.tmp / "director.toml", {"rs1": 1, "rs2": 1})
+    text = config.read_text()
+    start, end = text.index("[[vrrp_instance]]"), text.index("[[virtual_server]]")
+    config.write_text(text[:start] + text[end:])
+    agent = lab.agent(config)
+    agent.wait_for(r"0 VRRP instance\(s\), 1 virtual server\(s\)", START_TIMEOUT)
+    wait_programmed(agent, "start")
+    assert_table(lab.director, {"rs1": 1, "rs2": 1})
+    assert ask_new(lab.client, 4) == Counter({"rs1": 2, "rs2": 2})
+    assert "lvsagent" not in lab.director.run("nft", "list", "tables").stdout  # no guard

@@ -18,13 +18,8 @@ __all__ = ["GLOBAL", "INSTANCE", "MAIL", "REAL_SERVER", "SCRIPTS", "SERVICE", "T
 Advice = dict[str, tuple[Kind, str]]
 
 SCRIPTS: Final = (
-    "lvsagent runs no scripts. State changes are journal events (LVSAGENT_EVENT="
-    "vrrp_transition) and metrics; a script that keeps the IPVS loop in check (such as "
-    "the two-box design's bypass_ipvs.sh) is what loop_guard does, built in"
-)
-TRACK_SCRIPT: Final = (
-    "lvsagent runs no track scripts; to hand the VIP over when a local service dies, "
-    "make it a real server and list it in track_real_servers (a TCP or HTTP check)"
+    "lvsagent runs no script on this event (it runs notify_master/backup/fault/stop and "
+    "notify on VRRP state changes); the change is a journal event and a metric"
 )
 MAIL: Final = (
     "lvsagent sends no e-mail: every state change is a journal event and a metric, and "
@@ -32,7 +27,6 @@ MAIL: Final = (
 )
 
 TOP: Advice = {
-    "vrrp_script": ("note", "defines a check script; lvsagent runs none (see track_script)"),
     "static_ipaddress": ("omitted", "static addresses are not VRRP's: configure them with "
                          "the system's network configuration"),
     "static_routes": ("omitted", "configure static routes with the system's network "
@@ -56,8 +50,6 @@ GLOBAL: Advice = {
     "no_checker_emails": ("note", MAIL),
     "vrrp_skip_check_adv_addr": ("note", "lvsagent never compares an advert's address "
                                  "list with its own, as with this option"),
-    "enable_script_security": ("note", "lvsagent runs no scripts"),
-    "script_user": ("note", "lvsagent runs no scripts"),
     "vrrp_strict": ("omitted", "lvsagent keeps no strict mode: it adds no firewall rules "
                     "for the VIPs and accepts authentication; drop it, or firewall the "
                     "VIPs yourself"),
@@ -75,9 +67,8 @@ GLOBAL: Advice = {
     "enable_snmp_rfcv3": ("omitted", "lvsagent has no SNMP; scrape /metrics instead"),
     "enable_snmp_keepalived": ("omitted", "lvsagent has no SNMP; scrape /metrics instead"),
     "enable_traps": ("omitted", "lvsagent has no SNMP; alert from /metrics instead"),
-    "notify_fifo": ("omitted", SCRIPTS),
-    "vrrp_notify_fifo": ("omitted", SCRIPTS),
-    "lvs_notify_fifo": ("omitted", SCRIPTS),
+    "lvs_notify_fifo": ("omitted", "lvsagent writes no FIFO line for real servers: their "
+                        "changes are journal events (LVSAGENT_EVENT=health)"),
     "lvs_flush": ("omitted", "lvsagent never flushes IPVS; foreign_services = \"remove\" "
                   "removes the services its config does not name"),
     "lvs_flush_on_stop": ("omitted", "decommission_on_stop = true removes lvsagent's own "
@@ -115,17 +106,8 @@ INSTANCE: Advice = {
                             "make virtual_addresses the same on both boxes"),
     "kernel_rx_buf_size": ("note", "tunes keepalived's socket; lvsagent needs no equivalent"),
     "linkbeat_use_polling": ("note", "lvsagent follows the interface through netlink"),
-    "notify": ("omitted", SCRIPTS),
-    "notify_master": ("omitted", SCRIPTS),
-    "notify_backup": ("omitted", SCRIPTS),
-    "notify_fault": ("omitted", SCRIPTS),
-    "notify_stop": ("omitted", SCRIPTS),
     "notify_deleted": ("omitted", SCRIPTS),
     "notify_master_rx_lower_pri": ("omitted", SCRIPTS),
-    "track_script": ("omitted", TRACK_SCRIPT),
-    "track_file": ("omitted", "lvsagent tracks no files; " + TRACK_SCRIPT.split("; ")[1]),
-    "track_process": ("omitted", "lvsagent tracks no processes; make the process's service "
-                      "a real server and list it in track_real_servers"),
     "track_bfd": ("omitted", "lvsagent has no BFD; track_interfaces or track_real_servers "
                   "may do"),
     "virtual_ipaddress_excluded": ("omitted", "lvsagent has no excluded addresses: list them "

@@ -5,9 +5,10 @@ inhibit_on_failure and virtualhost be set on the virtual server, the real server
 or the checker, the nearer one winning; its defaults differ from lvsagent's
 (delay_loop 60 s, connect_timeout 5 s, delay_before_retry 3 s for HTTP and 1 s
 otherwise, alpha off, a failed server removed rather than drained), so every
-one of them is written out.  lvsagent runs one check per real server: TCP_CHECK
-and HTTP_GET convert, SSL_GET and the script or protocol checkers become a TCP
-connect (or no check, for UDP) with an omission that says so.
+one of them is written out.  lvsagent runs one check per real server: TCP_CHECK,
+HTTP_GET, SSL_GET, UDP_CHECK, DNS_CHECK and MISC_CHECK (scripts.py reads its
+keywords) convert; the other checkers become a TCP connect (or no check, for
+UDP) with an omission that says so.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from lvsagent.config.checkkeys import DNS_TYPES
 from lvsagent.convert.common import Mapper
 from lvsagent.convert.keywords import CHECKERS
+from lvsagent.convert.scripts import misc_check
 from lvsagent.convert.tree import Node
 
 __all__ = ["INHERITED", "health_of", "inherited"]
@@ -29,7 +31,7 @@ INHERITED = (
 
 _CONNECTION = ("connect_ip", "bindto", "bind_port", "bind_if", "fwmark")
 # The checkers lvsagent runs, the first of them preferred when a server has several.
-_CONVERTED = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "UDP_CHECK", "DNS_CHECK")
+_CONVERTED = ("TCP_CHECK", "HTTP_GET", "SSL_GET", "UDP_CHECK", "DNS_CHECK", "MISC_CHECK")
 _UDP_WORDS = ("payload", "require_reply", "min_reply_length", "max_reply_length")
 # keepalived's UDP_CHECK reads at most this many bytes unless max_reply_length says more.
 _KEEPALIVED_MAX_REPLY = 255
@@ -90,6 +92,16 @@ def health_of(
     values = inherited(m, chosen, values)
     if chosen.word not in _CONVERTED:
         return _fallback(m, chosen, address, port, protocol, values)
+    if chosen.word == "MISC_CHECK":
+        misc = misc_check(m, chosen)
+        if misc is None:
+            return _fallback(m, chosen, address, port, protocol, values)
+        health = _common(values, "misc", 1.0)
+        # Written out whole, so that a server's table merged over its service's differs
+        # only where keepalived's would (misc_timeout defaults to the delay_loop).
+        timeout = min(health["interval"], 4294.0)  # lvsagent's bound, as connect_timeout
+        health["misc"] = {"timeout": timeout, "dynamic": False, **misc}
+        return health
     if chosen.word in ("HTTP_GET", "SSL_GET"):
         health = _common(values, "http" if chosen.word == "HTTP_GET" else "https", 3.0)
         health["http"] = _http(m, chosen, values)
@@ -118,8 +130,9 @@ def _fallback(
     """A checker lvsagent lacks: a TCP connect for a TCP service, else no check."""
     fallback = "tcp" if protocol == "tcp" else "none"
     instead = "a TCP connect to the real server's port" if fallback == "tcp" else "no check"
-    m.omit(chosen, f"lvsagent has no {chosen.word}; the conversion uses {instead} "
-           "instead (lvsagent checks TCP, HTTP, HTTPS, UDP or DNS)")
+    lacks = "a script it can run" if chosen.word == "MISC_CHECK" else f"no {chosen.word}"
+    m.omit(chosen, f"lvsagent has {lacks}; the conversion uses {instead} "
+           "instead (lvsagent checks TCP, HTTP, HTTPS, UDP, DNS or by a script)")
     if fallback == "none":
         return _common(values, "none", 1.0)
     health = _common(values, "tcp", 1.0)

@@ -20,12 +20,16 @@ from lvsagent.convert.global_defs import Defaults, map_globals
 from lvsagent.convert.lexer import LIMITS, Limits, Source, read_lines
 from lvsagent.convert.lvs import ServiceOut, map_services
 from lvsagent.convert.output import Table, render
+from lvsagent.convert.scripts import map_groups, map_tracked
 from lvsagent.convert.tree import Node, build_tree
 from lvsagent.convert.vrrp import InstanceOut, map_instances
 
 __all__ = ["Conversion", "convert"]
 
-_MAPPED_TOP = ("global_defs", "vrrp_instance", "vrrp_sync_group", "virtual_server")
+_MAPPED_TOP = (
+    "global_defs", "vrrp_instance", "vrrp_sync_group", "virtual_server", "vrrp_script",
+    "vrrp_track_file", "track_file", "vrrp_track_process",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,15 @@ def convert(
 def _map(m: Mapper, root: Node, path: str) -> list[Table] | None:
     glob = Table("global", origin="global_defs")
     defaults = map_globals(m, root, glob)
-    instances = map_instances(m, root, defaults)
+    tracked = map_tracked(m, root)
+    defined = {
+        keyword: {str(t.get("name")) for t in tracked if t.name == section}
+        for keyword, section in (("track_script", "vrrp_script"), ("track_file", "track_file"),
+                                 ("track_process", "track_process"))
+    }  # fmt: skip
+    instances = map_instances(m, root, defaults, defined)
+    groups = map_groups(m, root, {i.node.args[0]: (i.name, i.table, i.node) for i in instances
+                                  if i.node.args}, defined)  # fmt: skip
     services = map_services(m, root)
     for node in root.children():
         if node.word not in _MAPPED_TOP:
@@ -80,28 +92,43 @@ def _map(m: Mapper, root: Node, path: str) -> list[Table] | None:
                 node.word, ("omitted", f"lvsagent has no equivalent of {node.word}")
             )
             m.report(kind, node, text)
-    if not instances:
+    if not instances and not services:
         m.findings.add(Finding(
             "error", path, None, "",
-            "no vrrp_instance lvsagent can run: lvsagent is the VRRP pair's agent and needs "
-            "one (add a vrrp_instance with interface, virtual_router_id and an IPv4 "
-            "virtual_ipaddress, or keep keepalived for a director without VRRP)",
+            "neither a vrrp_instance nor a virtual_server lvsagent can run: nothing to "
+            "convert (an instance needs interface, virtual_router_id and an IPv4 "
+            "virtual_ipaddress)",
         ))
         return None
-    services = _follow(m, instances, services)
+    if not instances:
+        m.findings.add(Finding(
+            "note", path, None, "",
+            "no vrrp_instance: a single director (IPVS and health checks, no VRRP and no "
+            "loop guard); the virtual addresses are the system's to configure",
+        ))
+        if defaults.sync is not None:
+            m.omit(defaults.sync[2], "a single director has no VRRP state for the IPVS sync "
+                   "daemon to follow; left out")  # fmt: skip
+            defaults.sync = None
+        for service in services:
+            service.table.drop("instance")  # lvs.py's placeholder: none to follow
+    else:
+        services = _follow(m, instances, services, one=defaults.sync is not None)
     _sync(m, glob, defaults)
-    tables = [glob]
+    tables = [glob, *tracked]
     for instance in instances:
         tables.append(instance.table)
+    tables.extend(groups)
     for service in services:
         tables.extend(service.tables)
     return tables
 
 
 def _follow(
-    m: Mapper, instances: list[InstanceOut], services: list[ServiceOut]
+    m: Mapper, instances: list[InstanceOut], services: list[ServiceOut], one: bool
 ) -> list[ServiceOut]:
-    """Every service follows one instance in lvsagent: the one holding most of their VIPs."""
+    """Each service follows the instance holding its VIP; with the IPVS sync daemon (one
+    per box, switched by one instance) all follow the one holding most of them."""
     owners: dict[int, InstanceOut] = {}
     for service in services:
         owner = _owner(instances, service.address)
@@ -114,15 +141,15 @@ def _follow(
     kept: list[ServiceOut] = []
     for service in services:
         owner = owners.get(id(service))
-        if owner is not None and owner is not chosen:
-            m.omit(service.node, f"its VIP is held by {owner.name}, but lvsagent's virtual "
-                   f"servers all follow one instance ({chosen.name}, which holds most of "
-                   "them); run this service on a pair of its own")
+        if one and owner is not None and owner is not chosen:
+            m.omit(service.node, f"its VIP is held by {owner.name}, but with the IPVS sync "
+                   f"daemon every virtual server follows one instance ({chosen.name}, which "
+                   "holds most of them); run this service on a pair of its own")
             continue
         if owner is None and len(instances) > 1:
             m.note(service.node, f"no instance holds this service's address; it follows "
-                   f"{chosen.name}, as the other services do")
-        service.table.set("instance", chosen.name)
+                   f"{chosen.name}, which holds most services' addresses")
+        service.table.set("instance", (owner or chosen).name if not one else chosen.name)
         kept.append(service)
     return kept
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from lvsagent.convert import advice
 from lvsagent.convert.common import Mapper, origin
 from lvsagent.convert.output import Table
+from lvsagent.convert.scripts import global_word
 from lvsagent.convert.tree import Node
 
 __all__ = ["Defaults", "map_globals"]
@@ -61,6 +62,8 @@ def _global(m: Mapper, node: Node, table: Table, defaults: Defaults) -> None:
         _timeouts(m, node, table)
     elif word == "lvs_sync_daemon":
         _sync_daemon(m, node, defaults)
+    elif global_word(m, node, table):
+        pass
     elif word in advice.GLOBAL:
         kind, text = advice.GLOBAL[word]
         m.report(kind, node, text)

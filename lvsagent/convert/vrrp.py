@@ -17,6 +17,7 @@ from lvsagent.convert import advice
 from lvsagent.convert.common import Mapper, origin
 from lvsagent.convert.global_defs import Defaults
 from lvsagent.convert.output import Table, Value
+from lvsagent.convert.scripts import instance_word
 from lvsagent.convert.tree import Node
 
 __all__ = ["InstanceOut", "map_instances"]
@@ -33,12 +34,15 @@ class InstanceOut:
     vips: set[ipaddress.IPv4Address] = field(default_factory=set)
 
 
-def map_instances(m: Mapper, root: Node, defaults: Defaults) -> list[InstanceOut]:
+def map_instances(
+    m: Mapper, root: Node, defaults: Defaults, defined: dict[str, set[str]]
+) -> list[InstanceOut]:
+    """``defined``: the names of the converted scripts, files and processes (by keyword)."""
     found: list[InstanceOut] = []
     names: set[str] = set()
     links: set[tuple[str, int]] = set()
     for node in root.children("vrrp_instance"):
-        out = _instance(m, node, defaults, names)
+        out = _instance(m, node, defaults, names, defined)
         if out is None:
             continue
         link = (str(out.table.get("interface")), int(str(out.table.get("vrid"))))
@@ -49,12 +53,12 @@ def map_instances(m: Mapper, root: Node, defaults: Defaults) -> list[InstanceOut
         links.add(link)
         names.add(out.name)
         found.append(out)
-    for group in root.children("vrrp_sync_group"):
-        _sync_group(m, group)
     return found
 
 
-def _instance(m: Mapper, node: Node, defaults: Defaults, taken: set[str]) -> InstanceOut | None:
+def _instance(
+    m: Mapper, node: Node, defaults: Defaults, taken: set[str], defined: dict[str, set[str]]
+) -> InstanceOut | None:
     raw = node.args[0] if node.args else ""
     name = _name(m, node, raw, taken)
     table = Table("vrrp_instance", array=True, origin=origin(node))
@@ -130,6 +134,8 @@ def _instance(m: Mapper, node: Node, defaults: Defaults, taken: set[str]) -> Ins
         elif word.startswith("notify") and _loop_script(child):
             m.note(child, "runs the two-box design's bypass_ipvs.sh, which lvsagent's "
                    'loop_guard = "bypass" (the default) does built in')
+        elif instance_word(m, child, table, defined):
+            pass
         elif word in advice.INSTANCE:
             kind, text = advice.INSTANCE[word]
             m.report(kind, child, text)
@@ -335,20 +341,6 @@ def _garp_repeat(m: Mapper, node: Node, table: Table, count: int | None) -> None
         m.omit(node, "lvsagent always sends at least one gratuitous ARP on becoming master")
     table.set("garp_repeat", max(1, count), origin(node))
     table.set("garp_master_repeat", count, origin(node))
-
-
-def _sync_group(m: Mapper, node: Node) -> None:
-    group = node.first("group")
-    members = [line.word for line in group.children()] if group is not None else []
-    if len(members) > 1:
-        m.omit(node, f"lvsagent has no sync groups: {', '.join(members)} change state each on "
-               "its own; put the addresses they share in one instance")
-    else:
-        m.note(node, "a sync group of one instance changes nothing")
-    for child in node.children():
-        if child.word != "group":
-            kind, text = advice.INSTANCE.get(child.word, ("omitted", "not converted"))
-            m.report(kind, child, text)
 
 
 def _vmac(m: Mapper, node: Node, table: Table) -> None:

@@ -243,7 +243,7 @@ def test_missing_and_extra_braces_are_errors() -> None:
 
 
 def test_omissions_are_listed_with_what_to_do_and_exit_3() -> None:
-    text = VRRP.replace("priority 100", "track_script {\n chk\n}\nnotify_master /bin/x")
+    text = VRRP.replace("priority 100", "notify_deleted /bin/x\nnotify_master_rx_lower_pri /bin/y")
     result = run(text)
     assert result.exit_status == EXIT_OMISSIONS
     omitted = messages(result, "omitted")
@@ -251,19 +251,32 @@ def test_omissions_are_listed_with_what_to_do_and_exit_3() -> None:
     assert result.toml is not None and "NOT CONVERTED (2)" in result.toml
 
 
-def test_no_instance_is_refused() -> None:
+def test_no_instance_is_a_single_director_and_nothing_at_all_is_refused() -> None:
     text = "virtual_server 192.0.2.100 80 {\n protocol TCP\n}\n"
     result = run(text)
+    assert "instance" not in data(result)["virtual_server"][0]
+    assert any("single director" in m for m in messages(result, "note"))
+    result = run("global_defs {\n router_id x\n}\n")
     assert result.exit_status == EXIT_REFUSED
-    assert any("no vrrp_instance" in m for m in messages(result, "error"))
+    assert any("neither a vrrp_instance" in m for m in messages(result, "error"))
 
 
-def test_services_of_another_instance_are_omitted() -> None:
+def test_each_service_follows_the_instance_holding_its_vip() -> None:
     second = VRRP.replace("VI_1", "VI_2").replace("51", "52").replace(".100", ".101")
     services = "".join(
         f"virtual_server 192.0.2.{n} 80 {{\n protocol TCP\n lb_kind DR\n}}\n" for n in (100, 101)
     )
-    result = run(VRRP + second + services)
+    converted = data(run(VRRP + second + services))
+    assert [vs["instance"] for vs in converted["virtual_server"]] == ["VI_1", "VI_2"]
+
+
+def test_with_the_sync_daemon_services_of_another_instance_are_omitted() -> None:
+    second = VRRP.replace("VI_1", "VI_2").replace("51", "52").replace(".100", ".101")
+    services = "".join(
+        f"virtual_server 192.0.2.{n} 80 {{\n protocol TCP\n lb_kind DR\n}}\n" for n in (100, 101)
+    )
+    sync = "global_defs {\n lvs_sync_daemon eth0\n}\n"
+    result = run(sync + VRRP + second + services)
     converted = data(result)
     assert [vs["instance"] for vs in converted["virtual_server"]] == ["VI_1"]
     assert result.exit_status == EXIT_OMISSIONS

@@ -18,6 +18,7 @@ from lvsagent.config.schema import Config, TrackRealServer
 
 __all__ = [
     "GUARD_KEYS",
+    "abs_path",
     "check_guard_rules",
     "read_guard_globals",
     "read_track_real_servers",
@@ -40,7 +41,7 @@ def read_guard_globals(s: Section) -> dict[str, Any]:
         {
             "peer_mac": s.read("peer_mac", lambda k, v: _mac(check, k, v)),
             "decommission_on_stop": s.boolean("decommission_on_stop"),
-            "state_dir": s.read("state_dir", lambda k, v: _abs_path(check, k, v)),
+            "state_dir": s.read("state_dir", lambda k, v: abs_path(check, k, v)),
             "ipvs_sync_daemon": s.boolean("ipvs_sync_daemon"),
             "ipvs_sync_interface": s.read("ipvs_sync_interface", check.ifname),
             "ipvs_sync_id": s.integer("ipvs_sync_id", 0, 255),
@@ -56,7 +57,7 @@ def _mac(check: Checker, key: str, value: object) -> str | None:
     return None if text is None else text.lower()
 
 
-def _abs_path(check: Checker, key: str, value: object) -> str | None:
+def abs_path(check: Checker, key: str, value: object) -> str | None:
     text = check.string(key, value)
     if text is not None and not (text.startswith("/") and text.isprintable()):
         check.problem(key, f"expected an absolute path without control characters, got {text!r}")

@@ -22,7 +22,7 @@ import shlex
 from typing import Any, get_args
 
 from lvsagent.config.fields import Checker, Section, given, toml_type
-from lvsagent.config.guard import read_tracked
+from lvsagent.config.guard import abs_path, read_tracked
 from lvsagent.config.schema import (
     Command,
     Hooks,
@@ -87,7 +87,7 @@ def read_script_globals(s: Section) -> dict[str, Any]:
         {
             "script_user": s.read("script_user", lambda k, v: _user(check, k, v)),
             "script_group": s.read("script_group", lambda k, v: _user(check, k, v)),
-            "notify_fifo": s.read("notify_fifo", lambda k, v: _abs_path(check, k, v)),
+            "notify_fifo": s.read("notify_fifo", lambda k, v: abs_path(check, k, v)),
             "notify_timeout": s.number("notify_timeout", 0, TIMEOUT_MAX, above=True),
         }
     )
@@ -237,7 +237,7 @@ def _track_file(s: Section) -> TrackFile | None:
     s.unknown(TRACK_FILE_KEYS)
     check = s.check
     name = s.read("name", lambda k, v: _name(check, k, v), required=True)
-    path = s.read("file", lambda k, v: _abs_path(check, k, v), required=True)
+    path = s.read("file", lambda k, v: abs_path(check, k, v), required=True)
     values = {
         "name": name,
         "file": path,
@@ -359,14 +359,6 @@ def _name(check: Checker, key: str, value: object) -> str | None:
     text = check.string(key, value)
     if text is not None and not _NAME.fullmatch(text):
         check.problem(key, f"expected 1-64 characters of A-Z a-z 0-9 _ . -, got {text!r}")
-        return None
-    return text
-
-
-def _abs_path(check: Checker, key: str, value: object) -> str | None:
-    text = check.string(key, value)
-    if text is not None and not (text.startswith("/") and text.isprintable()):
-        check.problem(key, f"expected an absolute path without control characters, got {text!r}")
         return None
     return text
 

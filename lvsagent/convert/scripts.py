@@ -33,6 +33,9 @@ __all__ = [
 HOOKS = ("notify_master", "notify_backup", "notify_fault", "notify_stop", "notify")
 _TRACKED = {"track_script": "track_scripts", "track_file": "track_files",
             "track_process": "track_processes"}  # fmt: skip
+# Characters a POSIX shell acts on that shlex's word splitting does not: redirections,
+# pipes, lists, expansions, globs.  A script with one of them was written for /bin/sh.
+_SHELL_SYNTAX = frozenset("<>|&;$`*?")
 _USER_NOTE = (
     "whom scripts run as is not converted: lvsagent runs them as script_user (when it runs "
     "as root; default nobody) or, under the shipped unit, as its own user lvsagent without "
@@ -40,8 +43,13 @@ _USER_NOTE = (
 )
 
 
-def command(m: Mapper, node: Node, text: str) -> str | None:
-    """keepalived's script string as lvsagent's command, or None (omitted, said why)."""
+def command(m: Mapper, node: Node, text: str) -> dict[str, Value] | None:
+    """keepalived's script string as lvsagent's command keys (``script``, and ``shell``
+    for shell syntax), or None (omitted, said why)."""
+    if set(text) & _SHELL_SYNTAX:
+        m.note(node, f"{text!r} is shell syntax: converted with shell = true (run by "
+               "/bin/sh -c, as it was written for)")  # fmt: skip
+        return {"script": text, "shell": True}
     try:
         words = shlex.split(text)
     except ValueError:
@@ -52,10 +60,15 @@ def command(m: Mapper, node: Node, text: str) -> str | None:
         m.omit(node, f"{text!r}: lvsagent runs an absolute path or a name looked up in PATH, "
                "never one relative to a working directory; write the full path")  # fmt: skip
         return None
-    return text
+    return {"script": text}
 
 
-def _script_line(m: Mapper, node: Node) -> str | None:
+def _as_value(keys: dict[str, Value]) -> Value:
+    """A hook's value: the bare string, or a table when it needs a shell."""
+    return keys if len(keys) > 1 else keys["script"]
+
+
+def _script_line(m: Mapper, node: Node) -> dict[str, Value] | None:
     """``keyword "<command>" [user [group]]``: the command; the user gets a note."""
     if not node.args:
         m.error(node, f"needs a command after {node.word}")
@@ -139,9 +152,9 @@ def _vrrp_script(m: Mapper, node: Node) -> Table | None:
     for child in node.children():
         word = child.word
         if word == "script":
-            text = _script_line(m, child)
-            if text is not None:
-                table.set("script", text, origin(child))
+            keys = _script_line(m, child)
+            for key, value in (keys or {}).items():
+                table.set(key, value, origin(child))
         elif word in ("interval", "timeout"):
             seconds = m.timer(child, 0.0, 4294.0)
             if seconds:
@@ -257,9 +270,9 @@ def instance_word(m: Mapper, node: Node, table: Table, defined: dict[str, set[st
             table.set(_TRACKED[node.word], refs, origin(node, node.word))
         return True
     if node.word in HOOKS:
-        text = _script_line(m, node)
-        if text is not None:
-            table.set(node.word, text, origin(node))
+        keys = _script_line(m, node)
+        if keys is not None:
+            table.set(node.word, _as_value(keys), origin(node))
         return True
     return False
 
@@ -293,11 +306,14 @@ def map_groups(
         raw = [line.word for line in group.children()] if group is not None else []
         missing = [n for n in raw if n not in names]
         members = [n for n in raw if n in names and n not in taken]
-        if missing or len(members) < 2 or len(members) < len(raw):
+        if not missing and len(raw) < 2:
+            m.note(node, "a sync group of one instance changes nothing; left out")
+            continue
+        if missing or len(members) < len(raw):
             why = (f"{', '.join(missing)} did not convert" if missing
-                   else "an instance is in one group only" if len(members) < len(raw)
-                   else "a sync group of one instance changes nothing")  # fmt: skip
-            m.omit(node, f"the group is left out: {why}")
+                   else "an instance is in one group only")  # fmt: skip
+            m.omit(node, f"the group is left out: {why}; its instances change state each "
+                   "on its own")  # fmt: skip
             continue
         taken.update(members)
         table = _named(m, node, "vrrp_sync_group")
@@ -333,9 +349,7 @@ def misc_check(m: Mapper, checker: Node) -> dict[str, Value] | None:
     misc: dict[str, Value] = {}
     for child in checker.children():
         if child.word == "misc_path":
-            text = _script_line(m, child)
-            if text is not None:
-                misc["script"] = text
+            misc.update(_script_line(m, child) or {})
         elif child.word == "misc_timeout":
             seconds = m.timer(child, 0.0, 4294.0)
             if seconds:

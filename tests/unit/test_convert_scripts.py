@@ -184,3 +184,23 @@ def test_misc_check_without_a_path_falls_back_to_tcp() -> None:
     result = run(VRRP + service)
     assert data(result)["virtual_server"][0]["health"]["type"] == "tcp"
     assert any("a script it can run" in m for m in messages(result, "omitted"))
+
+
+def test_shell_syntax_converts_with_shell_true() -> None:
+    text = 'vrrp_script chk {\n script "</dev/tcp/127.0.0.1/80"\n}\n' + VRRP.replace(
+        "priority 100", 'track_script {\n chk\n}\nnotify_fault "/bin/log fault > /tmp/x"'
+    )
+    result = run(text)
+    converted = data(result)
+    assert converted["vrrp_script"][0]["shell"] is True
+    assert converted["vrrp_instance"][0]["notify_fault"] == {
+        "script": "/bin/log fault > /tmp/x", "shell": True,
+    }  # fmt: skip
+    assert sum("shell syntax" in m for m in messages(result, "note")) == 2
+
+
+def test_a_group_of_one_is_a_note() -> None:
+    result = run(VRRP + "vrrp_sync_group G {\n group {\n VI_1\n }\n}\n")
+    assert "vrrp_sync_group" not in data(result)
+    assert any("changes nothing" in m for m in messages(result, "note"))
+    assert not messages(result, "omitted")

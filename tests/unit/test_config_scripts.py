@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from lvsagent.config.errors import format_problems
 from lvsagent.config.loader import parse_config
 from lvsagent.config.schema import Command
-from tests.unit.test_config import GLOBAL, HEALTH, INSTANCE, REAL, SECOND, SERVICE, problems_of
+from tests.unit.test_config import GLOBAL, HEALTH, INSTANCE, REAL, SECOND, SERVICE
+from tests.unit.test_config import test_rule_rejects as rule_rejects
 
 SCRIPT = '\n[[vrrp_script]]\nname = "chk"\nscript = "/usr/bin/true"\n'
 TFILE = '\n[[track_file]]\nname = "maint"\nfile = "/run/maint"\n'
@@ -109,7 +109,4 @@ CASES: list[tuple[str, str, str, str]] = [
     ("text", "key", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
 def test_rule_rejects(text: str, key: str, fragment: str) -> None:
-    problems = problems_of(text)
-    assert [p.key for p in problems] == [key], format_problems(problems)
-    assert fragment in problems[0].message
-    assert problems[0].line is not None
+    rule_rejects(text, key, fragment)  # one problem, that key, located

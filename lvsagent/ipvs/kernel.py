@@ -18,7 +18,7 @@ call returns ``False`` (``True`` when it changed the kernel).  Any other refusal
 raises IpvsError naming the entry, the errno and what the operator should do.
 
 Dumps read configured fields only (scheduler, flags minus HASHED, persistence,
-weight, forwarding, thresholds); entries the model cannot express (IPv6, SCTP,
+weight, forwarding, thresholds); entries the model cannot express (IPv6,
 local-node forwarding) are skipped and counted in ``last_dump_skipped``.
 """
 

@@ -174,7 +174,12 @@ class Box:
             ("ipvs", ("ipvsadm", "-Ln", "--stats")),
             ("ipvs connections (first 40)", ("ipvsadm", "-Lnc")),
             ("nft", ("nft", "list", "ruleset")),
-        ):
+            ("listening (Recv-Q: the accept queue)", ("ss", "-ltn")),
+            ("sockets", ("ss", "-s")),
+            ("tcp counters", ("nstat", "-asz", "TcpExtListenOverflows", "TcpExtListenDrops",
+                              "TcpOutRsts", "TcpInErrs", "TcpExtTCPAbortOnData",
+                              "IpInAddrErrors", "IpExtInNoRoutes")),
+        ):  # fmt: skip
             out = self.ns.run(*args, check=False)
             text = "\n".join((out.stdout + out.stderr).splitlines()[:40])
             parts.append(f"--- {self.name}: {title}\n{text}")

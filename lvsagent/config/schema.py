@@ -305,7 +305,8 @@ class HealthCheck:
     fall: int = 1
     # "alpha": a real server gets no traffic until its first check passes.
     alpha: bool = True
-    on_failure: OnFailure = "drain"
+    # keepalived's default: a failed server leaves IPVS ("drain": inhibit_on_failure).
+    on_failure: OnFailure = "remove"
     tcp: TcpCheck = field(default_factory=TcpCheck)
     http: HttpCheck = field(default_factory=HttpCheck)
     tls: TlsCheck = field(default_factory=TlsCheck)

@@ -2,13 +2,13 @@
 
 keepalived lets alpha, delay_loop, retry, delay_before_retry, connect_timeout,
 inhibit_on_failure and virtualhost be set on the virtual server, the real server
-or the checker, the nearer one winning; its defaults differ from lvsagent's
-(delay_loop 60 s, connect_timeout 5 s, delay_before_retry 3 s for HTTP and 1 s
-otherwise, alpha off, a failed server removed rather than drained), so every
-one of them is written out.  lvsagent runs one check per real server: TCP_CHECK,
-HTTP_GET, SSL_GET, UDP_CHECK, DNS_CHECK and MISC_CHECK (scripts.py reads its
-keywords) convert; the other checkers become a TCP connect (or no check, for
-UDP) with an omission that says so.
+or the checker, the nearer one winning; most of its defaults differ from
+lvsagent's (delay_loop 60 s, connect_timeout 5 s, delay_before_retry 3 s for HTTP
+and 1 s otherwise, alpha off), so every one of them is written out, on_failure
+too ("remove", both defaults, or "drain" for inhibit_on_failure).  lvsagent runs
+one check per real server: TCP_CHECK, HTTP_GET, SSL_GET, UDP_CHECK, DNS_CHECK
+and MISC_CHECK (scripts.py reads its keywords) convert; the other checkers
+become a TCP connect (or no check, for UDP) with an omission that says so.
 """
 
 from __future__ import annotations

@@ -273,7 +273,7 @@ class Agent:
 
     def _peer_lost(self, address: ipaddress.IPv4Address) -> None:
         if self.health is not None:
-            self.health.recheck([address])
+            self.health.recheck([address], silent=True)
 
     # ----- run ------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from lvsagent.vrrp import addresses, syncgroup, track
 from lvsagent.vrrp.machine import (
     Action,
     AddAddresses,
+    PeerSeen,
     RemoveAddresses,
     SendAdvert,
     SendGratuitousArp,
@@ -107,6 +108,16 @@ class SyncLink(Protocol):
     def own_fault_changed(self, name: str) -> None: ...
 
 
+def fell_silent(peer: PeerSeen, now: float) -> bool:
+    """The master we take over from stopped sending (its box may be gone).
+
+    Its last advert is older than two of its intervals (a master being preempted
+    still sends them; a backup takes over after at least three) and was not a
+    priority 0 (a clean stop: its box still serves).
+    """
+    return peer.priority != 0 and now - peer.at > 2 * peer.interval
+
+
 class InstanceRunner:
     def __init__(
         self,
@@ -131,9 +142,10 @@ class InstanceRunner:
         self.sync = sync
         # This instance's own tracking (without its sync group's), for the group to read.
         self.own = track.TrackVerdict(False, 0, "not evaluated yet")
-        # Called with the old master's address when we take over from it, so the
-        # health checker re-checks that box's real servers now, not at their next
-        # interval (keepalived kept sending to a dead box until its delay_loop).
+        # Called with the old master's address when we take over from it because it
+        # fell silent, so the health checker re-checks that box's real servers now, not
+        # at their next interval (keepalived kept sending to a dead box until its
+        # delay_loop).
         self.peer_lost = peer_lost
         self.link = link
         self.ipr = ipr
@@ -404,6 +416,18 @@ class InstanceRunner:
 
     # ----- outputs ------------------------------------------------------------
 
+    def _took_over_from_silent(self, t: Transition) -> None:
+        """To MASTER from a master that fell silent: its box's real servers are re-checked.
+
+        Told before the addresses move, so that the health checker holds new
+        connections off that box before this one balances any.
+        """
+        peer = self.router.peer
+        if t.new != State.MASTER or peer is None or self.peer_lost is None:
+            return
+        if fell_silent(peer, asyncio.get_running_loop().time()):
+            self.peer_lost(peer.address)
+
     async def execute(self, actions: list[Action]) -> None:
         """Carry out one decision's actions in order.
 
@@ -414,6 +438,7 @@ class InstanceRunner:
         for action in actions:
             if isinstance(action, Transition):
                 transitions.append(action)
+                self._took_over_from_silent(action)
             elif isinstance(action, SetLoopGuard):
                 if self.guard is not None:
                     t = transitions[-1] if transitions else None
@@ -432,9 +457,6 @@ class InstanceRunner:
 
     def _announce(self, t: Transition) -> None:
         """Log, count and tell the hooks and the sync group of one transition, in that order."""
-        peer = self.router.peer
-        if t.new == State.MASTER and peer is not None and self.peer_lost is not None:
-            self.peer_lost(peer.address)
         self._master_seen = None
         self.counters.transitions += 1
         self.counters.become_master += t.new == State.MASTER

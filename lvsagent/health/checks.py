@@ -29,6 +29,7 @@ import ipaddress
 import os
 import socket
 import struct
+from dataclasses import replace
 
 from lvsagent.config.schema import HealthCheck, HttpCheck
 from lvsagent.health.tracker import CheckResult
@@ -48,8 +49,19 @@ _REASONS = {
 }
 
 
+# No answer from the server's host at all: nothing it has open can finish either.
+# (A refusal or a reset is an answer: the host is there.)
+_UNREACHABLE = frozenset(
+    {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT, errno.ENETDOWN, errno.EHOSTDOWN}
+)
+
+
 def _reason(err: int) -> str:
     return _REASONS.get(err) or os.strerror(err).lower()
+
+
+def _failed(err: int, latency: float) -> CheckResult:
+    return CheckResult(False, _reason(err), latency, unreachable=err in _UNREACHABLE)
 
 
 def _seconds(t: float) -> str:
@@ -104,11 +116,10 @@ async def check_tcp(
     try:
         sock = await _connect(loop, address, port, start + connect_timeout)
     except _Timeout:
-        return CheckResult(
-            False, f"connect timeout {_seconds(connect_timeout)} s", loop.time() - start
-        )
+        reason = f"connect timeout {_seconds(connect_timeout)} s"
+        return CheckResult(False, reason, loop.time() - start, unreachable=True)
     except OSError as exc:
-        return CheckResult(False, _reason(exc.errno or 0), loop.time() - start)
+        return _failed(exc.errno or 0, loop.time() - start)
     sock.close()
     return CheckResult(True, "connected", loop.time() - start)
 
@@ -135,17 +146,18 @@ async def check_http(
     try:
         sock = await _connect(loop, address, port, deadline)
     except _Timeout:
-        return CheckResult(False, f"connect timeout {_seconds(timeout)} s", loop.time() - start)
+        reason = f"connect timeout {_seconds(timeout)} s"
+        return CheckResult(False, reason, loop.time() - start, unreachable=True)
     except OSError as exc:
-        return CheckResult(False, _reason(exc.errno or 0), loop.time() - start)
+        return _failed(exc.errno or 0, loop.time() - start)
     try:
         async with asyncio.timeout_at(deadline):
             ok, reason = await _exchange(loop, sock, _request(address, port, path, host),
                                          status_codes, body_contains)  # fmt: skip
-    except TimeoutError:
+    except TimeoutError:  # it connected: a slow server, not a missing one
         ok, reason = False, f"read timeout {_seconds(timeout)} s"
-    except OSError as exc:
-        ok, reason = False, _reason(exc.errno or 0)
+    except OSError as exc:  # e.g. the host went away after the connect
+        return _failed(exc.errno or 0, loop.time() - start)
     finally:
         sock.close()
     return CheckResult(ok, reason, loop.time() - start)
@@ -230,4 +242,4 @@ async def run_check(health: HealthCheck, address: ipaddress.IPv4Address, port: i
         return CheckResult(True, "not checked (type none)", 0.0)
     if checked is None or checked == port:
         return result
-    return CheckResult(result.ok, f"{result.reason} on port {checked}", result.latency)
+    return replace(result, reason=f"{result.reason} on port {checked}")

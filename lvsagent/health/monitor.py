@@ -1,7 +1,9 @@
 """HealthMonitor: runs every real server's checks and holds their verdicts.
 
-The verdict logic is the Tracker's, the quorum rule quorum's (both pure);
-the checks are :mod:`.checks`.  This module schedules, bounds and records.
+The verdict logic is the Tracker's (and what IPVS does with a verdict, its
+module's ``disposition``), the quorum rule quorum's (all pure); the checks
+are :mod:`.checks`, a checked server and its log lines :mod:`.entry`.  This
+module schedules, bounds and records.
 
 Scheduling: one task keeps a heap of (due, server) and starts the checks
 that are due, each as its own task under a semaphore, so a silent server's
@@ -26,7 +28,6 @@ the daemon one table recomputation, not a thousand.
 from __future__ import annotations
 
 import asyncio
-import functools
 import heapq
 import ipaddress
 import logging
@@ -35,12 +36,20 @@ import resource
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable
-from dataclasses import dataclass
 
 from lvsagent.config.schema import Config, HealthCheck, RealServer, VirtualServer
 from lvsagent.health.checks import run_check
+from lvsagent.health.entry import (
+    CheckSample,
+    Entry,
+    ServerHealth,
+    health_of,
+    log_disposition,
+    log_transition,
+    policy_of,
+)
 from lvsagent.health.quorum import QuorumState, describe, quorum_state, service_name
-from lvsagent.health.tracker import CheckResult, Policy, Tracker, Transition
+from lvsagent.health.tracker import CheckResult, Tracker
 from lvsagent.ipvs.desired import DestId, dest_key, service_key
 from lvsagent.ipvs.model import ServiceKey
 from lvsagent.observe.journal import NOTICE
@@ -71,56 +80,6 @@ def default_concurrency() -> int:
 FIRST_CHECK_SPREAD = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class ServerHealth:
-    """One real server of one service, for status output and metrics."""
-
-    service: str  # VirtualServer.label, "172.16.0.30:80/tcp"
-    address: ipaddress.IPv4Address
-    port: int
-    up: bool | None  # None: no verdict yet (alpha, before the first check ends)
-    reason: str  # the last check's reason, "" before the first
-    latency: float | None  # seconds, the last check's
-    transitions: int
-    weight: int  # configured
-    ident: DestId  # the IPVS service and dest it stands for
-
-
-@dataclass(frozen=True, slots=True)
-class CheckSample:
-    """One finished attempt, for the latency histogram."""
-
-    service: str
-    rs: str  # "ip:port", the histogram's label
-    ok: bool
-    latency: float
-
-
-class _Entry:
-    """A checked real server: where it sits in the config, and its tracker (None: type none)."""
-
-    __slots__ = ("dynamic", "health", "ident", "labels", "live", "rs", "tracker", "vs")
-
-    def __init__(self, ident: DestId, vs: VirtualServer, rs: RealServer, health: HealthCheck,
-                 tracker: Tracker | None) -> None:  # fmt: skip
-        self.ident, self.vs, self.rs, self.health, self.tracker = ident, vs, rs, health, tracker
-        # The latency sample's labels, formatted at the first check, not at every one (same
-        # key, same text); never for servers nobody checks (memory at 10 000 servers).
-        self.labels: tuple[str, str] | None = None
-        self.live = True  # False once a reload forgot it (cheaper than a dict lookup per check)
-        self.dynamic: int | None = None  # the weight a misc_dynamic check set, while it passes
-
-    @property
-    def up(self) -> bool | None:
-        return True if self.tracker is None else self.tracker.up
-
-
-@functools.lru_cache(maxsize=1024)
-def _policy(h: HealthCheck) -> Policy:
-    # Shared by every server with the same check: one object, not thousands.
-    return Policy(h.interval, h.retry, h.delay_before_retry, h.rise, h.fall, h.alpha)
-
-
 class HealthMonitor:
     """Every real server's check, schedule and verdict, for one config at a time.
 
@@ -145,11 +104,11 @@ class HealthMonitor:
         self._check_one = check
         self._clock = clock
         self._rng = rng or random.Random()
-        self._entries: dict[DestId, _Entry] = {}
-        self._by_server: dict[tuple[ipaddress.IPv4Address, int], list[_Entry]] = {}
+        self._entries: dict[DestId, Entry] = {}
+        self._by_server: dict[tuple[ipaddress.IPv4Address, int], list[Entry]] = {}
         self._services: dict[ServiceKey, VirtualServer] = {}
         self._quorum: dict[ServiceKey, QuorumState] = {}
-        self._heap: list[tuple[float, int, _Entry]] = []
+        self._heap: list[tuple[float, int, Entry]] = []
         self._seq = 0
         self._samples: deque[CheckSample] = deque(maxlen=MAX_SAMPLES)
         self._wakeup: asyncio.Future[None] | None = None
@@ -158,7 +117,7 @@ class HealthMonitor:
         # The services whose verdicts changed, as of the last ``on_change``: the daemon
         # rebuilds and re-plans only those (a whole 10 000-server table costs ~50 ms).
         self.changed: frozenset[ServiceKey] = frozenset()
-        self._by_service: dict[ServiceKey, list[_Entry]] = {}
+        self._by_service: dict[ServiceKey, list[Entry]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.set_config(config)
 
@@ -174,7 +133,7 @@ class HealthMonitor:
         servers are forgotten; a check of theirs still in flight is ignored.
         """
         now = self._clock()
-        entries: dict[DestId, _Entry] = {}
+        entries: dict[DestId, Entry] = {}
         services: dict[ServiceKey, VirtualServer] = {}
         for vs in config.virtual_servers:
             key = service_key(vs)
@@ -188,7 +147,7 @@ class HealthMonitor:
                     old.vs, old.rs, old.health = vs, rs, health
                     # Queued once already: again only if the reload moved its time.
                     if old.tracker is not None and old.tracker.reconfigure(
-                        name, _policy(health), now
+                        name, policy_of(health), now
                     ):
                         self._push(old)
                     entries[ident] = old
@@ -200,8 +159,8 @@ class HealthMonitor:
                     # a whole delay_loop (30 s in the seed) to serve again.
                     spread = min(health.interval, FIRST_CHECK_SPREAD)
                     jitter = self._rng.uniform(0.0, spread)
-                    tracker = Tracker(name, _policy(health), now, first_delay=jitter)
-                entries[ident] = entry = _Entry(ident, vs, rs, health, tracker)
+                    tracker = Tracker(name, policy_of(health), now, first_delay=jitter)
+                entries[ident] = entry = Entry(ident, vs, rs, health, tracker)
                 self._push(entry)
         for ident, entry in self._entries.items():
             if entries.get(ident) is not entry:
@@ -221,31 +180,31 @@ class HealthMonitor:
     # ----- verdicts -------------------------------------------------------------
 
     def weights(self, services: Collection[ServiceKey] | None = None) -> dict[DestId, int]:
-        """Weight overrides for desired_table: 0 for every drained server out of service.
+        """Weight overrides for desired_table: 0 for every drained server.
 
-        Out of service: not UP, or in a service whose sorry server replaces its
-        real servers (quorum lost).  ``services``: only theirs (default: all).
+        Which are drained and which removed is :func:`disposition`'s rule (a
+        failed server per ``on_failure``, an unreachable one removed, a suspect
+        one drained; "replaced" while its service's sorry server serves).
+        ``services``: only theirs (default: all).
         """
         sorry = self.sorry()
         out: dict[DestId, int] = {}
         for e in self._of(services):
-            if e.up is not True or e.ident[0] in sorry:
-                if e.health.on_failure == "drain":
-                    out[e.ident] = 0
-            elif e.dynamic is not None:  # keepalived's misc_dynamic: the exit status's weight
+            what = e.disposition(e.ident[0] in sorry)
+            if what == "drain":
+                out[e.ident] = 0
+            elif what == "serve" and e.dynamic is not None:  # misc_dynamic: the exit's weight
                 out[e.ident] = e.dynamic
         return out
 
     def removed(self, services: Collection[ServiceKey] | None = None) -> frozenset[DestId]:
-        """Servers to leave out of IPVS: out of service, with ``on_failure = "remove"``."""
+        """Servers to leave out of IPVS (see :meth:`weights`)."""
         sorry = self.sorry()
         return frozenset(
-            e.ident
-            for e in self._of(services)
-            if (e.up is not True or e.ident[0] in sorry) and e.health.on_failure == "remove"
+            e.ident for e in self._of(services) if e.disposition(e.ident[0] in sorry) == "remove"
         )
 
-    def _of(self, services: Collection[ServiceKey] | None) -> Iterable[_Entry]:
+    def _of(self, services: Collection[ServiceKey] | None) -> Iterable[Entry]:
         if services is None:
             return self._entries.values()
         return (e for key in services for e in self._by_service.get(key, ()))
@@ -273,38 +232,27 @@ class HealthMonitor:
             return None
         return True
 
-    def recheck(self, addresses: Collection[ipaddress.IPv4Address]) -> None:
-        """Check these real servers now rather than at their next interval."""
+    def recheck(self, addresses: Collection[ipaddress.IPv4Address], silent: bool = False) -> None:
+        """Check these real servers now rather than at their next interval.
+
+        ``silent``: their box stopped sending VRRP adverts (we took over from it).
+        Until each re-check answers the server gets no new connections, and a
+        failed re-check is a DOWN verdict at once (Tracker.recheck).
+        """
         now = self._clock()
         wanted = set(addresses)
         for entry in self._entries.values():
             if entry.tracker is not None and entry.rs.address in wanted:
-                entry.tracker.recheck(now)
+                before, was = entry.view(), entry.disposition(False)
+                entry.tracker.recheck(now, silent)
                 self._push(entry)
+                if entry.view() != before:
+                    log_disposition(entry, was, "its box fell silent; re-checking it")
+                    self._changed(entry.ident[0])
 
     def snapshot(self) -> list[ServerHealth]:
         """Every checked server now, in config order, for status output and metrics."""
-        return [self._health_of(e) for e in self._entries.values()]
-
-    @staticmethod
-    def _health_of(e: _Entry) -> ServerHealth:
-        t = e.tracker
-        last = t.last if t is not None else None
-        if last is not None:
-            reason, latency = last.reason, last.latency
-        else:
-            reason, latency = ("not checked (type none)" if t is None else ""), None
-        return ServerHealth(
-            service=e.vs.label,
-            address=e.rs.address,
-            port=e.rs.port,
-            up=e.up,
-            reason=reason,
-            latency=latency,
-            transitions=t.transitions if t is not None else 0,
-            weight=e.rs.weight,
-            ident=e.ident,
-        )
+        return [health_of(e) for e in self._entries.values()]
 
     def drain_samples(self) -> list[CheckSample]:
         """Every attempt finished since the last drain (the oldest dropped past MAX_SAMPLES)."""
@@ -339,7 +287,7 @@ class HealthMonitor:
             for task in list(self._tasks):
                 task.cancel()
 
-    def _current(self, entry: _Entry, due: float) -> bool:
+    def _current(self, entry: Entry, due: float) -> bool:
         return entry.live and entry.tracker is not None and entry.tracker.due == due
 
     async def _sleep(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -355,7 +303,7 @@ class HealthMonitor:
             if timer is not None:
                 timer.cancel()
 
-    async def _check(self, entry: _Entry, slots: asyncio.Semaphore) -> None:
+    async def _check(self, entry: Entry, slots: asyncio.Semaphore) -> None:
         try:
             result = await self._check_one(entry.health, entry.rs.address, entry.rs.port)
         except Exception as exc:  # a bug in one check must not stop the others
@@ -365,12 +313,13 @@ class HealthMonitor:
             slots.release()
         self._record(entry, result)
 
-    def _record(self, entry: _Entry, result: CheckResult) -> None:
+    def _record(self, entry: Entry, result: CheckResult) -> None:
         if not entry.live or entry.tracker is None:
             return  # forgotten by a reload while in flight
         if entry.labels is None:
             entry.labels = (entry.vs.label, f"{entry.rs.address}:{entry.rs.port}")
         self._samples.append(CheckSample(*entry.labels, result.ok, result.latency))
+        before, was = entry.view(), entry.disposition(False)
         transition = entry.tracker.finish(result, self._clock())
         self._push(entry)
         if result.weight is not None and result.weight != entry.dynamic:
@@ -378,10 +327,13 @@ class HealthMonitor:
             if transition is None and entry.up is True:
                 self._changed(entry.ident[0])  # a new weight for IPVS, and no verdict change
         if transition is not None:
-            self._log_transition(entry, transition)
+            log_transition(entry, transition)
+            self._changed(entry.ident[0])
+        elif entry.view() != before:  # the same verdict: suspect no more, or reachability
+            log_disposition(entry, was, result.reason)
             self._changed(entry.ident[0])
 
-    def _push(self, entry: _Entry) -> None:
+    def _push(self, entry: Entry) -> None:
         due = entry.tracker.due if entry.tracker is not None else None
         if due is None:
             return
@@ -411,16 +363,6 @@ class HealthMonitor:
         self.on_change()
 
     # ----- logging and quorum --------------------------------------------------------
-
-    def _log_transition(self, entry: _Entry, t: Transition) -> None:
-        # A server passing its first check is the expected start, not a warning.
-        level = logging.INFO if t.up and t.first else NOTICE if t.up else logging.WARNING
-        log.log(level, "%s", t.message, extra={"journal": {
-            "LVSAGENT_EVENT": "health",
-            "LVSAGENT_RS": f"{entry.rs.address}:{entry.rs.port}",
-            "LVSAGENT_SERVICE": entry.vs.label,
-            "LVSAGENT_HEALTH": "UP" if t.up else "DOWN",
-        }})  # fmt: skip
 
     def _update_quorum(self, key: ServiceKey) -> None:
         vs = self._services.get(key)

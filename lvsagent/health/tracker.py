@@ -46,14 +46,34 @@ says, because "no traffic until the first passed check" is the promise; a
 failed round makes it DOWN at once (nothing changes in IPVS, but VRRP
 tracking and status now know).  Without ``alpha`` it starts UP and needs
 ``fall`` failed rounds to go DOWN, like any up server.
+
+A box that fell silent
+----------------------
+When the VRRP peer stops sending adverts and this box takes over, the real
+servers at the peer's address are re-checked at once (:meth:`Tracker.recheck`
+with ``silent``), and until that check answers they are *suspect*.  The
+silence is evidence of its own, so the re-check is conclusive: if it fails,
+the server is DOWN at once, without the retries and the ``fall`` rounds that
+guard against a single lost packet.  Waiting for them cost a dead box's
+clients a connect timeout, a delay and another timeout of failures.
+
+Unreachable or failing
+----------------------
+A failed round records whether the server answered at all
+(:attr:`CheckResult.unreachable`): a refused or reset connection, an HTTP
+error or a slow reply come from a host that is there and may still finish
+what it has open; a connect timeout or an unreachable host means that
+nothing it has open can finish.  :func:`disposition` turns that into what
+IPVS does with the server.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["CheckResult", "Policy", "Tracker", "Transition"]
+__all__ = ["CheckResult", "Disposition", "Policy", "Tracker", "Transition", "disposition"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +97,8 @@ class CheckResult:
     latency: float  # seconds from the start of the attempt to this result
     # A passed MISC_CHECK with misc_dynamic: the server's weight from now on (health/misc.py).
     weight: int | None = None
+    # Nothing answered: a connect timeout, or the host or its network unreachable.
+    unreachable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +118,8 @@ class Tracker:
 
     # Thousands of these live for the daemon's lifetime: no per-instance dict.
     __slots__ = (
-        "attempt", "due", "fails", "last", "name", "passes", "policy", "slot", "transitions", "up",
+        "attempt", "due", "fails", "last", "name", "passes", "policy", "slot", "suspect",
+        "transitions", "unreachable", "up",
     )  # fmt: skip
 
     def __init__(self, name: str, policy: Policy, now: float, first_delay: float = 0.0) -> None:
@@ -110,6 +133,8 @@ class Tracker:
         self.fails = 0  # rounds failed in a row
         self.transitions = 0
         self.last: CheckResult | None = None
+        self.suspect = False  # its box fell silent; the next attempt decides, at once
+        self.unreachable = False  # the last failed round had no answer at all
 
     def begin(self, now: float) -> None:
         """An attempt starts now; no other is due until it finishes."""
@@ -123,7 +148,8 @@ class Tracker:
             raise RuntimeError(f"{self.name}: finish() without begin()")
         self.last = result
         p = self.policy
-        if not result.ok and self.attempt < p.retry and self.up is not False:
+        conclusive, self.suspect = self.suspect, False
+        if not result.ok and not conclusive and self.attempt < p.retry and self.up is not False:
             # Not a failed round yet: keepalived's delay_before_retry, then again.
             self.attempt += 1
             self.due = now + p.delay_before_retry
@@ -132,27 +158,36 @@ class Tracker:
         self.slot = self._next_slot(now)
         self.due = self.slot
         if result.ok:
-            self.passes, self.fails = self.passes + 1, 0
+            self.passes, self.fails, self.unreachable = self.passes + 1, 0, False
             if self.up is None:
                 return self._change(True, f"{result.reason}, first check passed", now, True)
             if self.up is False and self.passes >= p.rise:
                 return self._change(True, f"{result.reason}, {self.passes} of {p.rise}", now)
             return None
-        self.fails, self.passes = self.fails + 1, 0
+        self.fails, self.passes, self.unreachable = self.fails + 1, 0, result.unreachable
         after = f", after {retries} {'retry' if retries == 1 else 'retries'}" if retries else ""
+        if conclusive and self.up is not False:
+            why = f"{result.reason}, re-checked after its box fell silent{after}"
+            return self._change(False, why, now, self.up is None)
         if self.up is None:
             return self._change(False, f"{result.reason}, first check failed{after}", now, True)
         if self.up and self.fails >= p.fall:
             return self._change(False, f"{result.reason}, {self.fails} of {p.fall}{after}", now)
         return None
 
-    def recheck(self, now: float) -> None:
-        """Check as soon as possible instead of at the scheduled time (a peer went quiet).
+    def recheck(self, now: float, silent: bool = False) -> None:
+        """Check as soon as possible instead of at the scheduled time.
 
-        An attempt in flight is left to finish: its result is as fresh as a new
-        one.  The grid stays: the round after this one is at the grid point it
+        ``silent``: the server's box stopped sending VRRP adverts.  The server is
+        then suspect until the next attempt ends, and that attempt decides alone:
+        a failure is a failed round and a DOWN verdict at once, whatever
+        ``retry`` and ``fall`` say.  An attempt in flight is left to finish (and
+        decides): it ends after the silence, so its result is as fresh as a new
+        one's.  The grid stays: the round after this one is at the grid point it
         came early for.
         """
+        if silent:
+            self.suspect = True
         if self.due is None or self.due <= now:
             return
         if self.attempt == 0 and self.due == self.slot:
@@ -189,3 +224,29 @@ class Tracker:
         self.up = up
         self.transitions += 1
         return Transition(up, f"{self.name} {'UP' if up else 'DOWN'} ({detail})", now, first)
+
+
+# What IPVS does with a real server: its configured weight, weight 0, or no entry.
+Disposition = Literal["serve", "drain", "remove"]
+
+
+def disposition(
+    up: bool | None, unreachable: bool, suspect: bool, on_failure: str, replaced: bool = False
+) -> Disposition:
+    """What IPVS does with one real server, from its verdict and its service's state.
+
+    - UP: served, unless its service's sorry server ``replaced`` the real servers
+      (quorum lost; then as a failed one), or it is ``suspect`` (its box fell
+      silent and the re-check has not answered yet): weight 0 then, which keeps
+      the connections it has (a synced one may be alive) and sends it no new one.
+    - DOWN and ``unreachable``: removed, whatever ``on_failure`` says.  Nothing
+      it has open can finish, and the kernel forwards a drained server's packets,
+      including a new connection from a client port whose old entry points at it.
+    - otherwise (DOWN while it answers, or no verdict yet): ``on_failure``,
+      "drain" (weight 0: established connections finish) or "remove".
+    """
+    if up is True and not replaced:
+        return "drain" if suspect else "serve"
+    if up is False and unreachable:
+        return "remove"
+    return "drain" if on_failure == "drain" else "remove"

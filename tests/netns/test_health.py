@@ -43,13 +43,17 @@ SRV = ipaddress.IPv4Address("10.98.0.2")
 VIP = ipaddress.IPv4Address("10.98.0.100")
 WAIT = 15.0  # seconds; generous for a loaded 2-core machine, never a measurement
 
-FAST = HealthCheck(type="tcp", interval=0.2, retry=0, tcp=TcpCheck(connect_timeout=0.5))
+# Drained when they fail (keepalived's inhibit_on_failure), unless they do not answer at all.
+FAST = HealthCheck(
+    type="tcp", interval=0.2, retry=0, on_failure="drain", tcp=TcpCheck(connect_timeout=0.5)
+)
 DIES = RealServer(SRV, 8001, health=HealthCheck(
     type="tcp", interval=0.2, retry=1, delay_before_retry=0.1, rise=2, fall=2,
-    tcp=TcpCheck(connect_timeout=0.5),
+    on_failure="drain", tcp=TcpCheck(connect_timeout=0.5),
 ))  # fmt: skip
 HANGS = RealServer(SRV, 8002, health=HealthCheck(
-    type="http", interval=0.2, retry=0, http=HttpCheck(path="/health", timeout=0.5)
+    type="http", interval=0.2, retry=0, on_failure="drain",
+    http=HttpCheck(path="/health", timeout=0.5),
 ))  # fmt: skip
 REFUSES = RealServer(SRV, 8003, health=FAST)
 BLACKHOLED = RealServer(SRV, 8004, health=FAST)
@@ -272,15 +276,22 @@ def test_http_server_that_accepts_then_hangs_times_out(lab: Lab) -> None:
     assert lab.wait_log(r"8002 .* UP \(status 200, 1 of 1\)")
 
 
-def test_blackholed_server_times_out_and_comes_back(lab: Lab) -> None:
+def test_blackholed_server_times_out_is_removed_and_comes_back(lab: Lab) -> None:
+    """A server that does not answer at all is removed, although on_failure is "drain":
+    drained, the kernel would still forward it the packets of its connections, and a new
+    connection from a client port whose old entry points at it."""
     all_up_but_the_refusing_one(lab)
     lab.srv.run("nft", "add table inet lvst_health")
     lab.srv.run("nft", "add chain inet lvst_health input { type filter hook input priority 0 ; }")
     lab.srv.run("nft", "add rule inet lvst_health input tcp dport 8004 drop")
-    lab.wait("the blackholed server drained", lambda: lab.weights.get(ident(BLACKHOLED)) == 0)
-    assert lab.wait_log(r"8004 .* DOWN").endswith("DOWN (connect timeout 0.5 s, 1 of 1)")
+    lab.wait("the blackholed server removed", lambda: ident(BLACKHOLED) in lab.removed)
+    assert ident(BLACKHOLED) not in lab.weights
+    assert lab.wait_log(r"8004 .* DOWN").endswith(
+        "DOWN (connect timeout 0.5 s, 1 of 1); unreachable: removed from IPVS, not drained"
+    )
     lab.srv.run("nft", "delete table inet lvst_health")
-    lab.wait("the blackhole lifted", lambda: ident(BLACKHOLED) not in lab.weights)
+    lab.wait("the blackhole lifted", lambda: ident(BLACKHOLED) not in lab.removed)
+    assert ident(BLACKHOLED) not in lab.weights
 
 
 def test_on_failure_remove_takes_the_server_out_and_back(lab: Lab) -> None:

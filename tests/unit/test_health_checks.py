@@ -1,13 +1,15 @@
 """The TCP and HTTP checks against small servers on 127.0.0.1 (ephemeral ports).
 
-Loopback only; silent drops (a blackholed server) need a namespace and nft,
-so they are in tests/netns/test_health.py.  No timing assertions: a timeout
-test only checks that the reason names the timeout.
+Loopback only; silent drops by a firewall (a blackholed server) need a namespace
+and nft, so they are in tests/netns/test_health.py (here, a listener whose accept
+queue is full drops the SYNs).  No timing assertions: a timeout test only checks
+that the reason names the timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import re
 import socket
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 
 from lvsagent.config.schema import HealthCheck, HttpCheck, TcpCheck
-from lvsagent.health.checks import check_http, check_tcp, run_check
+from lvsagent.health.checks import _failed, check_http, check_tcp, run_check
 from lvsagent.health.tracker import CheckResult
 
 LO = ipaddress.IPv4Address("127.0.0.1")
@@ -72,6 +74,34 @@ def test_tcp_connect_passes() -> None:
 def test_tcp_refused() -> None:
     result = run(check_tcp(LO, free_port(), 1.0))
     assert (result.ok, result.reason) == (False, "connection refused")
+    assert not result.unreachable, "a refusal is an answer: the host is there"
+
+
+def test_tcp_connect_timeout_is_unreachable() -> None:
+    # backlog 0 takes one connection into the accept queue; the kernel then drops SYNs.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port), timeout=5.0):
+            tcp = run(check_tcp(LO, port, 0.2))
+            http_ = run(check_http(LO, port, timeout=0.2))
+    assert (tcp.ok, tcp.reason, tcp.unreachable) == (False, "connect timeout 0.2 s", True)
+    assert (http_.ok, http_.reason, http_.unreachable) == (False, "connect timeout 0.2 s", True)
+
+
+@pytest.mark.parametrize(
+    ("err", "reason", "unreachable"),
+    [
+        (errno.EHOSTUNREACH, "host unreachable", True),
+        (errno.ENETUNREACH, "network unreachable", True),
+        (errno.ETIMEDOUT, "connection timed out", True),
+        (errno.ECONNREFUSED, "connection refused", False),
+        (errno.ECONNRESET, "connection reset", False),
+    ],
+)
+def test_which_errors_mean_nothing_answered(err: int, reason: str, unreachable: bool) -> None:
+    assert _failed(err, 0.5) == CheckResult(False, reason, 0.5, unreachable)
 
 
 def test_http_status_200() -> None:
@@ -143,12 +173,13 @@ def test_http_not_http(response: bytes, reason: str) -> None:
 
 
 def test_http_accepts_then_hangs_is_a_read_timeout() -> None:
+    """A read timeout is not unreachable: the server connected (slow, not gone)."""
     async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # until the checker gives up and resets
         writer.close()
 
     result = run(serving(hang, lambda port: check_http(LO, port, timeout=0.25)))
-    assert (result.ok, result.reason) == (False, "read timeout 0.25 s")
+    assert (result.ok, result.reason, result.unreachable) == (False, "read timeout 0.25 s", False)
 
 
 def test_http_refused() -> None:

@@ -41,7 +41,8 @@ class NoJitter(random.Random):
 
 
 def health(**kw: Any) -> HealthCheck:
-    return HealthCheck(**{"interval": 3600.0, "retry": 0, **kw})
+    """Drain unless told (weights() shows a failed server; removed() is tested on its own)."""
+    return HealthCheck(**{"interval": 3600.0, "retry": 0, "on_failure": "drain", **kw})
 
 
 def config(*servers: RealServer, **vs_kw: Any) -> Config:
@@ -219,7 +220,7 @@ def test_sorry_server_while_quorum_is_lost(caplog: pytest.LogCaptureFixture) -> 
             await h.until(lambda: bool(m.sorry()))
             table = desired_table(cfg, m.weights(), m.removed(), m.sorry())
             # keepalived: the sorry server replaces the real servers, the live one (A) too;
-            # they are drained (on_failure's default), and still checked.
+            # they are drained (health() asks for drain), and still checked.
             assert [(d.key, d.weight) for d in table.services[0].dests] == [
                 (DestKey(A, 80), 0),
                 (DestKey(B, 80), 0),
@@ -353,3 +354,102 @@ def test_first_checks_are_spread_over_the_first_second() -> None:
     assert firsts[-1] - firsts[0] > 0.9
     # No clump: no tenth of a second holds more than a fifth of them.
     assert max(sum(1 for t in firsts if k / 10 <= t < (k + 1) / 10) for k in range(10)) < 40
+
+
+# ----- a box that fell silent; servers that answer and servers that do not ---------------------
+
+UNREACHABLE = CheckResult(False, "connect timeout 3.0 s", 0.001, unreachable=True)
+
+
+def test_the_default_is_keepalived_s_a_failed_server_leaves_ipvs() -> None:
+    assert HealthCheck().on_failure == "remove"
+
+
+def test_a_silent_box_s_server_gets_no_new_connection_until_its_recheck_answers() -> None:
+    async def body() -> None:
+        gate: asyncio.Future[CheckResult] = asyncio.get_running_loop().create_future()
+        h: Harness
+
+        async def held(hc: HealthCheck, address: ipaddress.IPv4Address, port: int) -> CheckResult:
+            h.checked.append(address)
+            if len(h.checked) > 2:  # the re-check of A waits for the gate
+                return await gate
+            return OK
+
+        cfg = config(RealServer(A, 80), RealServer(B, 80), health=health(on_failure="remove"))
+        h = Harness(cfg, check=held)
+        task = asyncio.create_task(h.monitor.run())
+        try:
+            m = h.monitor
+            await h.until(lambda: not m.weights() and not m.removed())
+            changes = h.changes
+            m.recheck([A], silent=True)
+            # At once, before the check has run: weight 0 (not removed: a live server
+            # keeps its connections), and the daemon is told.
+            assert m.weights() == {(WEB, DestKey(A, 80)): 0} and m.removed() == frozenset()
+            await h.until(lambda: h.changes > changes)
+            assert m.server_up(A, 80) is True, "suspect is not a verdict"
+            gate.set_result(OK)
+            await h.until(lambda: not m.weights())
+            assert m.server_up(A, 80) is True and m.removed() == frozenset()
+        finally:
+            task.cancel()
+
+    run(body)
+
+
+def test_a_silent_box_s_server_that_fails_its_recheck_is_removed_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def body() -> None:
+        # retry 1 and fall 2: neither is waited for once the box fell silent.
+        cfg = config(RealServer(A, 80), RealServer(B, 80), health=health(retry=1, fall=2))
+        async with running(cfg) as h:
+            m = h.monitor
+            await h.until(lambda: not m.weights())
+            h.results[A] = UNREACHABLE
+            m.recheck([A], silent=True)
+            await h.until(lambda: m.server_up(A, 80) is False)
+            assert h.checked.count(A) == 2, "the first check and one re-check, no retry"
+            # on_failure = "drain", but nothing that reaches A can finish: removed.
+            assert m.removed() == {(WEB, DestKey(A, 80))} and m.weights() == {}
+
+    caplog.set_level(logging.INFO, "lvsagent.health")
+    run(body)
+    down = [r.getMessage() for r in caplog.records if " DOWN " in r.getMessage()]
+    assert down == [
+        "RS 172.16.0.31:80 of 172.16.0.30:80 DOWN (connect timeout 3.0 s, re-checked after its "
+        "box fell silent); unreachable: removed from IPVS, not drained"
+    ]
+
+
+def test_a_down_server_moves_between_drained_and_removed_as_it_answers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def body() -> None:
+        async with running(config(RealServer(A, 80), RealServer(B, 80))) as h:
+            m = h.monitor
+            await h.until(lambda: not m.weights())
+            h.results[A] = REFUSED  # it answers: drained, its connections may finish
+            m.recheck([A])
+            await h.until(lambda: m.server_up(A, 80) is False)
+            assert m.weights() == {(WEB, DestKey(A, 80)): 0} and m.removed() == frozenset()
+            changes = h.changes
+            h.results[A] = UNREACHABLE  # gone: removed
+            m.recheck([A])
+            await h.until(lambda: h.changes > changes)
+            assert m.removed() == {(WEB, DestKey(A, 80))} and m.weights() == {}
+            assert m.changed == {WEB}
+            changes = h.changes
+            h.results[A] = REFUSED  # back, still failing: drained again
+            m.recheck([A])
+            await h.until(lambda: h.changes > changes)
+            assert m.weights() == {(WEB, DestKey(A, 80)): 0} and m.removed() == frozenset()
+
+    caplog.set_level(logging.INFO, "lvsagent.health")
+    run(body)
+    lines = [r.getMessage() for r in caplog.records if "172.16.0.31" in r.getMessage()]
+    assert lines[-2:] == [
+        "RS 172.16.0.31:80 of 172.16.0.30:80 DOWN (connect timeout 3.0 s): removed from IPVS",
+        "RS 172.16.0.31:80 of 172.16.0.30:80 DOWN (connection refused): drained (weight 0)",
+    ]

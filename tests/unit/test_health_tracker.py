@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lvsagent.health.tracker import CheckResult, Policy, Tracker, Transition
+from lvsagent.health.tracker import CheckResult, Policy, Tracker, Transition, disposition
 
 NAME = "RS 172.16.0.32:80 of 172.16.0.30:80"
 PASS = CheckResult(True, "connected", 0.001)
@@ -241,3 +241,122 @@ def test_the_next_check_is_always_scheduled_after_the_last_result(
         c.attempt(r)
         assert c.t.due is not None and c.t.due >= c.now
         assert 0 <= c.t.attempt <= policy.retry
+
+
+# ----- a box that fell silent, and servers that do not answer ----------------------------------
+
+UNREACHABLE = CheckResult(False, "connect timeout 3.0 s", 3.0, unreachable=True)
+
+
+def test_without_a_silent_box_a_failed_recheck_is_retried() -> None:
+    c = Clocked(Policy(alpha=False, interval=30.0, retry=1, fall=1))
+    c.attempt(PASS)
+    c.t.recheck(c.now + 1.0)
+    assert c.attempt(UNREACHABLE) is None, "an ordinary re-check keeps its retry"
+    assert c.t.up is True and c.t.attempt == 1
+
+
+def test_a_silent_box_whose_server_fails_its_recheck_is_down_at_once() -> None:
+    # The settings: a retry, and fall 2 for good measure: neither is waited for.
+    c = Clocked(Policy(alpha=False, interval=30.0, retry=1, delay_before_retry=1.0, fall=2))
+    c.attempt(PASS)  # at 100, next grid point 130
+    c.now = 105.0
+    c.t.recheck(c.now, silent=True)
+    assert c.t.suspect and c.t.due == 105.0
+    tr = c.attempt(UNREACHABLE)
+    assert tr == Transition(
+        False, f"{NAME} DOWN (connect timeout 3.0 s, re-checked after its box fell silent)", 108.0
+    )
+    assert c.t.unreachable and not c.t.suspect
+    assert c.t.attempt == 0 and c.t.due == 130.0, "no retry; the grid stays"
+
+
+def test_a_silent_box_whose_server_answers_is_in_service_again() -> None:
+    c = Clocked(Policy(alpha=False, retry=1))
+    c.attempt(PASS)
+    c.t.recheck(c.now + 1.0, silent=True)
+    assert c.attempt(PASS) is None
+    assert c.t.up is True and not c.t.suspect
+
+
+def test_an_attempt_in_flight_when_the_box_falls_silent_decides() -> None:
+    t = Tracker(NAME, Policy(alpha=False, retry=2, fall=3), 0.0)
+    t.begin(0.0)
+    t.recheck(1.0, silent=True)
+    assert t.due is None, "the attempt in flight is not duplicated"
+    tr = t.finish(UNREACHABLE, 3.0)
+    assert tr is not None and not tr.up and not tr.first
+
+
+def test_a_silent_box_mid_retry_fails_at_the_next_attempt() -> None:
+    c = Clocked(Policy(alpha=False, interval=30.0, retry=3, delay_before_retry=1.0))
+    assert c.attempt(REFUSED) is None  # a retry is due at 101.001
+    c.t.recheck(c.now, silent=True)
+    tr = c.attempt(REFUSED)
+    assert tr is not None
+    assert tr.message == (
+        f"{NAME} DOWN (connection refused, re-checked after its box fell silent, after 1 retry)"
+    )
+
+
+def test_no_verdict_yet_and_a_silent_box_is_a_first_verdict() -> None:
+    c = Clocked(Policy(alpha=True, retry=2))
+    c.t.recheck(c.now, silent=True)
+    tr = c.attempt(UNREACHABLE)
+    assert tr is not None and tr.first and not tr.up
+
+
+def test_a_down_server_stays_down_when_its_box_falls_silent() -> None:
+    c = Clocked(Policy(alpha=False, retry=0))
+    assert c.run([REFUSED]) != []
+    c.t.recheck(c.now, silent=True)
+    assert c.attempt(UNREACHABLE) is None
+    assert c.t.up is False and c.t.unreachable
+
+
+def test_unreachable_follows_the_last_failed_round_and_a_pass_clears_it() -> None:
+    c = Clocked(Policy(alpha=False, retry=1, delay_before_retry=0.5))
+    (tr,) = c.run([REFUSED, UNREACHABLE])  # the round's last attempt decides
+    assert not tr.up and c.t.unreachable
+    c.attempt(REFUSED)  # down: one attempt a round
+    assert not c.t.unreachable, "it answers again: a refusal is an answer"
+    c.attempt(UNREACHABLE)
+    assert c.t.unreachable
+    (tr,) = c.run([PASS])
+    assert tr.up and not c.t.unreachable
+
+
+def test_an_up_server_with_a_failed_attempt_is_not_unreachable_yet() -> None:
+    c = Clocked(Policy(alpha=False, retry=1))
+    assert c.attempt(UNREACHABLE) is None
+    assert not c.t.unreachable, "a round that has not failed changes nothing"
+
+
+@pytest.mark.parametrize(
+    ("up", "unreachable", "suspect", "on_failure", "replaced", "want"),
+    [
+        (True, False, False, "remove", False, "serve"),
+        (True, False, False, "drain", False, "serve"),
+        # Suspect: no new connections, but a live server keeps the ones it has.
+        (True, False, True, "remove", False, "drain"),
+        (True, False, True, "drain", False, "drain"),
+        # Answers but fails: on_failure.
+        (False, False, False, "drain", False, "drain"),
+        (False, False, False, "remove", False, "remove"),
+        # Does not answer: removed whatever on_failure says.
+        (False, True, False, "drain", False, "remove"),
+        (False, True, True, "drain", False, "remove"),
+        (False, True, False, "remove", False, "remove"),
+        # No verdict yet (alpha): on_failure.
+        (None, False, False, "drain", False, "drain"),
+        (None, False, True, "remove", False, "remove"),
+        # Replaced by the sorry server (quorum lost): like a failed one.
+        (True, False, False, "drain", True, "drain"),
+        (True, False, False, "remove", True, "remove"),
+        (False, True, False, "drain", True, "remove"),
+    ],
+)
+def test_disposition(
+    up: bool | None, unreachable: bool, suspect: bool, on_failure: str, replaced: bool, want: str
+) -> None:
+    assert disposition(up, unreachable, suspect, on_failure, replaced) == want

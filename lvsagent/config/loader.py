@@ -59,7 +59,7 @@ TOP_KEYS = (
 GLOBAL_KEYS = (
     "router_id", "loop_guard", "metrics_listen", "control_socket", "foreign_services",
     "ipvs_resync_interval", "ipvs_timeout_tcp", "ipvs_timeout_tcpfin", "ipvs_timeout_udp",
-    *GUARD_KEYS, *SCRIPT_GLOBAL_KEYS,
+    "ipvs_expire_nodest_conn", *GUARD_KEYS, *SCRIPT_GLOBAL_KEYS,
 )  # fmt: skip
 
 DAY = 86400.0
@@ -229,6 +229,7 @@ def _read_global(s: Section) -> Global:
                     key: s.integer(key, 0, IPVS_TIMEOUT_MAX)
                     for key in ("ipvs_timeout_tcp", "ipvs_timeout_tcpfin", "ipvs_timeout_udp")
                 },
+                "ipvs_expire_nodest_conn": s.boolean("ipvs_expire_nodest_conn"),
                 **read_guard_globals(s),
                 **read_script_globals(s),
             }

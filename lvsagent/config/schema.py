@@ -385,6 +385,10 @@ class Global:
     ipvs_timeout_tcp: int = 0
     ipvs_timeout_tcpfin: int = 0
     ipvs_timeout_udp: int = 0
+    # net.ipv4.vs.expire_nodest_conn = 1 once IPVS answers: a removed real server's
+    # connection entries expire instead of swallowing its clients' packets.  False
+    # leaves the sysctl alone.
+    ipvs_expire_nodest_conn: bool = True
     # The other box's MAC on the VRRP link: its packets were balanced already.
     # fwmark does not mark them; bypass serves them locally even in MASTER (so a
     # box whose agent was killed cannot balance them again).  None: learned from

@@ -46,6 +46,7 @@ from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.model import ServiceKey, Table
 from lvsagent.ipvs.plan import DelService
 from lvsagent.ipvs.reconciler import IpvsReconciler
+from lvsagent.netfilter.sysctl import ipvs_sysctls
 from lvsagent.netlink import AsyncIPRoute
 from lvsagent.observe.journal import NOTICE
 from lvsagent.observe.snapshot import ReloadStatus
@@ -187,6 +188,7 @@ class Agent:
             )
             self.reconciler.foreign = g.foreign_services
             self.reconciler.resync_interval = g.ipvs_resync_interval
+            self.reconciler.sysctls = ipvs_sysctls(g.ipvs_expire_nodest_conn)
         self._health_changed("config changed")
         if self.first_pass.is_set():
             memory.settle()  # the new config's objects live as long as it does
@@ -409,6 +411,8 @@ class Agent:
             g.foreign_services,
             g.ipvs_resync_interval,
             Timeouts(g.ipvs_timeout_tcp, g.ipvs_timeout_tcpfin, g.ipvs_timeout_udp),
+            ipvs_sysctls(g.ipvs_expire_nodest_conn),
+            f"{g.state_dir}/sysctl-saved.json",
         )
         reconciler = self.reconciler
         self.observer.known_table = lambda: reconciler.known

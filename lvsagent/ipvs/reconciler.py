@@ -21,14 +21,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import astuple
+from pathlib import Path
 from typing import Literal, Protocol
 
 from lvsagent import memory
 from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.model import ServiceKey, Table
 from lvsagent.ipvs.plan import AddService, DelService, EditService, Op, Plan, apply_ops, plan
+from lvsagent.netfilter.sysctl import DEFAULT_SAVED_PATH, PROC_SYS, apply_sysctls
 
 log = logging.getLogger("lvsagent.ipvs")
 # On every error line, so that `journalctl LVSAGENT_EVENT=ipvs` finds IPVS trouble.
@@ -62,12 +64,21 @@ class IpvsReconciler:
         foreign: Literal["report", "remove"],
         resync_interval: float,
         timeouts: Timeouts = Timeouts(0, 0, 0),  # noqa: B008 - frozen value
+        sysctls: Mapping[str, str] | None = None,
+        saved_sysctls: str = str(DEFAULT_SAVED_PATH),
+        sysctl_root: Path = PROC_SYS,
     ) -> None:
         self.kernel = kernel
         self.desired = desired
         self.foreign = foreign
         self.resync_interval = resync_interval
         self.timeouts = timeouts
+        # IPVS's own sysctls (netfilter.sysctl.ipvs_sysctls): set at each pass that read
+        # the kernel, since they exist only once IPVS answers (a module loaded on demand).
+        self.sysctls: Mapping[str, str] = sysctls or {}
+        self.saved_sysctls = saved_sysctls
+        self._sysctl_root = sysctl_root
+        self._sysctl_error = ""
         self.ops_applied = 0
         self.errors = 0
         # Whether the last pass left the kernel as desired (None: no pass yet), and if
@@ -137,6 +148,7 @@ class IpvsReconciler:
         if not await self._reconcile_timeouts():
             return False
         if scope is None:
+            self._reconcile_sysctls()
             result = plan(self.desired, actual, self.foreign)
             self._report_foreign(result)
         else:
@@ -227,6 +239,20 @@ class IpvsReconciler:
         if self.up is not False:
             self.trouble_since = time.time()
         self.up, self.trouble = False, why
+
+    def _reconcile_sysctls(self) -> None:
+        """Set IPVS's sysctls where they differ; a failure is logged once, not fatal."""
+        if not self.sysctls:
+            return
+        try:
+            apply_sysctls(self.sysctls, self.saved_sysctls, self._sysctl_root)  # logs each
+        except OSError as exc:
+            if str(exc) != self._sysctl_error:
+                log.error("ipvs: %s; a removed real server's connections stay in IPVS "
+                          "until they time out", exc, extra=TROUBLE)  # fmt: skip
+            self._sysctl_error = str(exc)
+        else:
+            self._sysctl_error = ""
 
     def _report_foreign(self, result: Plan) -> None:
         current = {str(k) for k in result.foreign}

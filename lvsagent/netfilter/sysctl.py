@@ -16,6 +16,18 @@ What each mode needs (seed article, shared/seed/000_*.txt, and issue 5):
 - backup_only: ``net.ipv4.vs.backup_only = 1``: IPVS stops balancing while its
   sync daemon is in backup state.  The key exists only where IPVS is loaded.
 
+And whatever the mode, once IPVS answers (:func:`ipvs_sysctls`, set by the
+IPVS reconciler, since on a modular kernel the keys appear only then):
+``net.ipv4.vs.expire_nodest_conn = 1``.  A removed real server leaves its
+connection entries behind, and with the kernel's default 0 IPVS drops every
+packet that matches one until the entry times out (a SYN_RECV 60 s, an
+established connection 15 minutes), a client's new connection from a reused
+source port included.  With 1 the kernel expires them when the server is
+removed, so those clients are balanced afresh (or reset, mid-stream), and a new
+connection whose old entry points at a drained (weight 0) server is balanced
+afresh too; connections to a drained server go on.  No connection IPVS could
+still deliver is lost: it only ends the ones whose server is gone.
+
 Originals are recorded once, before the first write, in a JSON file (under
 /run/lvsagent/ by default: a reboot resets the sysctls and /run alike), so that
 a decommission restores exactly what lvsagent changed, even after a restart.
@@ -43,6 +55,7 @@ PROC_SYS = Path("/proc/sys")
 DEFAULT_SAVED_PATH = Path("/run/lvsagent/sysctl-saved.json")
 IP_FORWARD = "net.ipv4.ip_forward"
 BACKUP_ONLY = "net.ipv4.vs.backup_only"
+EXPIRE_NODEST_CONN = "net.ipv4.vs.expire_nodest_conn"
 
 
 @dataclass(frozen=True)
@@ -77,6 +90,11 @@ def desired_sysctls(mode: GuardMode, interfaces: Iterable[str]) -> dict[str, str
     if mode not in ("bypass", "fwmark", "backup_only"):
         raise ValueError(f"loop_guard {mode!r} is not bypass, fwmark or backup_only")
     return wanted
+
+
+def ipvs_sysctls(expire_nodest_conn: bool) -> dict[str, str]:
+    """The IPVS sysctls lvsagent sets (``ipvs_expire_nodest_conn``; none when false)."""
+    return {EXPIRE_NODEST_CONN: "1"} if expire_nodest_conn else {}
 
 
 def sysctl_path(key: str, root: Path = PROC_SYS) -> Path:

@@ -108,6 +108,12 @@ def test_example_states_the_schema_defaults() -> None:
 # --- defaults and conversions -----------------------------------------------
 
 
+def test_expire_nodest_conn_is_managed_unless_turned_off() -> None:
+    assert Global().ipvs_expire_nodest_conn is True
+    off = load(GLOBAL + "ipvs_expire_nodest_conn = false\n" + INSTANCE)
+    assert off.global_.ipvs_expire_nodest_conn is False
+
+
 def test_defaults_come_from_the_schema() -> None:
     config = load(INSTANCE + SERVICE + REAL)
     assert config.global_ == Global()
@@ -331,6 +337,8 @@ CASES: list[tuple[str, str, str, str]] = [
         "global.control_socket", "absolute"),
     ("foreign", GLOBAL + 'foreign_services = "keep"\n' + VI,
         "global.foreign_services", "'report', 'remove'"),
+    ("expire-nodest", GLOBAL + 'ipvs_expire_nodest_conn = "yes"\n' + VI,
+        "global.ipvs_expire_nodest_conn", "expected a boolean, got string"),
     ("single-table", '[vrrp_instance]\nname = "x"\n', "vrrp_instance", "array of tables"),
     ("name-missing", VI.replace('name = "VI_1"\n', ""), "vrrp_instance[0].name", "required"),
     ("name-chars", VI.replace('"VI_1"', '"VI 1"'), "vrrp_instance[0].name", "1-32 characters"),

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,8 @@ from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 from lvsagent.ipvs.plan import AddDest, EditDest, Op, apply_ops
 from lvsagent.ipvs.reconciler import LOG_ERRORS_UP_TO, IpvsReconciler
+from lvsagent.netfilter.sysctl import EXPIRE_NODEST_CONN, ipvs_sysctls, read_sysctl
+from tests.unit.fakeproc import fake_proc
 
 A = ipaddress.IPv4Address
 KEY = ServiceKey(protocol="tcp", address=A("172.16.0.30"), port=80)
@@ -307,3 +311,45 @@ def test_scopes_add_up_until_a_pass_and_a_dump_compares_everything() -> None:
     k.applied.clear()
     assert run(r.reconcile("resync"))
     assert [op.service for op in k.applied] == [OTHER]  # type: ignore[union-attr]
+
+
+def test_ipvs_sysctls_are_set_once_ipvs_answers_and_saved_for_decommission(
+    tmp_path: Path,
+) -> None:
+    root = fake_proc(tmp_path / "proc", {EXPIRE_NODEST_CONN: "0"})
+    saved = tmp_path / "state" / "sysctl-saved.json"
+    saved.parent.mkdir(mode=0o700)
+    k = FakeKernel()
+    k.dump_error = OSError(errno.ENOENT, "no IPVS")
+    r = IpvsReconciler(k, table(1), "report", 30, sysctls=ipvs_sysctls(True),
+                       saved_sysctls=str(saved), sysctl_root=root)  # fmt: skip
+    assert not run(r.reconcile("start"))
+    assert read_sysctl(EXPIRE_NODEST_CONN, root) == "0", "not before IPVS answers"
+    k.dump_error = None
+    assert run(r.reconcile("retry"))
+    assert read_sysctl(EXPIRE_NODEST_CONN, root) == "1"
+    assert json.loads(saved.read_text())["original"] == {EXPIRE_NODEST_CONN: "0"}
+    # Drift by hand is repaired at the next pass that reads the kernel.
+    fake_proc(root, {EXPIRE_NODEST_CONN: "0"})
+    assert run(r.reconcile("resync"))
+    assert read_sysctl(EXPIRE_NODEST_CONN, root) == "1"
+    # Turned off (ipvs_expire_nodest_conn = false): left as it is.
+    r.sysctls = ipvs_sysctls(False)
+    fake_proc(root, {EXPIRE_NODEST_CONN: "0"})
+    assert run(r.reconcile("resync"))
+    assert read_sysctl(EXPIRE_NODEST_CONN, root) == "0"
+
+
+def test_a_sysctl_that_cannot_be_set_is_logged_once_and_the_table_still_applied(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    k = FakeKernel()
+    r = IpvsReconciler(k, table(1), "report", 30, sysctls=ipvs_sysctls(True),
+                       saved_sysctls=str(tmp_path / "saved.json"),
+                       sysctl_root=tmp_path / "empty")  # fmt: skip
+    caplog.set_level(logging.ERROR, "lvsagent.ipvs")
+    assert run(r.reconcile("start"))
+    assert run(r.reconcile("resync"))
+    assert k.table == table(1)
+    errors = [rec.getMessage() for rec in caplog.records]
+    assert len(errors) == 1 and EXPIRE_NODEST_CONN in errors[0], errors

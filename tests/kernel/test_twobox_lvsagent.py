@@ -18,27 +18,37 @@ before anything else, whatever its mark, and A's old entry (FIN_WAIT, real serve
 B's forward straight back to B unless the guard keeps the peer's packets away from IPVS. The
 lab's single client reuses its ports within ~25 s, a busy client or a NAT gateway in real life.
 
+A dead box (a cable pulled, with the seed's checks: 30 s, 3 s connect timeout, retry 1) is
+checked the same way: the failures must end by the takeover plus one connect timeout (or, for
+a backup box, which no VRRP event reports, by the removal of its real server), and none may
+come back when the client uses again the ports whose connections went to the dead box.
+
 One lab per loop-guard mode: the cases of a mode run in order on the same two boxes, and each
 starts from a settled pair (A MASTER, B BACKUP), restarting whatever agent an earlier case
 left stopped. Not every fault runs in every mode (runtime): bypass gets all of them; fwmark the
 spread, kill -9, "no agent at all" and a learned peer MAC; backup_only the spread and kill -9
-with long-lived connections across the failover. About 4 minutes in the lab.
+with long-lived connections across the failover. About 9 minutes in the lab (the dead box's
+three cases, the traffic watched 35 s after each, about 4.5 of them).
 
-    python -m tests.kernel.uml --timeout 900 -- "$PWD/.venv/bin/python" -m pytest -q -s \\
+    python -m tests.kernel.uml --timeout 1200 -- "$PWD/.venv/bin/python" -m pytest -q -s \\
         tests/kernel/test_twobox_lvsagent.py
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from tests.kernel import setns
 from tests.kernel.twobox import (
     ADDRESS,
     CLIENT,
@@ -47,6 +57,7 @@ from tests.kernel.twobox import (
     TwoBox,
     client_endpoints,
     in_netns,
+    ipvs_connections,
     ipvs_ready,
     ipvs_stats,
     twobox_lab,
@@ -335,6 +346,18 @@ def figure(mode: str, fault: str, result: Failover, extra: str = "") -> None:
     print(result.report())
 
 
+def b_steps_back(
+    lab: TwoBox, b: Agent, mark: int, traffic: Traffic
+) -> tuple[list[Record], set[str]]:
+    """A is back and MASTER: B's agent back to BACKUP (a state line after ``mark``), then every
+    request served (wait_all_served's records) and the client ends B's IPVS balanced in the
+    meantime (none, when B re-balances nothing)."""
+    b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
+    b_before = client_endpoints(lab.b)
+    records = wait_all_served(traffic)
+    return records, client_endpoints(lab.b) - b_before
+
+
 def start_traffic(lab: TwoBox) -> Traffic:
     traffic = lab.traffic()
     traffic.start()
@@ -345,26 +368,44 @@ def start_traffic(lab: TwoBox) -> Traffic:
 # ----- reused client ports -------------------------------------------------------------------
 
 
+def fetch(port: int, timeout: float = 2.0) -> str:
+    """One request to VIP:80 from client source port ``port``, in the calling thread's
+    namespace: the box that answered, or why none did."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((CLIENT, port))
+        s.settimeout(timeout)
+        try:
+            s.connect((VIP, PORT))
+            s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc}"
+    return data.partition(b"\r\n\r\n")[2].decode(errors="replace").strip() or "empty"
+
+
 def fetch_from_ports(lab: TwoBox, ports: list[int]) -> dict[int, str]:
     """One request to VIP:80 from each client source port, one after the other: the box that
     answered, or why none did (2 s each at most)."""
-
-    def fetch(port: int) -> str:
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((CLIENT, port))
-            s.settimeout(2.0)
-            try:
-                s.connect((VIP, PORT))
-                s.sendall(b"GET / HTTP/1.0\r\nHost: vip\r\n\r\n")
-                data = b""
-                while chunk := s.recv(4096):
-                    data += chunk
-            except OSError as exc:
-                return f"{type(exc).__name__}: {exc}"
-        return data.partition(b"\r\n\r\n")[2].decode(errors="replace").strip() or "empty"
-
     return in_netns(f"/run/netns/{lab.client.name}", lambda: {p: fetch(p) for p in ports})
+
+
+def fetch_at_once(lab: TwoBox, ports: list[int], timeout: float = 1.0) -> dict[int, str]:
+    """One request from each client source port, all at once (a thread each, in the client's
+    namespace), as the traffic's: ``timeout`` s at most."""
+    path = f"/run/netns/{lab.client.name}"
+    with ThreadPoolExecutor(len(ports), initializer=setns.enter, initargs=(path,)) as pool:
+        return dict(zip(ports, pool.map(functools.partial(fetch, timeout=timeout), ports),
+                        strict=True))  # fmt: skip
+
+
+def connections_to(box: Box, address: str) -> list[str]:
+    """The client ends (ip:port) of ``box``'s IPVS connection entries whose real server is at
+    ``address``."""
+    rows = (line.split() for line in ipvs_connections(box))
+    return sorted(cols[3] for cols in rows if cols[5] == f"{address}:{PORT}")
 
 
 class ReusedPorts:
@@ -599,10 +640,7 @@ def test_sigterm_of_the_master_leaves_a_working_real_server_then_it_returns(
         back_at = time.time()
         a2 = scene.start("a")
         back = a2.wait_state("MASTER", SETTLE_TIMEOUT)
-        b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
-        b_before = client_endpoints(lab.b)
-        records = wait_all_served(traffic)
-        rebalanced = client_endpoints(lab.b) - b_before
+        records, rebalanced = b_steps_back(lab, b, mark, traffic)
     finally:
         traffic.stop()
     ret = Failover("lvsagent", "return", VERSION, ADVERT_INT, records, back_at, back,
@@ -616,47 +654,178 @@ def test_sigterm_of_the_master_leaves_a_working_real_server_then_it_returns(
     assert_roles(scene, lab.a)
 
 
-@modes("bypass")
-def test_link_down_on_the_master_then_it_returns(scene: Scene) -> None:
-    """A's cable is pulled: B takes over, re-checks A's real server at once and drains it;
-    afterwards every request is served. The cable goes back: A preempts, one master, no loop."""
-    lab = scene.lab
-    a, b = scene.settled()
-    a_down = rf"RS {re.escape(ADDRESS['a'])}:{PORT} of \S+ DOWN"
-    traffic = start_traffic(lab)
-    try:
-        mark, mark_a = b.mark(), a.mark()
-        lab.link_down(lab.a)
-        fault_at = time.time()
-        takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
-        b.daemon.wait_for(a_down, SETTLE_TIMEOUT, after=mark)
-        drained = time.time()
-        records = wait_all_served(traffic)
-        cut = Failover("lvsagent", "link", VERSION, ADVERT_INT, records, fault_at, takeover,
-                       after=[lab.a.state(), lab.b.state()])  # fmt: skip
-        cut.notes.append(f"A's real server drained by B +{drained - fault_at:.2f} s after the cut")
-        cut.notes.append(f"box A while cut off: {last_state(a)}, {lab.a.state()}")
-        a_cut_problems = guard_problems(scene, lab.a, "BACKUP")
+# ----- a dead box ------------------------------------------------------------------------------
 
-        mark, mark_a = b.mark(), a.mark()
-        lab.link_up(lab.a)
-        back_at = time.time()
-        back = a.wait_state("MASTER", SETTLE_TIMEOUT, after=mark_a)
-        b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
-        b_before = client_endpoints(lab.b)
-        records = wait_all_served(traffic)
-        rebalanced = client_endpoints(lab.b) - b_before
+# The issue's checks (the seed's keepalived TCP_CHECK): every 30 s, a 3 s connect timeout, one
+# retry 1 s after a failed attempt.
+DEAD_BOX_TIMEOUT = 3.0
+# How long the traffic is watched after the takeover (or the removal) for failures that come
+# back: the lab's client uses a source port again after ~25 s.
+WATCH = 35.0
+# Client source ports for requests of our own, outside the traffic's (ephemeral) range.
+PROBE_PORTS = list(range(20000, 20040, 2))
+
+
+def dead_box_config(on_failure: str | None) -> dict[str, Any]:
+    """The mode's lab config with the issue's checks; ``on_failure`` None: the default."""
+    health: dict[str, Any] = {"retry": 1, "delay_before_retry": 1.0}
+    if on_failure is not None:
+        health["on_failure"] = on_failure
+    return {
+        "loop_guard": "bypass",
+        "health_interval": 30.0,
+        "connect_timeout": DEAD_BOX_TIMEOUT,
+        "overrides": {
+            "global": {"ipvs_timeout_tcpfin": 15},
+            "virtual_server": [{"health": health}],
+        },
+    }
+
+
+@contextmanager
+def reconfigured(scene: Scene, config: dict[str, Any]) -> Iterator[tuple[Agent, Agent]]:
+    """Both agents restarted with ``config`` for one case (settled); stopped afterwards, so
+    that the next case's settled() starts them with the mode's own config again."""
+    saved = scene.config
+
+    def stop_all() -> None:
+        for agent in scene.agents.values():
+            agent.stop()
+        scene.agents.clear()
+
+    stop_all()
+    scene.config = config
+    try:
+        yield scene.settled()
     finally:
-        traffic.stop()
-    ret = Failover("lvsagent", "link back", VERSION, ADVERT_INT, records, back_at, back,
-                   after=[lab.a.state(), lab.b.state()])  # fmt: skip
-    figure(scene.mode, "link down", cut)
-    figure(scene.mode, "link back up", ret)
-    assert cut.failures_end is not None and ret.failures_end is not None
-    # Cut off, A lost its carrier: FAULT, the BACKUP kernel state (no VIP, bypass in place).
-    assert a_cut_problems == [], a_cut_problems
-    assert rebalanced == set(), sorted(rebalanced)[:5]
-    assert_roles(scene, lab.a)
+        stop_all()
+        scene.config = saved
+
+
+def once_out(
+    lab: TwoBox, director: Box, dead: str, ports: list[int], traffic: Traffic, since: float
+) -> tuple[dict[int, str], list[Record]]:
+    """The dead box's real server is out of ``director``'s IPVS: wait until its connection
+    entries are gone too, use ``ports`` again, let the traffic run WATCH s past ``since``.
+    Returns the ports' answers and the records so far, by start."""
+    wait_until(lambda: not connections_to(director, dead), 10.0,
+               f"{director.name}'s IPVS: no connection entry to {dead}")  # fmt: skip
+    again = fetch_at_once(lab, ports)
+    traffic.wait_started_after(since + WATCH, 1, WATCH + 30.0)
+    return again, sorted(list(traffic.records), key=lambda r: r.start)
+
+
+def served(answers: dict[int, str]) -> bool:
+    return all(who.startswith("box") for who in answers.values())
+
+
+@modes("bypass")
+@pytest.mark.parametrize("on_failure", ["drain", pytest.param(None, id="default")])
+def test_link_down_on_the_master_then_it_returns(scene: Scene, on_failure: str | None) -> None:
+    """A's cable is pulled: the box is gone. With the issue's checks (30 s, 3 s connect
+    timeout, retry 1), B takes over from the silent A and re-checks A's real server at once,
+    sending it no new connection meanwhile; the re-check times out and, A's silence being the
+    evidence, A's server is DOWN at once (no retry) and removed, not drained (it does not
+    answer: its connections cannot finish). So failures end no later than the takeover plus
+    one connect timeout and none come back: not for the ports the client used right after the
+    takeover and uses again once A's server is out, nor for the traffic's own ports, which
+    come round every ~25 s (watched for 35 s). The cable goes back: A preempts, one master,
+    no loop."""
+    lab = scene.lab
+    a_down = rf"RS {re.escape(ADDRESS['a'])}:{PORT} of \S+ DOWN"
+    with reconfigured(scene, dead_box_config(on_failure)) as (a, b):
+        traffic = start_traffic(lab)
+        try:
+            mark, mark_a = b.mark(), a.mark()
+            lab.link_down(lab.a)
+            fault_at = time.time()
+            takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
+            first = fetch_at_once(lab, PROBE_PORTS)  # while A's server is being re-checked
+            down_line = b.daemon.wait_for(a_down, SETTLE_TIMEOUT, after=mark)
+            down = time.time()
+            again, records = once_out(lab, lab.b, ADDRESS["a"], PROBE_PORTS, traffic, takeover)
+            cut = Failover("lvsagent", "link", VERSION, ADVERT_INT, records, fault_at, takeover,
+                           after=[lab.a.state(), lab.b.state()])  # fmt: skip
+            cut.notes += [
+                f"A's real server DOWN +{down - fault_at:.2f} s after the cut: {down_line}",
+                f"client ports used right after the takeover: {dict(sorted(first.items()))}",
+                f"the same once A's server was out: {dict(sorted(again.items()))}",
+                f"box A while cut off: {last_state(a)}, {lab.a.state()}",
+            ]
+            a_cut_problems = guard_problems(scene, lab.a, "BACKUP")
+
+            mark, mark_a = b.mark(), a.mark()
+            lab.link_up(lab.a)
+            back_at = time.time()
+            back = a.wait_state("MASTER", SETTLE_TIMEOUT, after=mark_a)
+            records, rebalanced = b_steps_back(lab, b, mark, traffic)
+        finally:
+            traffic.stop()
+        ret = Failover("lvsagent", "link back", VERSION, ADVERT_INT, records, back_at, back,
+                       after=[lab.a.state(), lab.b.state()])  # fmt: skip
+        figure(scene.mode, f"link down (on_failure {on_failure or 'default'})", cut)
+        figure(scene.mode, "link back up", ret)
+        late = [r for r in cut.records if not r.ok and r.start > takeover + DEAD_BOX_TIMEOUT]
+        assert late == [], (
+            f"failed after the takeover + {DEAD_BOX_TIMEOUT} s: {failures(late)}\n{cut.report()}"
+        )
+        assert served(again), f"a client port used again reached the dead box: {again}"
+        assert ret.failures_end is not None
+        # Cut off, A lost its carrier: FAULT, the BACKUP kernel state (no VIP, bypass in place).
+        assert a_cut_problems == [], a_cut_problems
+        assert rebalanced == set(), sorted(rebalanced)[:5]
+        assert_roles(scene, lab.a)
+
+
+@modes("bypass")
+def test_link_down_on_the_backup_its_server_and_its_connections_leave(scene: Scene) -> None:
+    """B's cable is pulled while A is master: no VRRP event, so A keeps sending B half of the
+    new connections until its own check of B (the issue's: 30 s, 3 s, retry 1) finds it gone.
+    B's server, unreachable, is then removed although on_failure is "drain", and with it A's
+    connection entries to B (net.ipv4.vs.expire_nodest_conn, which lvsagent sets): the client
+    ports whose connections B swallowed are balanced afresh when used again, and no request
+    fails after the removal (watched 35 s: the traffic's ports come round). The cable goes
+    back: B is BACKUP, A still master."""
+    lab = scene.lab
+    b_down = rf"RS {re.escape(ADDRESS['b'])}:{PORT} of \S+ DOWN"
+    b_out = rf"ipvs: - dest {re.escape(ADDRESS['b'])}:{PORT}\b"
+    with reconfigured(scene, dead_box_config("drain")) as (a, b):
+        assert lab.a.sysctl("net.ipv4.vs.expire_nodest_conn") == "1"
+        traffic = start_traffic(lab)
+        try:
+            mark, mark_b = a.mark(), b.mark()
+            lab.link_down(lab.b)
+            fault_at = time.time()
+            # A's verdict is a connect timeout, a delay and another timeout away at least.
+            first = fetch_at_once(lab, PROBE_PORTS)
+            swallowed = [p for p, who in first.items() if not who.startswith("box")]
+            entries = connections_to(lab.a, ADDRESS["b"])
+            down_line = a.daemon.wait_for(b_down, 60.0, after=mark)
+            a.daemon.wait_for(b_out, 10.0, after=mark)
+            removed = time.time()
+            again, records = once_out(lab, lab.a, ADDRESS["b"], swallowed, traffic, removed)
+
+            mark_b = b.mark()
+            lab.link_up(lab.b)
+            b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark_b)
+            wait_all_served(traffic)
+        finally:
+            traffic.stop()
+        cut = Failover("lvsagent", "link", VERSION, ADVERT_INT, records, fault_at, fault_at,
+                       after=[lab.a.state(), lab.b.state()])  # fmt: skip
+        cut.notes += [
+            f"B's real server DOWN +{removed - fault_at:.2f} s after the cut: {down_line}",
+            f"client ports B swallowed before that: {swallowed}; A's entries to B then: "
+            f"{len(entries)}; used again after the removal: {again}",
+        ]
+        figure(scene.mode, "link down on the backup", cut)
+        late = [r for r in records if not r.ok and r.start > removed]
+        assert late == [], f"failed after B's removal: {failures(late)}\n{cut.report()}"
+        # The probe would prove nothing had B swallowed none of its connections.
+        assert swallowed and {f"{CLIENT}:{p}" for p in swallowed} <= set(entries), (first, entries)
+        assert served(again), f"a client port used again reached the dead box: {again}"
+        assert "not drained" in down_line, down_line
+        assert_roles(scene, lab.a)
 
 
 @modes("bypass")

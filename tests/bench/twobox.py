@@ -15,6 +15,18 @@ Those run lvsagent with its default loop guard (bypass). The other two guards ge
 case, kill -9 at advert 1 s (VRRPv2), with the same three figures suffixed by the mode, e.g.
 ``twobox_failures_end_after_kill9_v2_1s_backup_only`` (keepalived has no such modes: no ratio).
 
+A dead box (tests/bench/twobox_linkdown.py): box A's cable is pulled, with the seed's checks
+(every 30 s, 3 s connect timeout, retry 1) on both agents' defaults otherwise, watched 40 s
+after the takeover, the client reusing its source ports (~25 s round):
+
+    bench: twobox_linkdown_failures_end_s <s> s        the cut to the last failed request
+    bench: twobox_linkdown_failures_end_after_takeover_s <s> s    the same from the takeover
+                                                       (goal: at most the connect timeout)
+    bench: twobox_linkdown_late_failures <n> requests  failed after the takeover + connect
+                                                       timeout (goal 0)
+
+each the median of at least 5 runs, and the worst with ``_worst`` appended.
+
 ``run_twobox_bench("keepalived")`` gives the baseline: keepalived configured as in the seed,
 with its bypass script. ``run_twobox_bench("lvsagent")`` measures keepalived too, in the same
 boot, and adds to each lvsagent figure its ratio to keepalived's (ratio <= 1.0 is the target;
@@ -38,16 +50,16 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from tests.kernel.uml import KernelMissing, UmlError, run_in_uml
 
 if TYPE_CHECKING:
     from tests.kernel.twobox_agents import AgentKind
-    from tests.kernel.twobox_scenario import Fault
+    from tests.kernel.twobox_scenario import Failover, Fault
 
 ROOT = Path(__file__).resolve().parents[2]
-UML_TIMEOUT = 1800.0
+UML_TIMEOUT = 2700.0  # one boot for the whole two-box bench, the dead box's 10 runs included
 BASELINE = "keepalived"
 CASES = ((2, 1.0), (3, 0.1))  # (VRRP version, advert interval)
 # lvsagent's other loop guards, measured on kill -9 at (2, 1.0) only.
@@ -91,6 +103,7 @@ def run_twobox_bench(
     reps: int = 1,
     timeout: float = UML_TIMEOUT,
     stream: TextIO | None = None,
+    only: str | None = None,
 ) -> list[str]:
     """Boot the lab, measure ``agent`` (and keepalived, for ratios), return ``bench:`` lines.
 
@@ -99,7 +112,7 @@ def run_twobox_bench(
     kernel is built, UmlError when the lab cannot run, RuntimeError when no figure came back.
     """
     agents = [BASELINE] if agent == BASELINE else [BASELINE, agent]
-    figures = run_twobox_figures(agents, reps=reps, timeout=timeout, stream=stream)
+    figures = run_twobox_figures(agents, reps=reps, timeout=timeout, stream=stream, only=only)
     if agent == BASELINE:
         return [f.line() for f in figures if f.agent == BASELINE]
     theirs = {f.name: f for f in figures if f.agent == BASELINE}
@@ -112,9 +125,13 @@ def run_twobox_figures(
     reps: int = 1,
     timeout: float = UML_TIMEOUT,
     stream: TextIO | None = None,
+    only: str | None = None,
 ) -> list[Figure]:
-    """Every figure of every agent in ``agents``, measured in one boot of the lab."""
+    """Every figure of every agent in ``agents``, measured in one boot of the lab (``only``
+    "linkdown": just the dead box's)."""
     cmd = [sys.executable, "-m", "tests.bench.twobox", "--guest", "--reps", str(reps)]
+    if only is not None:
+        cmd += ["--only", only]
     for name in agents:
         cmd += ["--agent", name]
     status, output = run_in_uml(
@@ -138,15 +155,32 @@ def _label(version: int, advert_int: float) -> str:
     return f"v{version}_{'1s' if advert_int == 1 else f'{round(advert_int * 1000)}ms'}"
 
 
-def measure_agent(agent: str, reps: int, tmp: Path) -> list[Figure]:
-    """Inside the lab: every case for one agent, printing each run's report as it goes."""
-    from tests.kernel.twobox import twobox_lab
-    from tests.kernel.twobox_scenario import failover
-    from tests.kernel.twobox_traffic import share
-
+def agent_kind(agent: str) -> AgentKind:
     if agent not in AGENTS:
         raise ValueError(f"unknown agent {agent!r}: {' or '.join(AGENTS)}")
-    kind = cast("AgentKind", agent)
+    return cast("AgentKind", agent)
+
+
+def run_once(workdir: Path, kind: AgentKind, fault: Fault, **options: Any) -> Failover | None:
+    """One failover() in a fresh lab under ``workdir``; None (and a ``bench-error:`` line)
+    when the run fails: one failed run costs its figure, not the whole bench."""
+    from tests.kernel.twobox import twobox_lab
+    from tests.kernel.twobox_scenario import failover
+
+    workdir.mkdir()
+    try:
+        with twobox_lab(workdir) as lab:
+            return failover(lab, kind, fault, **options)
+    except (AssertionError, OSError, subprocess.SubprocessError) as exc:
+        print(f"bench-error: {kind} {fault} in {workdir.name}: {exc}")
+        return None
+
+
+def measure_agent(agent: str, reps: int, tmp: Path) -> list[Figure]:
+    """Inside the lab: every case for one agent, printing each run's report as it goes."""
+    from tests.kernel.twobox_traffic import share
+
+    kind = agent_kind(agent)
     figures: list[Figure] = []
     spread_a: list[float] = []
     cases: list[tuple[int, float, Fault, str | None]] = [
@@ -159,16 +193,11 @@ def measure_agent(agent: str, reps: int, tmp: Path) -> list[Figure]:
         name = f"{fault}_{_label(version, advert_int)}" + (f"_{guard}" if guard else "")
         extra = {"loop_guard": guard} if guard else {}
         for rep in range(reps):
-            workdir = tmp / f"{agent}-{name}-{rep}"
-            workdir.mkdir()
-            try:
-                with twobox_lab(workdir) as lab:
-                    result = failover(
-                        lab, kind, fault, version=version, advert_int=advert_int, **extra
-                    )
-            except (AssertionError, OSError, subprocess.SubprocessError) as exc:
-                # One failed run costs its figure, not the whole bench.
-                print(f"bench-error: {agent} {name}: {exc}")
+            result = run_once(
+                tmp / f"{agent}-{name}-{rep}", kind, fault, version=version,
+                advert_int=advert_int, **extra,
+            )  # fmt: skip
+            if result is None:
                 continue
             print(result.report(), flush=True)
             gap = result.outage
@@ -191,10 +220,15 @@ def measure_agent(agent: str, reps: int, tmp: Path) -> list[Figure]:
     return figures
 
 
-def guest_main(agents: Sequence[str], reps: int) -> int:
+def guest_main(agents: Sequence[str], reps: int, only: str | None = None) -> int:
+    from tests.bench.twobox_linkdown import REPS, measure_linkdown
+
     with tempfile.TemporaryDirectory(prefix="lvsagent-twobox-") as tmp:
         for agent in agents:
-            for figure in measure_agent(agent, reps, Path(tmp)):
+            figures = [] if only == "linkdown" else measure_agent(agent, reps, Path(tmp))
+            # Its figures are about "in every run": at least REPS runs, worst and median.
+            figures += measure_linkdown(agent, max(reps, REPS), Path(tmp))
+            for figure in figures:
                 print(FIGURE_PREFIX + json.dumps(asdict(figure)), flush=True)
     return 0
 
@@ -205,16 +239,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--timeout", type=float, default=UML_TIMEOUT)
     p.add_argument("--guest", action="store_true", help="inside the lab: measure and print")
+    p.add_argument("--only", choices=["linkdown"], help="only these cases")
     args = p.parse_args(argv)
     agents = args.agent or [BASELINE]
     if args.guest:
-        return guest_main(agents, args.reps)
+        return guest_main(agents, args.reps, args.only)
     if any(agent not in AGENTS for agent in agents):
         p.error(f"--agent: one of {', '.join(AGENTS)}")
     if len(agents) != 1:
         p.error("give one --agent (keepalived is measured alongside any other)")
     try:
-        lines = run_twobox_bench(agents[0], reps=args.reps, timeout=args.timeout)
+        lines = run_twobox_bench(agents[0], reps=args.reps, timeout=args.timeout, only=args.only)
     except KernelMissing as exc:
         print(f"twobox bench: SKIPPED: {exc}", file=sys.stderr)
         return 77

@@ -66,8 +66,15 @@ def measure_linkdown(agent: str, reps: int, tmp: Path) -> list[Figure]:
         takeover = result.takeover_seen - result.fault_at
         after_takeover.append(math.inf if end is None else end - takeover)
         limit = result.takeover_seen + CONNECT_TIMEOUT
-        late.append(sum(1 for r in result.records if not r.ok and r.start > limit))
+        failed_late = [r for r in result.records if not r.ok and r.start > limit]
+        late.append(len(failed_late))
         print(result.report(), flush=True)
+        if failed_late:
+            # All ending together (start + latency) is the client stalled, not the network.
+            print(f"{agent} linkdown run {rep + 1}: late failures (start after the cut, outcome, "
+                  "end after the cut): " + ", ".join(
+                      f"+{r.start - result.fault_at:.3f} {r.outcome} +{r.end - result.fault_at:.3f}"
+                      for r in failed_late[:40]), flush=True)  # fmt: skip
         print(f"{agent} linkdown run {rep + 1}: takeover +{takeover:.2f} s, failures end "
               f"+{ends[-1]:.2f} s, {late[-1]:.0f} failed after takeover + "
               f"{CONNECT_TIMEOUT:g} s", flush=True)  # fmt: skip

@@ -55,6 +55,7 @@ __all__ = ["lab"]  # the fixture, imported for pytest
 HEALTH = """type = "tcp"
 interval = 0.5
 alpha = false
+on_failure = "drain"
 [virtual_server.health.tcp]
 connect_timeout = 0.5
 """

@@ -831,8 +831,9 @@ def test_link_down_on_the_backup_its_server_and_its_connections_leave(scene: Sce
 @modes("bypass")
 def test_partition_then_heal_leaves_exactly_one_master(scene: Scene) -> None:
     """A and B stop hearing each other (both still reach the client): both become MASTER and
-    each takes the other's real server out (unreachable: removed). Healed: B goes back to BACKUP, A stays MASTER, and
-    each box's bypass matches its role; every request is served afterwards."""
+    each takes the other's real server out (unreachable: removed). Healed: B goes back to
+    BACKUP, A stays MASTER, and each box's bypass matches its role; every request is served
+    afterwards."""
     lab = scene.lab
     a, b = scene.settled()
     traffic = start_traffic(lab)

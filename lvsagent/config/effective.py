@@ -134,6 +134,7 @@ def _global(g: Global) -> Table:
     for key in (
         "router_id", "loop_guard", "metrics_listen", "control_socket", "foreign_services",
         "ipvs_resync_interval", "ipvs_timeout_tcp", "ipvs_timeout_tcpfin", "ipvs_timeout_udp",
+        "ipvs_expire_nodest_conn",
     ):  # fmt: skip
         t.set(key, getattr(g, key))
     if g.peer_mac is not None:

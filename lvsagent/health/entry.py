@@ -3,8 +3,9 @@
 The entry ties a real server's place in the config to its tracker; its
 disposition (serve, drain, remove) is the tracker module's pure rule.  The
 log lines are here so that the monitor keeps to scheduling: a verdict's change
-is a journal line with fields (down a warning, back up a notice), a change of disposition alone (suspect, or a
-down server that stopped or started answering) an info line.
+is a journal line with fields (down a warning, back up a notice), a change of
+disposition alone (suspect, or a down server that stopped or started
+answering) an info line.
 """
 
 from __future__ import annotations

@@ -220,8 +220,8 @@ def test_print_fills_in_every_default(tmp_path: Path) -> None:
     assert set(data["global"]) == {
         "router_id", "loop_guard", "metrics_listen", "control_socket", "foreign_services",
         "ipvs_resync_interval", "ipvs_timeout_tcp", "ipvs_timeout_tcpfin", "ipvs_timeout_udp",
-        "decommission_on_stop", "state_dir", "ipvs_sync_daemon", "ipvs_sync_id",
-        "notify_timeout",
+        "ipvs_expire_nodest_conn", "decommission_on_stop", "state_dir", "ipvs_sync_daemon",
+        "ipvs_sync_id", "notify_timeout",
     }  # fmt: skip
     (inst,) = data["vrrp_instance"]
     assert inst["priority"] == 100 and inst["preempt_delay"] == 0 and inst["garp_repeat"] == 5

@@ -20,7 +20,7 @@ import random
 import struct
 
 from lvsagent.config.checkkeys import DNS_TYPES
-from lvsagent.health.checks import _reason, _seconds
+from lvsagent.health.checks import _failed, _seconds
 from lvsagent.health.tracker import CheckResult
 from lvsagent.health.udp import exchange
 
@@ -71,7 +71,7 @@ async def check_dns(
             lambda reply: read_reply(reply, ident) is not None,
         )  # fmt: skip
     except OSError as exc:
-        return CheckResult(False, _reason(exc.errno or 0), loop.time() - start)
+        return _failed(exc.errno or 0, loop.time() - start)  # host or port unreachable
     latency = loop.time() - start
     if data is None:
         return CheckResult(False, f"no answer within {_seconds(timeout)} s", latency)

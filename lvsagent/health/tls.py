@@ -24,7 +24,7 @@ import ssl
 from lvsagent.health.checks import (
     MAX_RESPONSE,
     _connect,
-    _reason,
+    _failed,
     _request,
     _seconds,
     _status,
@@ -78,11 +78,11 @@ async def check_https(
         return CheckResult(False, f"cannot load CA file {ca_file}: {exc}", 0.0)
     try:
         sock = await _connect(loop, address, port, deadline)
-    except (_Timeout, OSError) as exc:  # as the HTTP check says it
-        why = _reason(exc.errno or 0) if isinstance(exc, OSError) else "connect timeout"
-        if isinstance(exc, _Timeout):
-            why = f"{why} {_seconds(timeout)} s"
-        return CheckResult(False, why, loop.time() - start)
+    except _Timeout:  # as the HTTP check says it: nothing answered
+        why = f"connect timeout {_seconds(timeout)} s"
+        return CheckResult(False, why, loop.time() - start, unreachable=True)
+    except OSError as exc:
+        return _failed(exc.errno or 0, loop.time() - start)
     writer: asyncio.StreamWriter | None = None
     stage = "TLS handshake"
     try:
@@ -100,8 +100,10 @@ async def check_https(
         ok, reason = False, f"certificate not trusted: {exc.verify_message}"
     except ssl.SSLError as exc:
         ok, reason = False, f"{stage} failed: {exc.reason or exc}"
-    except OSError as exc:
-        ok, reason = False, _reason(exc.errno or 0) if exc.errno else f"{stage} failed: {exc}"
+    except OSError as exc:  # e.g. the host went away after the connect
+        if exc.errno:
+            return _failed(exc.errno, loop.time() - start)
+        ok, reason = False, f"{stage} failed: {exc}"
     finally:
         if writer is not None:
             writer.transport.abort()  # no close_notify wait: the server is done with us

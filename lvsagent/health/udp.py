@@ -25,7 +25,7 @@ import ipaddress
 import socket
 from collections.abc import Callable
 
-from lvsagent.health.checks import _reason, _seconds
+from lvsagent.health.checks import _failed, _seconds
 from lvsagent.health.tracker import CheckResult
 
 __all__ = ["check_udp", "exchange"]
@@ -96,7 +96,7 @@ async def check_udp(
     try:
         got = await exchange(address, port, payload, start + connect_timeout)
     except OSError as exc:
-        return CheckResult(False, _reason(exc.errno or 0), loop.time() - start)
+        return _failed(exc.errno or 0, loop.time() - start)  # host or port unreachable
     latency = loop.time() - start
     if got is None:
         if needs_reply:

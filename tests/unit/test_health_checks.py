@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 
 from lvsagent.config.schema import HealthCheck, HttpCheck, TcpCheck
+from lvsagent.health import dns, udp
 from lvsagent.health.checks import _failed, check_http, check_tcp, run_check
+from lvsagent.health.tls import check_https
 from lvsagent.health.tracker import CheckResult
 
 LO = ipaddress.IPv4Address("127.0.0.1")
@@ -86,8 +88,29 @@ def test_tcp_connect_timeout_is_unreachable() -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=5.0):
             tcp = run(check_tcp(LO, port, 0.2))
             http_ = run(check_http(LO, port, timeout=0.2))
+            https = run(check_https(LO, port, timeout=0.2))
     assert (tcp.ok, tcp.reason, tcp.unreachable) == (False, "connect timeout 0.2 s", True)
     assert (http_.ok, http_.reason, http_.unreachable) == (False, "connect timeout 0.2 s", True)
+    assert (https.ok, https.reason, https.unreachable) == (False, "connect timeout 0.2 s", True)
+
+
+def test_an_icmp_error_to_a_datagram_check_says_whether_the_host_is_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """UDP and DNS: host unreachable is unreachable, port unreachable (refused) an answer.
+    (Silence is neither: a UDP service may answer nothing, so no reply stays a plain failure.)"""
+    def icmp(err: int) -> Callable[..., Awaitable[bytes | None]]:
+        async def exchange(*args: object, **kwargs: object) -> bytes | None:
+            raise OSError(err, "")
+        return exchange
+
+    for err, unreachable in ((errno.EHOSTUNREACH, True), (errno.ECONNREFUSED, False)):
+        monkeypatch.setattr(udp, "exchange", icmp(err))
+        monkeypatch.setattr(dns, "exchange", icmp(err))
+        got_udp = run(udp.check_udp(LO, 53, connect_timeout=0.2))
+        got_dns = run(dns.check_dns(LO, 53, timeout=0.2))
+        assert (got_udp.ok, got_udp.unreachable) == (False, unreachable), err
+        assert (got_dns.ok, got_dns.unreachable) == (False, unreachable), err
 
 
 @pytest.mark.parametrize(

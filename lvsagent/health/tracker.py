@@ -242,11 +242,18 @@ def disposition(
     - DOWN and ``unreachable``: removed, whatever ``on_failure`` says.  Nothing
       it has open can finish, and the kernel forwards a drained server's packets,
       including a new connection from a client port whose old entry points at it.
-    - otherwise (DOWN while it answers, or no verdict yet): ``on_failure``,
-      "drain" (weight 0: established connections finish) or "remove".
+    - no verdict yet (alpha: before its first check ends, which is also every
+      server's state when the agent restarts): weight 0.  No new connection
+      before the check says it is up, but the ones it has go on: removing it,
+      with ``net.ipv4.vs.expire_nodest_conn``, would end every established
+      connection of every server at each restart of the agent.
+    - otherwise (DOWN while it answers): ``on_failure``, "drain" (weight 0:
+      established connections finish) or "remove".
     """
     if up is True and not replaced:
         return "drain" if suspect else "serve"
+    if up is None and not replaced:
+        return "drain"
     if up is False and unreachable:
         return "remove"
     return "drain" if on_failure == "drain" else "remove"

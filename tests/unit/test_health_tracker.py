@@ -347,9 +347,12 @@ def test_an_up_server_with_a_failed_attempt_is_not_unreachable_yet() -> None:
         (False, True, False, "drain", False, "remove"),
         (False, True, True, "drain", False, "remove"),
         (False, True, False, "remove", False, "remove"),
-        # No verdict yet (alpha): on_failure.
+        # No verdict yet (alpha, or an agent that just restarted): no new connections, but
+        # whatever it has goes on (removing it would end every connection at each restart).
         (None, False, False, "drain", False, "drain"),
-        (None, False, True, "remove", False, "remove"),
+        (None, False, False, "remove", False, "drain"),
+        (None, False, True, "remove", False, "drain"),
+        (None, False, False, "remove", True, "remove"),
         # Replaced by the sorry server (quorum lost): like a failed one.
         (True, False, False, "drain", True, "drain"),
         (True, False, False, "remove", True, "remove"),

@@ -124,7 +124,7 @@ def test_an_icmp_error_to_a_datagram_check_says_whether_the_host_is_there(
     ],
 )
 def test_which_errors_mean_nothing_answered(err: int, reason: str, unreachable: bool) -> None:
-    assert _failed(err, 0.5) == CheckResult(False, reason, 0.5, unreachable)
+    assert _failed(err, 0.5) == CheckResult(False, reason, 0.5, unreachable=unreachable)
 
 
 def test_http_status_200() -> None:

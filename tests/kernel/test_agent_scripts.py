@@ -47,6 +47,7 @@ def test_misc_dynamic_sets_the_weight_and_exit_1_drains(lab: Lab) -> None:
     health = f"""type = "misc"
 interval = 0.5
 alpha = false
+on_failure = "drain"
 [virtual_server.health.misc]
 script = "{script}"
 user = "root"

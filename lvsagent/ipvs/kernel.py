@@ -297,11 +297,26 @@ class IpvsKernel:
         """Start the master or backup sync daemon on ``ifname``; False if it already runs so.
 
         EEXIST from a daemon of that state on another interface or syncid raises:
-        the caller must stop it first.
+        the caller must stop it first.  Bounded like a stop (the kernel's answer to
+        a daemon request can go missing): on timeout the running daemons decide.
         """
         attrs = genl.daemon_attrs(
             state, ifname, syncid, maxlen=maxlen, group=group, port=port, ttl=ttl
         )
+        target = f"{state} sync daemon on {ifname} syncid {syncid}"
+        try:
+            return await asyncio.wait_for(self._start(attrs, state, ifname, syncid),
+                                          DAEMON_REPLY_TIMEOUT)  # fmt: skip
+        except TimeoutError:
+            running = [d for d in await self.sync_daemons() if d.state == state]
+            if any(d.ifname == ifname and d.syncid == syncid for d in running):
+                log.warning("ipvs: no reply to starting the %s, but it runs", target)
+                return True
+            raise IpvsError("start", target, errno.ETIMEDOUT,
+                            "no answer and the daemon does not run; check "
+                            "`ipvsadm -L --daemon`") from None  # fmt: skip
+
+    async def _start(self, attrs: genl.Attrs, state: SyncState, ifname: str, syncid: int) -> bool:
         target = f"{state} sync daemon on {ifname} syncid {syncid}"
         try:
             await self._call(genl.CMD_NEW_DAEMON, attrs)

@@ -30,8 +30,9 @@ from lvsagent import memory
 from lvsagent.config.loader import ConfigError
 from lvsagent.config.schema import Config, VirtualServer
 from lvsagent.daemon import kmod
+from lvsagent.daemon.derive import guarded_instance, guarded_instances
 from lvsagent.daemon.draining import DrainBook
-from lvsagent.daemon.guard import LoopGuard, guarded_instance, guarded_instances, peer_of
+from lvsagent.daemon.guard import LoopGuard, peer_of
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.daemon.observing import Observer
 from lvsagent.daemon.pidlock import StateLock

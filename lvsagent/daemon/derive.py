@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from lvsagent.config.schema import VrrpInstance
+from lvsagent.config.schema import Config, VrrpInstance
 from lvsagent.vrrp.link import InterfaceError, LinkInfo
 from lvsagent.vrrp.machine import RouterParams
 from lvsagent.vrrp.packet import Advert
@@ -75,3 +75,17 @@ def primary_address(inst: VrrpInstance, link: LinkInfo) -> ipaddress.IPv4Address
         f"{inst.name}: interface {inst.interface} has no IPv4 address of its own; "
         "VRRP sends from it. Add one, or set unicast_src"
     )
+
+
+def guarded_instance(config: Config) -> VrrpInstance | None:
+    """The VRRP instance whose state the services follow (config/guard.py makes it one)."""
+    if not config.virtual_servers or not config.vrrp_instances:
+        return None
+    name = config.virtual_servers[0].instance or config.vrrp_instances[0].name
+    return config.instance(name)
+
+
+def guarded_instances(config: Config) -> tuple[str, ...]:
+    """Every instance some service follows, in file order: the guard follows each."""
+    followed = {vs.instance for vs in config.virtual_servers}
+    return tuple(i.name for i in config.vrrp_instances if i.name in followed)

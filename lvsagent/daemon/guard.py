@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from lvsagent import memory
 from lvsagent.config.schema import Config, VrrpInstance
+from lvsagent.daemon.derive import guarded_instances
 from lvsagent.ipvs.genl import SyncState
 from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.netfilter import loopback, sysctl
@@ -52,14 +53,6 @@ LO_VIP_MODES = ("fwmark", "backup_only")
 _NUD_VALID = 0x02 | 0x04 | 0x08 | 0x10 | 0x80
 
 
-def guarded_instance(config: Config) -> VrrpInstance | None:
-    """The VRRP instance whose state the services follow (config/guard.py makes it one)."""
-    if not config.virtual_servers or not config.vrrp_instances:
-        return None
-    name = config.virtual_servers[0].instance or config.vrrp_instances[0].name
-    return config.instance(name)
-
-
 def check_targets(config: Config) -> frozenset[CheckTarget]:
     """Where this box's health checks connect, to be left out of conntrack (notrack.py): the
     port health/checks.py uses (the check's own, else the server's); ``none`` sends nothing."""
@@ -71,12 +64,6 @@ def check_targets(config: Config) -> frozenset[CheckTarget]:
             if h.type != "none":
                 found.add(CheckTarget(rs.address, port))
     return frozenset(found)
-
-
-def guarded_instances(config: Config) -> tuple[str, ...]:
-    """Every instance some service follows, in file order: the guard follows each."""
-    followed = {vs.instance for vs in config.virtual_servers}
-    return tuple(i.name for i in config.vrrp_instances if i.name in followed)
 
 
 def guard_spec(

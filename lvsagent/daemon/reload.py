@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from lvsagent.config.schema import Config, Global, VrrpInstance
-from lvsagent.daemon.guard import guarded_instance, guarded_instances
+from lvsagent.daemon.derive import guarded_instance, guarded_instances
 
 __all__ = ["IDENTITY", "global_changes", "instance_changes", "restart_reasons"]
 

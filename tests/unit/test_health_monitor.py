@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from lvsagent.config.schema import Config, HealthCheck, RealServer, VirtualServer
-from lvsagent.health.monitor import HealthMonitor
+from lvsagent.health.monitor import MAX_BATCH, MIN_BATCH, PACE_TARGET, HealthMonitor, next_batch
 from lvsagent.health.tracker import CheckResult
 from lvsagent.ipvs.desired import desired_table
 from lvsagent.ipvs.model import DestKey, ServiceKey
@@ -453,3 +453,62 @@ def test_a_down_server_moves_between_drained_and_removed_as_it_answers(
         "RS 172.16.0.31:80 of 172.16.0.30:80 DOWN (connect timeout 3.0 s): removed from IPVS",
         "RS 172.16.0.31:80 of 172.16.0.30:80 DOWN (connection refused): drained (weight 0)",
     ]
+
+
+def test_next_batch_halves_when_the_loop_is_late_and_grows_when_it_has_room() -> None:
+    assert next_batch(64, PACE_TARGET * 2) == 32
+    assert next_batch(MIN_BATCH, 1.0) == MIN_BATCH
+    assert next_batch(64, PACE_TARGET * 0.75) == 64
+    assert next_batch(64, 0.0) == 81
+    assert next_batch(MAX_BATCH, 0.0) == MAX_BATCH
+    batch = MIN_BATCH
+    for _ in range(40):
+        batch = next_batch(batch, 0.0)
+    assert batch == MAX_BATCH
+
+
+def test_a_storm_of_due_checks_gives_the_loop_back_between_batches() -> None:
+    """2,000 checks due at once on a loop whose turns are slow: every other callback (an
+    advert's timer, say) gets a turn after at most MIN_BATCH check starts, not after all."""
+    servers = [
+        RealServer(ipaddress.IPv4Address(f"10.{i // 250}.0.{i % 250 + 1}"), 80)
+        for i in range(2000)
+    ]
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        ticks = [0.0]
+
+        def clock() -> float:  # every reading is a tenth of a second later: a slow loop
+            ticks[0] += 0.1
+            return ticks[0]
+
+        started_between: list[int] = []
+        started = 0
+
+        async def check(hc: HealthCheck, address: ipaddress.IPv4Address, port: int) -> CheckResult:
+            nonlocal started
+            started += 1
+            return OK
+
+        def other() -> None:  # a callback that wants a turn whenever it can get one
+            nonlocal started
+            started_between.append(started)
+            started = 0
+            if len(started_between) < 100_000 and not stop.done():
+                loop.call_soon(other)
+
+        stop: asyncio.Future[None] = loop.create_future()
+        h = Harness(config(*servers), check=check, clock=clock)
+        task = asyncio.create_task(h.monitor.run())
+        loop.call_soon(other)
+        try:
+            await h.until(lambda: not h.monitor.weights(), timeout=30.0)
+        finally:
+            stop.set_result(None)
+            task.cancel()
+        assert sum(started_between) + started == len(servers)
+        assert max(started_between) <= MIN_BATCH
+        assert h.monitor.batch == MIN_BATCH
+
+    run(body)

@@ -203,8 +203,11 @@ class HealthMonitor:
 
         Which are drained and which removed is :func:`disposition`'s rule (a
         failed server per ``on_failure``, an unreachable one removed, a suspect
-        one drained; "replaced" while its service's sorry server serves).
-        ``services``: only theirs (default: all).
+        one drained; "replaced" while its service's sorry server serves).  One
+        with no verdict yet (alpha) and not replaced is drained, not removed: it
+        enters the table with the first pass at start, and its first passed check
+        is then one weight edit that lets it serve at once, not an add that waits
+        behind the start's other work.  ``services``: only theirs (default: all).
         """
         sorry = self.sorry()
         out: dict[DestId, int] = {}

@@ -512,3 +512,29 @@ def test_a_storm_of_due_checks_gives_the_loop_back_between_batches() -> None:
         assert h.monitor.batch == MIN_BATCH
 
     run(body)
+
+
+def test_every_server_enters_the_table_at_start_and_serves_after_its_own_first_check() -> None:
+    """Alpha at start: no traffic before its first check passes, but in IPVS from the first
+    pass (at weight 0) whatever on_failure says; each server's weight comes with its own
+    verdict, not when every server has one."""
+
+    async def body() -> None:
+        removing = health(on_failure="remove")
+        cfg = config(RealServer(A, 80, health=removing), RealServer(B, 80, health=removing))
+        gate: asyncio.Future[CheckResult] = asyncio.get_running_loop().create_future()
+
+        async def check(hc: HealthCheck, address: ipaddress.IPv4Address, port: int) -> CheckResult:
+            return OK if address == A else await gate  # B's first check hangs
+
+        async with running(cfg, check=check) as h:
+            m = h.monitor
+            assert m.removed() == frozenset()
+            assert m.weights() == {(WEB, DestKey(A, 80)): 0, (WEB, DestKey(B, 80)): 0}
+            await h.until(lambda: m.server_up(A, 80) is True)
+            assert m.weights() == {(WEB, DestKey(B, 80)): 0}  # A serves, B still waits
+            gate.set_result(REFUSED)
+            await h.until(lambda: m.server_up(B, 80) is False)
+            assert m.removed() == {(WEB, DestKey(B, 80))} and m.weights() == {}
+
+    run(body)

@@ -149,7 +149,9 @@ vrrp_instance VI_1 {{
             "    lb_algo rr\n    lb_kind DR\n    protocol TCP\n"
         )
         for j in range(dests):
-            parts.append(f"    real_server {dest_address(j)} 80 {{\n        weight 1\n{check}    }}\n")
+            parts.append(
+                f"    real_server {dest_address(j)} 80 {{\n        weight 1\n{check}    }}\n"
+            )
         parts.append("}\n")
     path.write_text("".join(parts))
     return path
@@ -288,7 +290,10 @@ def start_daemon(agent: str, ns: Netns, config: Path, workdir: Path) -> Daemon:
     return d
 
 
-def one_run(agent: str, mode: str, checked: bool, services: int, dests: int) -> Run:
+def one_run(
+    agent: str, mode: str, checked: bool, services: int, dests: int, lag_only: bool = False
+) -> Run:
+    """One daemon from spawn; ``lag_only`` (a host without IPVS) skips the table's figures."""
     run = Run(agent, mode, checked)
     with tempfile.TemporaryDirectory(prefix="lvsagent-cold-") as tmp, lab(dests) as (cold, peer):
         workdir = Path(tmp)
@@ -308,7 +313,7 @@ def one_run(agent: str, mode: str, checked: bool, services: int, dests: int) -> 
         daemon = start_daemon(agent, cold, config, workdir)
         try:
             want = services * dests
-            while time.perf_counter() - started < START_LIMIT:
+            while not lag_only and time.perf_counter() - started < START_LIMIT:
                 if daemon.proc.poll() is not None:
                     raise RuntimeError(f"{agent} exited {daemon.proc.returncode}: "
                                        + "\n".join(daemon.lines[-15:]))  # fmt: skip
@@ -327,8 +332,8 @@ def one_run(agent: str, mode: str, checked: bool, services: int, dests: int) -> 
             out, _ = rx.communicate(timeout=LAG_WINDOW + 30)
             stamps = [float(t) for t in json.loads(out)]
             run.lags = advert_lags(stamps, ADVERT_INT)
-            run.worst = sorted(((lag, t - wall) for lag, t in zip(run.lags, stamps[1:])),
-                               reverse=True)[:3]  # fmt: skip
+            when = [t - wall for t in stamps[1:]]
+            run.worst = sorted(zip(run.lags, when, strict=True), reverse=True)[:3]
         finally:
             if rx.poll() is None:
                 rx.kill()
@@ -396,7 +401,7 @@ def spread(values: list[float]) -> str:
     return f"{min(finite):.2f}-{max(finite):.2f}" if finite else "nan"
 
 
-def figures(runs: list[Run], services: int, dests: int) -> list[str]:
+def figures(runs: list[Run], services: int, dests: int, where: str) -> list[str]:
     label = f"{services}x{dests}"
     lines: list[str] = []
 
@@ -409,7 +414,7 @@ def figures(runs: list[Run], services: int, dests: int) -> list[str]:
         name = f"cold_start{'_checked' if checked else ''}_{label}"
         for mode in MODES:
             mine = of("lvsagent", mode, checked)
-            if not mine:
+            if not mine or all(math.isnan(r.serving_s) for r in mine):
                 continue
             serving = [r.serving_s for r in mine]
             complete = [r.start_s for r in mine]
@@ -435,9 +440,11 @@ def figures(runs: list[Run], services: int, dests: int) -> list[str]:
                     f"bench: vrrp_send_lag_p99_cold_start_checked_{services * dests}{suffix} "
                     f"{percentile(lags, 0.99) * 1e3:.2f} ms max={max(lags) * 1e3:.2f}ms "
                     f"adverts={len(lags)} advert_int={ADVERT_INT} window={LAG_WINDOW:g}s "
-                    f"keepalived_p99={kp99:.2f}ms target=10ms"
+                    f"keepalived_p99={kp99:.2f}ms where={where} target=10ms"
                 )
     rss = [r.rss_mb for r in runs if r.agent == "lvsagent" and r.mode == "bypass"]
+    if where != "lab":
+        return lines
     krss = [r.rss_mb for r in runs if r.agent == "keepalived"]
     if rss:
         lines.append(
@@ -456,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agents", default="keepalived,lvsagent")
     p.add_argument("--checked", default="no,yes")
     p.add_argument("--budget", type=float, default=1300.0)
+    p.add_argument("--lag-only", action="store_true", help="no IPVS here: advert lag only")
     p.add_argument("--child-rx", type=float, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child_rx is not None:
@@ -478,10 +486,10 @@ def main(argv: list[str] | None = None) -> int:
             say(f"bench-error: cold start: out of time before {agent} {mode} {checked}")
             break
         try:
-            runs.append(one_run(agent, mode, checked, args.services, args.dests))
+            runs.append(one_run(agent, mode, checked, args.services, args.dests, args.lag_only))
         except Exception as exc:  # one failed run must not lose the others' figures
             say(f"bench-error: cold start {agent} {mode} checked={checked}: {exc!r}")
-    for line in figures(runs, args.services, args.dests):
+    for line in figures(runs, args.services, args.dests, "host" if args.lag_only else "lab"):
         say(line)
     return 0
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from lvsagent.config.schema import Config, HealthCheck, RealServer, VirtualServer
-from lvsagent.health.monitor import MAX_BATCH, MIN_BATCH, PACE_TARGET, HealthMonitor, next_batch
+from lvsagent.health.monitor import FIRST_CHECK_SPREAD, PACE_SLICE, HealthMonitor
 from lvsagent.health.tracker import CheckResult
 from lvsagent.ipvs.desired import desired_table
 from lvsagent.ipvs.model import DestKey, ServiceKey
@@ -455,35 +455,22 @@ def test_a_down_server_moves_between_drained_and_removed_as_it_answers(
     ]
 
 
-def test_next_batch_halves_when_the_loop_is_late_and_grows_when_it_has_room() -> None:
-    assert next_batch(64, PACE_TARGET * 2) == 32
-    assert next_batch(MIN_BATCH, 1.0) == MIN_BATCH
-    assert next_batch(64, PACE_TARGET * 0.75) == 64
-    assert next_batch(64, 0.0) == 81
-    assert next_batch(MAX_BATCH, 0.0) == MAX_BATCH
-    batch = MIN_BATCH
-    for _ in range(40):
-        batch = next_batch(batch, 0.0)
-    assert batch == MAX_BATCH
-
-
-def test_a_storm_of_due_checks_gives_the_loop_back_between_batches() -> None:
-    """2,000 checks due at once on a loop whose turns are slow: every other callback (an
-    advert's timer, say) gets a turn after at most MIN_BATCH check starts, not after all."""
+def _storm(step: float, n: int = 2000) -> tuple[list[int], HealthMonitor]:
+    """``n`` checks due at once on a loop whose clock moves ``step`` s per reading; returns
+    how many checks started between two turns of another callback (an advert's timer)."""
     servers = [
-        RealServer(ipaddress.IPv4Address(f"10.{i // 250}.0.{i % 250 + 1}"), 80)
-        for i in range(2000)
+        RealServer(ipaddress.IPv4Address(f"10.{i // 250}.0.{i % 250 + 1}"), 80) for i in range(n)
     ]
+    started_between: list[int] = []
 
     async def body() -> None:
         loop = asyncio.get_running_loop()
         ticks = [0.0]
 
-        def clock() -> float:  # every reading is a tenth of a second later: a slow loop
-            ticks[0] += 0.1
+        def clock() -> float:
+            ticks[0] += step
             return ticks[0]
 
-        started_between: list[int] = []
         started = 0
 
         async def check(hc: HealthCheck, address: ipaddress.IPv4Address, port: int) -> CheckResult:
@@ -495,11 +482,12 @@ def test_a_storm_of_due_checks_gives_the_loop_back_between_batches() -> None:
             nonlocal started
             started_between.append(started)
             started = 0
-            if len(started_between) < 100_000 and not stop.done():
+            if not stop.done():
                 loop.call_soon(other)
 
         stop: asyncio.Future[None] = loop.create_future()
         h = Harness(config(*servers), check=check, clock=clock)
+        ticks[0] += 2 * FIRST_CHECK_SPREAD  # every first check is due: a storm
         task = asyncio.create_task(h.monitor.run())
         loop.call_soon(other)
         try:
@@ -507,11 +495,31 @@ def test_a_storm_of_due_checks_gives_the_loop_back_between_batches() -> None:
         finally:
             stop.set_result(None)
             task.cancel()
-        assert sum(started_between) + started == len(servers)
-        assert max(started_between) <= MIN_BATCH
-        assert h.monitor.batch == MIN_BATCH
+        started_between.append(started)
+        storm.append(h.monitor)
 
+    storm: list[HealthMonitor] = []
     run(body)
+    assert sum(started_between) == n
+    return started_between, storm[0]
+
+
+def test_a_storm_of_due_checks_on_a_slow_loop_still_starts_one_check_a_turn() -> None:
+    """Every clock reading 0.1 s later (a loaded machine): each slice is used up by one
+    start, so another callback gets a turn after every start, and the checks go on."""
+    between, monitor = _storm(0.1)
+    assert max(between) <= 1
+    assert monitor.yields >= 1999
+
+
+def test_a_storm_of_due_checks_on_a_fast_loop_is_paced_by_time_not_by_count() -> None:
+    """A reading every PACE_SLICE / 8: a slice holds a few starts (then the loop gets a
+    turn), neither one nor all of them; however long the other turns are."""
+    between, monitor = _storm(PACE_SLICE / 8)
+    busy = [k for k in between if k]
+    assert max(busy) <= 8
+    assert sorted(busy)[len(busy) // 2] >= 2
+    assert monitor.yields >= 2000 // 8
 
 
 def test_every_server_enters_the_table_at_start_and_serves_after_its_own_first_check() -> None:

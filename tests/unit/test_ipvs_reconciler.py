@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from lvsagent.ipvs import reconciler
 from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 from lvsagent.ipvs.plan import AddDest, EditDest, Op, apply_ops
@@ -147,6 +148,52 @@ def test_every_op_goes_to_the_kernel_in_one_call() -> None:
     r = IpvsReconciler(k, table(*[1] * 60), "report", 30)
     assert run(r.reconcile("start"))
     assert k.batches == [61]
+
+
+CHUNK = 8
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconciler, "APPLY_CHUNK", CHUNK, raising=False)
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_a_big_pass_goes_to_the_kernel_a_chunk_at_a_time() -> None:
+    """The adapter encodes all it is given before its first window: a first pass of
+    thousands in one call would hold the loop (and the adverts) for all of them."""
+    k = FakeKernel()
+    r = IpvsReconciler(k, table(*[1] * (2 * CHUNK + 10)), "report", 30)
+    assert run(r.reconcile("start"))
+    assert k.batches == [CHUNK, CHUNK, CHUNK, 3]
+    assert r.known == k.table and r.ops_applied == 2 * CHUNK + 11
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_a_chunk_that_cannot_be_sent_fails_the_pass_and_stops_it() -> None:
+    class Broken(FakeKernel):
+        async def apply_many(self, ops: Sequence[Op]) -> list[bool | OSError | None]:
+            if self.batches:
+                raise OSError(errno.ENOBUFS, "socket gone")
+            return await super().apply_many(ops)
+
+    k = Broken()
+    r = IpvsReconciler(k, table(*[1] * (2 * CHUNK + 10)), "report", 30)
+    assert not run(r.reconcile("start"))
+    assert k.batches == [CHUNK] and r.ops_applied == CHUNK and r.known is None
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_a_lost_window_stops_the_pass_at_its_chunk() -> None:
+    class Lossy(FakeKernel):
+        async def apply_many(self, ops: Sequence[Op]) -> list[bool | OSError | None]:
+            done = await super().apply_many(ops[:1])
+            return [*done, *[None] * (len(ops) - 1)]
+
+    k = Lossy()
+    r = IpvsReconciler(k, table(*[1] * (2 * CHUNK + 10)), "report", 30)
+    assert not run(r.reconcile("start"))
+    assert k.batches == [1] and r.ops_applied == 1 and r.known is None
 
 
 def test_an_unsent_op_fails_the_pass() -> None:

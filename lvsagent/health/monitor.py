@@ -11,7 +11,13 @@ timeout never delays another server's check nor the VRRP timers on the same
 loop.  Heap entries are never removed in place: an entry that no longer
 matches its tracker's ``due`` (rescheduled, reloaded, forgotten) is skipped
 when it comes up.  First checks are spread uniformly over each server's
-interval, so a start or a reload does not send every check at once.
+interval, so a start or a reload does not send every check at once, but the
+new servers of one service share their first moment (FIRST_CHECK_GROUP at a
+time): their first verdicts then come within a few loop turns of each other,
+and the daemon rebuilds and re-plans that service once or twice, not once per
+server.  Measured (10 000 servers in 1000 services, one loopback listener, a
+loaded host): all up in 40 s with a jitter per server, 12 s with one per
+service, 5 s for the checks alone, without the daemon's reaction to them.
 
 Pacing: the checks share the event loop with VRRP, and asyncio runs every
 callback that is ready before it looks at a socket or a timer again, so one
@@ -93,6 +99,8 @@ def default_concurrency() -> int:
 
 # The first checks of new servers are spread over at most this many seconds.
 FIRST_CHECK_SPREAD = 1.0
+# New servers of one service checked first at the same moment, at most this many.
+FIRST_CHECK_GROUP = 16
 # Pacing: the scheduler's own time in one loop turn before it yields (see Pacing
 # above).  Small against the 10 ms an advert may be late, large against one start.
 PACE_SLICE = 0.002
@@ -158,6 +166,7 @@ class HealthMonitor:
         for vs in config.virtual_servers:
             key = service_key(vs)
             services[key] = vs
+            grouped, jitter = FIRST_CHECK_GROUP, 0.0  # see the module's docstring
             for rs in vs.real_servers:
                 ident = (key, dest_key(rs))
                 health = rs.health or vs.health
@@ -178,7 +187,9 @@ class HealthMonitor:
                     # traffic until its first check, so a restart must not wait
                     # a whole delay_loop (30 s in the seed) to serve again.
                     spread = min(health.interval, FIRST_CHECK_SPREAD)
-                    jitter = self._rng.uniform(0.0, spread)
+                    if grouped >= FIRST_CHECK_GROUP or jitter > spread:
+                        grouped, jitter = 0, self._rng.uniform(0.0, spread)
+                    grouped += 1
                     tracker = Tracker(name, policy_of(health), now, first_delay=jitter)
                 entries[ident] = entry = Entry(ident, vs, rs, health, tracker)
                 self._push(entry)

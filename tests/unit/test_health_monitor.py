@@ -19,7 +19,12 @@ from typing import Any
 import pytest
 
 from lvsagent.config.schema import Config, HealthCheck, RealServer, VirtualServer
-from lvsagent.health.monitor import FIRST_CHECK_SPREAD, PACE_SLICE, HealthMonitor
+from lvsagent.health.monitor import (
+    FIRST_CHECK_GROUP,
+    FIRST_CHECK_SPREAD,
+    PACE_SLICE,
+    HealthMonitor,
+)
 from lvsagent.health.tracker import CheckResult
 from lvsagent.ipvs.desired import desired_table
 from lvsagent.ipvs.model import DestKey, ServiceKey
@@ -351,9 +356,30 @@ def test_first_checks_are_spread_over_the_first_second() -> None:
         e.tracker.due - now for e in m._entries.values() if e.tracker and e.tracker.due
     )
     assert len(firsts) == 200 and firsts[0] >= 0.0 and firsts[-1] < 1.0
-    assert firsts[-1] - firsts[0] > 0.9
-    # No clump: no tenth of a second holds more than a fifth of them.
-    assert max(sum(1 for t in firsts if k / 10 <= t < (k + 1) / 10) for k in range(10)) < 40
+    # No clump: at most a group of one service's servers at one moment.
+    moments = {t: firsts.count(t) for t in firsts}
+    assert max(moments.values()) == FIRST_CHECK_GROUP
+    assert len(moments) == -(-200 // FIRST_CHECK_GROUP)
+
+
+def test_the_servers_of_one_service_are_first_checked_together() -> None:
+    """Their first verdicts then cost the daemon one rebuild of the service, not one each."""
+    web = [RealServer(ipaddress.IPv4Address(f"10.1.0.{i + 1}"), 80) for i in range(10)]
+    mail = [RealServer(ipaddress.IPv4Address(f"10.2.0.{i + 1}"), 25) for i in range(10)]
+    hc = health(interval=10.0)
+    cfg = Config(
+        "t.toml",
+        virtual_servers=(
+            VirtualServer(VIP, 80, real_servers=tuple(web), health=hc),
+            VirtualServer(VIP, 25, real_servers=tuple(mail), health=hc),
+        ),
+    )
+    m = HealthMonitor(cfg, lambda: None, clock=lambda: 1_000.0, rng=random.Random(7))
+    firsts = {
+        port: {e.tracker.due for e in m._entries.values() if e.tracker and e.rs.port == port}
+        for port in (80, 25)
+    }
+    assert len(firsts[80]) == 1 and len(firsts[25]) == 1 and firsts[80] != firsts[25]
 
 
 # ----- a box that fell silent; servers that answer and servers that do not ---------------------

@@ -414,7 +414,7 @@ async def _capacity(
     blackholed = False
     try:
         await asyncio.sleep(warmup)  # first checks are spread over the first interval
-        memory.settle()  # as the daemon does once ready
+        memory.settle()  # as the daemon does before its VRRP instances start
         monitor.drain_samples()
         reactions.clear()  # the first verdicts (every service at once) are start-up, not churn
         passes.clear()

@@ -32,7 +32,6 @@ from lvsagent.config.schema import Config, VirtualServer
 from lvsagent.daemon import kmod
 from lvsagent.daemon.derive import guarded_instance, guarded_instances
 from lvsagent.daemon.draining import DrainBook
-from lvsagent.daemon.guard import LoopGuard, peer_of
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.daemon.observing import Observer
 from lvsagent.daemon.pidlock import StateLock
@@ -40,6 +39,7 @@ from lvsagent.daemon.reload import global_changes, instance_changes, restart_rea
 from lvsagent.daemon.reread import reread
 from lvsagent.daemon.scripting import Scripting
 from lvsagent.daemon.tracking import tracks_anything
+from lvsagent.guard.driver import LoopGuard, peer_of
 from lvsagent.health.monitor import HealthMonitor
 from lvsagent.ipvs.desired import desired_table, service_key, update_services
 from lvsagent.ipvs.genl import Timeouts

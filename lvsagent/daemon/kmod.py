@@ -36,7 +36,7 @@ from typing import Literal, Protocol, assert_never
 
 from lvsagent.config.schema import Config
 from lvsagent.daemon.derive import guarded_instance
-from lvsagent.daemon.guard import guard_spec
+from lvsagent.guard.desired import guard_spec
 from lvsagent.netfilter.nft import Libnftables, NftError
 from lvsagent.netfilter.ruleset import desired_table, list_table, parse_table, transaction
 from lvsagent.observe.ipvsstats import GenlDumper

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 
 from lvsagent.config.schema import Config
 from lvsagent.daemon.draining import DrainBook
-from lvsagent.daemon.guard import LoopGuard
 from lvsagent.daemon.instance import InstanceRunner
+from lvsagent.guard.driver import LoopGuard
 from lvsagent.health.monitor import HealthMonitor
 from lvsagent.ipvs.desired import DestId, service_key
 from lvsagent.ipvs.model import Table

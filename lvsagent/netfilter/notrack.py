@@ -31,12 +31,11 @@ chains, rules and set are repaired, elements changed by hand are not.
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 from lvsagent.netfilter.nft import Libnftables, NftBackend, NftError
+from lvsagent.netfilter.spec import CheckTarget
 
 log = logging.getLogger("lvsagent.netfilter")
 
@@ -47,25 +46,6 @@ SET = "checks"
 PRIO_RAW = -300
 _REF = {"family": FAMILY, "table": TABLE}
 CHAINS = (("prerouting", "prerouting"), ("output", "output"))  # (name, hook)
-
-
-@dataclass(frozen=True, order=True)
-class CheckTarget:
-    """Where a health check of this box connects: a real server's address, the check's port."""
-
-    address: ipaddress.IPv4Address
-    port: int
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.address, ipaddress.IPv4Address):
-            raise ValueError(f"check target {self.address!r} is not an IPv4 address")
-        if isinstance(self.port, bool) or not isinstance(self.port, int) or not (
-            1 <= self.port <= 65535
-        ):
-            raise ValueError(f"check port {self.port!r} of {self.address} is not in 1..65535")
-
-    def element(self) -> Json:
-        return {"concat": [str(self.address), self.port]}
 
 
 def _pair(end: str) -> Json:

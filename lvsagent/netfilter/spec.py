@@ -129,3 +129,23 @@ class GuardSpec:
     def vips(self) -> tuple[ipaddress.IPv4Address, ...]:
         """Every VIP the services use, once, sorted: what fwmark mode puts on lo."""
         return tuple(sorted({s.vip for s in self.services}))
+
+
+@dataclass(frozen=True, order=True)
+class CheckTarget:
+    """Where a health check of this box connects: a real server's address, the check's port."""
+
+    address: ipaddress.IPv4Address
+    port: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.address, ipaddress.IPv4Address):
+            raise ValueError(f"check target {self.address!r} is not an IPv4 address")
+        if isinstance(self.port, bool) or not isinstance(self.port, int) or not (
+            1 <= self.port <= 65535
+        ):
+            raise ValueError(f"check port {self.port!r} of {self.address} is not in 1..65535")
+
+    def element(self) -> dict[str, object]:
+        """The set element nft's JSON takes: address . port."""
+        return {"concat": [str(self.address), self.port]}

@@ -58,7 +58,7 @@ class SetLoopGuard:
 
     Its place in the action list is the point: engaged before the addresses go,
     released only after they are up and announced, so no moment exists in which
-    this box both balances and receives balanced traffic (see daemon/guard.py).
+    this box both balances and receives balanced traffic (see guard/driver.py).
     """
 
     engaged: bool

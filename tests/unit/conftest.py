@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-import lvsagent.daemon.guard as guard_module
+import lvsagent.guard.driver as guard_module
 from lvsagent.netfilter.notrack import CheckTarget
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-import lvsagent.daemon.guard as guard_module
 from lvsagent.config.loader import parse_config
-from lvsagent.daemon.guard import LoopGuard, check_targets
+from lvsagent.config.schema import Config
+from lvsagent.guard.desired import check_targets
+from lvsagent.guard.driver import GuardSurfaces, LoopGuard
 from lvsagent.netfilter.nft import NftError
 from tests.unit.conftest import RecordingUntracked
 
@@ -47,11 +48,15 @@ class FlakyNft:
         return False
 
 
+def made(config: Config, nft: Any, sync: Any = None) -> LoopGuard:
+    """A guard whose kernel surfaces are the given fakes."""
+    surfaces = GuardSurfaces(nft, RecordingUntracked, sync or (lambda: None))  # type: ignore[arg-type]
+    return LoopGuard(config, config.vrrp_instances[0], surfaces)
+
+
 @pytest.fixture
-def guard(monkeypatch: pytest.MonkeyPatch) -> LoopGuard:
-    monkeypatch.setattr(guard_module, "NftGuard", FlakyNft)
-    config = parse_config(CONFIG, "t.toml")
-    return LoopGuard(config, config.vrrp_instances[0])
+def guard() -> LoopGuard:
+    return made(parse_config(CONFIG, "t.toml"), FlakyNft)
 
 
 def test_a_failed_release_is_logged_and_converged_by_the_next_check(
@@ -90,33 +95,28 @@ class LeftTable:
         return False
 
 
-def test_a_restart_keeps_the_peer_mac_the_old_table_names(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_restart_keeps_the_peer_mac_the_old_table_names() -> None:
     """The neighbour table has forgotten the peer (a long outage): the restarted agent's
     first table must still redirect what the peer sends, as the old one did."""
-    monkeypatch.setattr(guard_module, "NftGuard", LeftTable)
-    config = parse_config(CONFIG, "t.toml")
-    guard = LoopGuard(config, config.vrrp_instances[0])  # peer_address: none heard yet
+    guard = made(parse_config(CONFIG, "t.toml"), LeftTable)  # peer_address: none heard yet
     asyncio.run(guard._recall_peer_macs())
     assert guard.peer_macs == ("02:00:00:00:00:0b",)
     nft = guard.nft
     assert isinstance(nft, LeftTable) and nft.spec.peer_macs == ("02:00:00:00:00:0b",)
 
 
-def test_a_configured_peer_mac_needs_no_recall(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(guard_module, "NftGuard", LeftTable)
+def test_a_configured_peer_mac_needs_no_recall() -> None:
     config = parse_config('[global]\npeer_mac = "02:00:00:00:00:0c"\n' + CONFIG, "t.toml")
-    guard = LoopGuard(config, config.vrrp_instances[0])
+    guard = made(config, LeftTable)
     asyncio.run(guard._recall_peer_macs())
     nft = guard.nft
     assert isinstance(nft, LeftTable) and nft.reads == 0
     assert guard.peer_macs == ("02:00:00:00:00:0c",)
 
 
-def test_recalled_macs_keep_the_learning_going(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_recalled_macs_keep_the_learning_going() -> None:
     """A MAC from the old table may be a replaced box's: the neighbour table still decides."""
-    monkeypatch.setattr(guard_module, "NftGuard", LeftTable)
-    config = parse_config(CONFIG, "t.toml")
-    guard = LoopGuard(config, config.vrrp_instances[0])
+    guard = made(parse_config(CONFIG, "t.toml"), LeftTable)
     asyncio.run(guard._recall_peer_macs())
     assert guard._peer_confirmed is False
     asyncio.run(guard.learn_peer_mac("02:00:00:00:00:0d"))  # the new box, seen live
@@ -153,3 +153,119 @@ def test_a_notrack_table_that_cannot_be_written_is_logged_and_retried(
         asyncio.run(guard.check())
     assert untracked.checks == 2  # each check tries again
     assert "cannot keep VRRP and the health checks out of conntrack" in caplog.text
+
+
+class Daemons:
+    """IPVS sync daemons as the kernel keeps them; ``gate`` holds every answer back (a lost
+    netlink ack: the real adapter then waits its DAEMON_REPLY_TIMEOUT)."""
+
+    def __init__(self) -> None:
+        self.running: set[str] = set()
+        self.calls: list[tuple[str, str]] = []
+        self.gate: asyncio.Event | None = None
+        self.closed = False
+
+    async def stop_sync_daemon(self, state: str) -> bool:
+        if self.gate is not None:
+            await self.gate.wait()
+        self.calls.append(("stop", state))
+        was = state in self.running
+        self.running.discard(state)
+        return was
+
+    async def start_sync_daemon(self, state: str, ifname: str, syncid: int) -> bool:
+        self.calls.append(("start", f"{state} {ifname} {syncid}"))
+        new = state not in self.running
+        self.running.add(state)
+        return new
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class QuietNft:
+    def __init__(self, spec: Any) -> None:
+        self.applied: list[bool] = []
+
+    def apply(self, active: bool, spec: Any = None) -> bool:
+        self.applied.append(active)
+        return True
+
+    def check(self) -> bool:
+        return False
+
+
+def backup_only(daemons: Daemons) -> LoopGuard:
+    config = parse_config('[global]\nloop_guard = "backup_only"\n' + CONFIG, "t.toml")
+    return made(config, QuietNft, lambda: daemons)
+
+
+def test_a_transition_never_waits_for_the_sync_daemons() -> None:
+    """The nft table changes at once; the daemons' lost answer holds only their own task."""
+    daemons = Daemons()
+    guard = backup_only(daemons)
+
+    async def scenario() -> None:
+        daemons.gate = asyncio.Event()  # every answer is late
+        await asyncio.wait_for(guard.set(False, "VI_1 BACKUP -> MASTER"), 0.5)
+        await asyncio.wait_for(guard.set(True, "VI_1 MASTER -> BACKUP"), 0.5)
+        await asyncio.wait_for(guard.set(False, "VI_1 BACKUP -> MASTER"), 0.5)
+        nft = guard.nft
+        assert isinstance(nft, QuietNft) and nft.applied == [False, True, False]
+        assert daemons.calls == []  # nothing answered yet
+        daemons.gate.set()
+        await guard.sync.settle()
+
+    asyncio.run(scenario())
+    # The first switch went through, then the wishes made meanwhile, the last one last:
+    # each stops one role before it starts the other.
+    assert daemons.calls[:2] == [("stop", "backup"), ("start", "master eth0 51")]
+    assert daemons.calls[-2:] == [("stop", "backup"), ("start", "master eth0 51")]
+    assert daemons.running == {"master"} and guard.sync.role == "master"
+
+
+def test_the_check_restarts_a_daemon_someone_stopped() -> None:
+    daemons = Daemons()
+    guard = backup_only(daemons)
+
+    async def scenario() -> None:
+        await guard.set(True, "VI_1 startup")
+        await guard.sync.settle()
+        daemons.running.clear()  # ipvsadm --stop-daemon backup
+        await guard.check()
+        await guard.sync.settle()
+
+    asyncio.run(scenario())
+    assert daemons.running == {"backup"}
+    assert daemons.calls[-1] == ("start", "backup eth0 51")
+
+
+def test_a_stop_lets_the_backup_daemon_start_before_it_ends() -> None:
+    """The stop's engage asks for the backup daemon: a master daemon left running would keep
+    this box's IPVS balancing under backup_only after the agent is gone."""
+    daemons = Daemons()
+    guard = backup_only(daemons)
+
+    async def scenario() -> None:
+        await guard.set(False, "VI_1 BACKUP -> MASTER")
+        await guard.sync.settle()
+        daemons.gate = asyncio.Event()
+        await guard.set(True, "VI_1 stopping")
+        asyncio.get_running_loop().call_later(0.05, daemons.gate.set)
+        await guard.stop(decommission=False)
+
+    asyncio.run(scenario())
+    assert daemons.running == {"backup"} and daemons.closed
+
+
+def test_other_modes_start_no_sync_daemon() -> None:
+    daemons = Daemons()
+    guard = made(parse_config(CONFIG, "t.toml"), QuietNft, lambda: daemons)
+
+    async def scenario() -> None:
+        await guard.set(False, "VI_1 BACKUP -> MASTER")
+        await guard.check()
+        await guard.sync.settle()
+
+    asyncio.run(scenario())
+    assert daemons.calls == [] and guard.status().detail.find("sync") == -1

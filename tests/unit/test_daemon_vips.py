@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-import lvsagent.daemon.guard as guard_module
+import lvsagent.guard.driver as guard_module
 from lvsagent.config.loader import parse_config
-from lvsagent.daemon.guard import LoopGuard
 from lvsagent.daemon.vips import VirtualAddresses
+from lvsagent.guard.driver import GuardSurfaces, LoopGuard
 from lvsagent.netlink import NetlinkError, os_errors
+from tests.unit.conftest import RecordingUntracked
 
 VIP = ipaddress.IPv4Interface("10.0.0.100/24")
 
@@ -66,14 +67,14 @@ def test_a_refused_read_back_is_logged_not_raised(caplog: pytest.LogCaptureFixtu
 def test_a_refused_neighbour_dump_is_logged_not_raised(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(guard_module, "NftGuard", lambda spec: None)
     monkeypatch.setattr(guard_module, "AsyncIPRoute", RefusingIPRoute)
     config = parse_config(
         '[[vrrp_instance]]\nname = "VI_1"\ninterface = "eth0"\nvrid = 51\n'
         'virtual_addresses = ["10.0.0.100/24"]\n',
         "t.toml",
     )
-    guard = LoopGuard(config, config.vrrp_instances[0])
+    surfaces = GuardSurfaces(lambda spec: None, RecordingUntracked, lambda: None)  # type: ignore[arg-type]
+    guard = LoopGuard(config, config.vrrp_instances[0], surfaces)
     guard.peer_address = lambda: ipaddress.IPv4Address("10.0.0.2")
     with caplog.at_level(logging.WARNING):
         asyncio.run(guard._learn_peer_mac())

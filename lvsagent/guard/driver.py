@@ -12,7 +12,9 @@ already balanced to it.  Which kernel state prevents that depends on the mode
 
 ``set(engaged)`` is awaited inside the instance's action list (vrrp/machine.py
 puts it before the VIP goes and after it comes), so it is never an
-asynchronous script racing the addresses.  Everything here is reconciled: the
+asynchronous script racing the addresses.  Only the nft apply is on that path:
+the sync daemons follow in a task of their own (guard/syncfollow.py), as their
+netlink answer can go missing for seconds.  Everything here is reconciled: the
 nft table is compared with the kernel's before anything is sent, the sync
 daemons are read back, and ``check()`` repairs drift on a timer.
 """
@@ -23,18 +25,20 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lvsagent import memory
 from lvsagent.config.schema import Config, VrrpInstance
 from lvsagent.daemon.derive import guarded_instances
-from lvsagent.ipvs.genl import SyncState
-from lvsagent.ipvs.kernel import IpvsKernel
+from lvsagent.guard.desired import check_targets, guard_spec, guard_vips
+from lvsagent.guard.syncfollow import SyncDaemons, SyncFollower, ipvs_sync_daemons
 from lvsagent.netfilter import loopback, sysctl
 from lvsagent.netfilter.nft import NftGuard
-from lvsagent.netfilter.notrack import CheckTarget, Untracked
-from lvsagent.netfilter.ruleset import GuardedService, GuardSpec
+from lvsagent.netfilter.notrack import Untracked
+from lvsagent.netfilter.ruleset import GuardSpec
+from lvsagent.netfilter.spec import CheckTarget
 from lvsagent.netlink import AsyncIPRoute, os_errors
 from lvsagent.observe.snapshot import GuardStatus
 
@@ -53,36 +57,18 @@ LO_VIP_MODES = ("fwmark", "backup_only")
 _NUD_VALID = 0x02 | 0x04 | 0x08 | 0x10 | 0x80
 
 
-def check_targets(config: Config) -> frozenset[CheckTarget]:
-    """Where this box's health checks connect, to be left out of conntrack (notrack.py): the
-    port health/checks.py uses (the check's own, else the server's); ``none`` sends nothing."""
-    found = set()
-    for vs in config.virtual_servers:
-        for rs in vs.real_servers:
-            h = rs.health or vs.health
-            port = (h.tcp if h.type == "tcp" else h.http).port or rs.port
-            if h.type != "none":
-                found.add(CheckTarget(rs.address, port))
-    return frozenset(found)
+@dataclass(frozen=True)
+class GuardSurfaces:
+    """The kernel surfaces the guard writes, each made by a factory so tests inject fakes."""
+
+    nft: Callable[[GuardSpec], NftGuard]
+    untracked: Callable[[frozenset[CheckTarget]], Untracked]
+    sync_daemons: Callable[[], SyncDaemons]
 
 
-def guard_spec(
-    config: Config, peer_macs: tuple[str, ...] = (), engaged: Mapping[str, bool] | None = None
-) -> GuardSpec:
-    """``engaged``: each instance's state, when services follow several (else one state)."""
-    states = engaged if engaged is not None and len(engaged) > 1 else {}
-    services = tuple(
-        GuardedService(
-            protocol=vs.protocol,
-            vip=vs.address,
-            port=vs.port,
-            fwmark=vs.fwmark if config.global_.loop_guard == "fwmark" else None,
-            engaged=states.get(vs.instance) if vs.instance is not None else None,
-        )
-        for vs in config.virtual_servers
-        if vs.address is not None and vs.instance is not None
-    )
-    return GuardSpec(mode=config.global_.loop_guard, services=services, peer_macs=peer_macs)
+def kernel_surfaces() -> GuardSurfaces:
+    """libnftables and IPVS netlink, looked up when the guard is made."""
+    return GuardSurfaces(NftGuard, Untracked, ipvs_sync_daemons)
 
 
 class LoopGuard:
@@ -94,8 +80,11 @@ class LoopGuard:
     instance when those are in use).
     """
 
-    def __init__(self, config: Config, inst: VrrpInstance) -> None:
+    def __init__(
+        self, config: Config, inst: VrrpInstance, surfaces: GuardSurfaces | None = None
+    ) -> None:
         g = config.global_
+        made = surfaces or kernel_surfaces()
         self.mode = g.loop_guard
         self.inst = inst
         # Each followed instance's state; all engaged at start (prepare).
@@ -117,20 +106,21 @@ class LoopGuard:
                         vs.label,
                     )
         # libnftables stays in the namespace of the thread that made the context: this one.
-        self.nft = NftGuard(self._spec())
-        self.untracked = Untracked(check_targets(config))
-        self.vips = _vips(config)
+        self.nft = made.nft(self._spec())
+        self.untracked = made.untracked(check_targets(config))
+        self.vips = guard_vips(config)
         self.sync_on = g.ipvs_sync_daemon or g.loop_guard == "backup_only"
-        self.sync_ifname = g.ipvs_sync_interface or inst.interface
-        self.sync_id = g.ipvs_sync_id or inst.vrid
+        self.sync = SyncFollower(
+            g.ipvs_sync_interface or inst.interface, g.ipvs_sync_id or inst.vrid,
+            made.sync_daemons,
+        )  # fmt: skip
         self.engaged: bool | None = None
         # The VRRP peer's address as last heard (set by the daemon), for learning its MAC.
         self.peer_address: Callable[[], ipaddress.IPv4Address | None] = lambda: None
-        self._kernel: IpvsKernel | None = None
         self._lock = asyncio.Lock()
         self._unapplied = False  # set() failed; check() applies self.engaged
 
-    async def _lo_vips(
+    async def _loguard_vips(
         self, vips: tuple[ipaddress.IPv4Address, ...], managed: tuple[ipaddress.IPv4Address, ...]
     ) -> None:
         """The VIPs on lo, on the loop's own netlink socket (the sync helper blocks a thread)."""
@@ -169,10 +159,11 @@ class LoopGuard:
         desired = sysctl.desired_sysctls(self.mode, interfaces)
         sysctl.apply_sysctls(desired, self.saved_sysctls)  # logs each change itself
         if self.mode in LO_VIP_MODES:
-            await self._lo_vips(self.vips, ())
+            await self._loguard_vips(self.vips, ())
         await self._recall_peer_macs()
         await self._untrack()
         await self._set(engaged=True, why="startup")  # a failure here stops the start
+        await self.sync.settle()  # the backup daemon runs before VRRP starts
 
     async def _untrack(self) -> None:
         """VRRP and the checks out of conntrack (a failure costs entries: logged), in a thread:
@@ -242,7 +233,7 @@ class LoopGuard:
             if changed:
                 memory.trim()
             if self.sync_on:
-                await self._sync_follow(engaged)
+                self.sync.want(engaged)  # never awaited here: see guard/syncfollow.py
             if changed or engaged != self.engaged:
                 word = "engaged" if engaged else "released"
                 log.info(
@@ -274,7 +265,7 @@ class LoopGuard:
                     self.nft.check()  # repairs drift, and says what it repaired
                 memory.trim()
                 if self.sync_on:
-                    await self._sync_follow(self.engaged)
+                    self.sync.want(self.engaged)  # re-applied: repairs a stopped daemon
             except OSError as exc:
                 log.error("loop guard %s: cannot repair: %s; retrying", self.mode, exc)
             await self._untrack()
@@ -337,67 +328,43 @@ class LoopGuard:
         """A reload: new services mean new rules (the daemon refuses a change of mode)."""
         async with self._lock:
             self.config = config
-            vips = _vips(self.config)
+            vips = guard_vips(self.config)
             try:
                 if self.mode in LO_VIP_MODES and vips != self.vips:
-                    await self._lo_vips(vips, self.vips)
+                    await self._loguard_vips(vips, self.vips)
                 self.vips = vips
                 self.nft.reconfigure(self._spec())
                 self.untracked.reconfigure(check_targets(config))
             except OSError as exc:  # the next check retries the nft part
                 log.error("loop guard %s: reload not applied in full: %s", self.mode, exc)
 
-    # ----- the sync daemons (backup_only) -------------------------------------------
-
-    async def _sync_follow(self, engaged: bool) -> None:
-        """Backup daemon only while engaged, master only while not: never both at once."""
-        kernel = self._kernel or IpvsKernel()
-        self._kernel = kernel
-        stop: SyncState = "master" if engaged else "backup"
-        start: SyncState = "backup" if engaged else "master"
-        try:
-            if await kernel.stop_sync_daemon(stop):
-                log.info("loop guard: %s sync daemon stopped", stop)
-            if await kernel.start_sync_daemon(start, self.sync_ifname, self.sync_id):
-                log.info(
-                    "loop guard: %s sync daemon started on %s (syncid %d)",
-                    start,
-                    self.sync_ifname,
-                    self.sync_id,
-                )
-        except OSError as exc:
-            log.error(
-                "loop guard: cannot switch the IPVS sync daemon to %s on %s: %s",
-                start,
-                self.sync_ifname,
-                exc,
-            )
-
     # ----- stop -------------------------------------------------------------------------
 
     async def stop(self, decommission: bool) -> None:
-        """Default: leave the engaged state (a working real server).  Decommission: undo all."""
+        """Default: leave the engaged state (a working real server).  Decommission: undo all.
+
+        Either way the sync daemons first finish following the last transition (the
+        stop's engage asked for the backup daemon; a master daemon left running would
+        keep this box's IPVS balancing under backup_only)."""
         if not decommission:
+            if self.sync_on:
+                await self.sync.settle()
+            self.sync.close()
             return
         async with self._lock:
             try:
                 self.nft.remove()
                 self.untracked.remove()
                 if self.mode in LO_VIP_MODES:
-                    await self._lo_vips((), self.vips)
+                    await self._loguard_vips((), self.vips)
                 sysctl.restore_sysctls(self.saved_sysctls)
                 if self.sync_on:
-                    kernel = self._kernel or IpvsKernel()
-                    self._kernel = kernel
-                    states: tuple[SyncState, ...] = ("master", "backup")
-                    for state in states:
-                        await kernel.stop_sync_daemon(state)
+                    await self.sync.stop_all()
             except OSError as exc:
                 log.error("loop guard: decommission incomplete: %s", exc)
             else:
                 log.info("loop guard: decommissioned: nft table removed, sysctls restored")
-            if self._kernel is not None:
-                self._kernel.close()
+            self.sync.close()
 
     def status(self) -> GuardStatus:
         detail: dict[str, Any] = {"services": len(self.vips), "peer_macs": list(self.peer_macs)}
@@ -406,13 +373,10 @@ class LoopGuard:
                 f"{n}={'engaged' if on else 'released'}" for n, on in self.states.items()
             )
         if self.sync_on:
-            detail["sync"] = f"{self.sync_ifname} syncid {self.sync_id}"
+            role = self.sync.role or "none yet"
+            detail["sync"] = f"{self.sync.ifname} syncid {self.sync.syncid} ({role} daemon)"
         text = ", ".join(f"{k} {v}" for k, v in detail.items())
         return GuardStatus(mode=self.mode, active=self.engaged, detail=text)
-
-
-def _vips(config: Config) -> tuple[ipaddress.IPv4Address, ...]:
-    return tuple(sorted({vs.address for vs in config.virtual_servers if vs.address is not None}))
 
 
 def peer_of(runner: InstanceRunner, config: Config) -> Callable[[], ipaddress.IPv4Address | None]:

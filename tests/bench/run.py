@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from tests.bench.coldstart import run_coldstart_bench
+from tests.bench.guardstep import run_guardstep_bench
 from tests.bench.health import run_health_bench
 from tests.bench.ipvs import run_ipvs_bench
 from tests.bench.takeover import measure
@@ -36,9 +37,10 @@ def main() -> int:
         for version, interval in ((2, 1.0), (3, 0.1)):
             for how in ("kill9", "sigterm"):
                 results.append(measure(version, interval, how, Path(tmp), args.reps))
+        guard_lines = run_guardstep_bench(Path(tmp))
     for r in results:
         print(r.line())
-    for line in [*ipvs_lines, *health_lines, *twobox_lines, *cold_lines]:
+    for line in [*guard_lines, *ipvs_lines, *health_lines, *twobox_lines, *cold_lines]:
         print(line)
     return 0
 

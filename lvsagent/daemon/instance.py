@@ -15,25 +15,22 @@ import ipaddress
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable
 
 from lvsagent.config.schema import VrrpInstance
 from lvsagent.config.scripts import TRACK_KEYS
+from lvsagent.daemon import events as ev
 from lvsagent.daemon.clock import DeadlineTimer
 from lvsagent.daemon.derive import primary_address, router_params
 from lvsagent.daemon.vips import VirtualAddresses
-from lvsagent.daemon.wire import Counters, InstanceWire, Received
-from lvsagent.health.track import combine, evaluate_servers
+from lvsagent.daemon.wire import Counters, InstanceWire
+from lvsagent.health.track import ServerUp, combine, evaluate_servers
 from lvsagent.netlink import AsyncIPRoute
 from lvsagent.observe.journal import NOTICE, fields
-from lvsagent.observe.snapshot import InstanceStatus, split_brain
 from lvsagent.vrrp import addresses, syncgroup, track
 from lvsagent.vrrp.machine import (
     Action,
     AddAddresses,
-    PeerSeen,
     RemoveAddresses,
     SendAdvert,
     SendGratuitousArp,
@@ -51,86 +48,19 @@ ADDRESS_RECONCILE_INTERVAL = 2.0
 RX_BURST = 64
 
 
-# An accepted advert (checked in the reader callback, by the wire).
-_Rx = Received
-
-
-@dataclass(frozen=True)
-class _Links:
-    pass
-
-
-@dataclass(frozen=True)
-class _Reconcile:
-    pass
-
-
-@dataclass(frozen=True)
-class _Stop:
-    pass
-
-
-@dataclass(frozen=True)
-class _Reconfigure:
-    inst: VrrpInstance
-
-
-@dataclass(frozen=True)
-class _Follow:
-    """The instance's sync group moved to ``state``: follow it (daemon/sync.py)."""
-
-    state: State
-    why: str
-
-
-_Event = _Rx | _Links | _Reconcile | _Stop | _Reconfigure | _Follow
-
-
-# Engage (True) or release (False) the loop guard, with the transition's reason.
-GuardHook = Callable[[bool, str], Awaitable[None]]
-# Whether a real server passes its health check (None: not checked yet).
-ServerUp = Callable[[ipaddress.IPv4Address, int], bool | None]
-# The verdict of the scripts, processes and files an instance tracks (daemon/tracking.py).
-TrackedVerdict = Callable[[VrrpInstance], track.TrackVerdict]
-# A state change, told once its actions are done: (instance, state entered, priority).
-Notify = Callable[[VrrpInstance, State, int], None]
-
-
-class SyncLink(Protocol):
-    """What an instance in a vrrp_sync_group asks its group and tells it (daemon/sync.py)."""
-
-    def group_verdict(self, name: str) -> track.TrackVerdict | None: ...
-
-    def may_take_over(self, name: str) -> bool: ...
-
-    def transitioned(self, name: str, state: State) -> None: ...
-
-    def own_fault_changed(self, name: str) -> None: ...
-
-
-def fell_silent(peer: PeerSeen, now: float) -> bool:
-    """The master we take over from stopped sending (its box may be gone).
-
-    Its last advert is older than two of its intervals (a master being preempted
-    still sends them; a backup takes over after at least three) and was not a
-    priority 0 (a clean stop: its box still serves).
-    """
-    return peer.priority != 0 and now - peer.at > 2 * peer.interval
-
-
 class InstanceRunner:
     def __init__(
         self,
         inst: VrrpInstance,
         link: addresses.LinkInfo,
         ipr: AsyncIPRoute,
-        guard: GuardHook | None = None,
+        guard: ev.GuardHook | None = None,
         server_up: ServerUp | None = None,
         peer_lost: Callable[[ipaddress.IPv4Address], None] | None = None,
         vmac: addresses.LinkInfo | None = None,
-        tracked: TrackedVerdict | None = None,
-        notify: Notify | None = None,
-        sync: SyncLink | None = None,
+        tracked: ev.TrackedVerdict | None = None,
+        notify: ev.Notify | None = None,
+        sync: ev.SyncLink | None = None,
     ) -> None:
         self.inst = inst
         # use_vmac's macvlan: it holds the VIPs and sends adverts and ARP (vrrp/vmac.py).
@@ -153,7 +83,7 @@ class InstanceRunner:
         self.source = inst.unicast_src or primary_address(inst, link)
         self.router = VirtualRouter(router_params(inst, self.source))
         self.counters = Counters()
-        self._events: deque[_Event] = deque()
+        self._events: deque[ev.Event] = deque()
         self._wake: asyncio.Future[None] | None = None
         self.timer = DeadlineTimer()
         holder = vmac or link
@@ -165,7 +95,7 @@ class InstanceRunner:
             self.tag, inst, link.index, link.mac, self.source, self.counters, vmac
         )
         self._reconcile_handle: asyncio.TimerHandle | None = None
-        self._master_seen: ipaddress.IPv4Address | None = None
+        self.master_seen: ipaddress.IPv4Address | None = None
         self.last_transition_at: float | None = None  # wall clock, for status
 
     # ----- inputs -----------------------------------------------------------
@@ -176,14 +106,14 @@ class InstanceRunner:
 
     def links_changed(self) -> None:
         """An interface or a tracked real server changed: re-evaluate tracking."""
-        self._post(_Links())
+        self._post(ev.Links())
 
     def stop(self) -> None:
-        self._post(_Stop())
+        self._post(ev.Stop())
 
     def reconfigure(self, inst: VrrpInstance) -> None:
         """A reload changed this instance's tunables (daemon/reload.py): apply them in place."""
-        self._post(_Reconfigure(inst))
+        self._post(ev.Reconfigure(inst))
 
     def member(self) -> syncgroup.Member:
         """This instance as its sync group sees it now."""
@@ -192,7 +122,7 @@ class InstanceRunner:
 
     def follow(self, state: State, why: str) -> None:
         """Its sync group moved to ``state`` (MASTER or BACKUP): follow."""
-        self._post(_Follow(state, why))
+        self._post(ev.Follow(state, why))
 
     # ----- the loop -----------------------------------------------------------
 
@@ -209,18 +139,18 @@ class InstanceRunner:
             while True:
                 event = await self._next_event(loop)
                 now = loop.time()
-                if isinstance(event, _Stop):
+                if isinstance(event, ev.Stop):
                     await self.execute(self.router.shutdown(now))
                     return
-                if isinstance(event, _Rx):
+                if isinstance(event, ev.Rx):
                     await self._advert(event, now)
-                elif isinstance(event, _Links):
+                elif isinstance(event, ev.Links):
                     await self._apply_tracking(now)
-                elif isinstance(event, _Reconcile):
+                elif isinstance(event, ev.Reconcile):
                     await self.vips.reconcile(self.router.state == State.MASTER)
-                elif isinstance(event, _Reconfigure):
+                elif isinstance(event, ev.Reconfigure):
                     await self._reconfigure(event.inst, now)
-                elif isinstance(event, _Follow):
+                elif isinstance(event, ev.Follow):
                     await self.execute(self.router.follow(event.state, now, event.why))
                 # Timers are due regardless of how busy the queue is.
                 await self._timers(loop)
@@ -261,7 +191,7 @@ class InstanceRunner:
                 self.tag, self.inst.interface, vip_exc, self.inst.interface,
             )  # fmt: skip
 
-    async def _advert(self, rx: _Rx, now: float) -> None:
+    async def _advert(self, rx: ev.Rx, now: float) -> None:
         await self.execute(self.router.on_advert(rx.advert, rx.src, now))
         self._note_master(rx)
 
@@ -276,9 +206,9 @@ class InstanceRunner:
         is (keepalived's single thread reads its socket first too).
         """
         if self.router.master_down_expired(loop.time()):
-            waiting = [e for e in self._events if isinstance(e, _Rx)]
+            waiting = [e for e in self._events if isinstance(e, ev.Rx)]
             if waiting:
-                self._events = deque(e for e in self._events if not isinstance(e, _Rx))
+                self._events = deque(e for e in self._events if not isinstance(e, ev.Rx))
             waiting += self.wire.receive(None)
             for rx in waiting:
                 await self._advert(rx, loop.time())
@@ -293,7 +223,7 @@ class InstanceRunner:
         for resource in (self.wire, self.timer, self.vips):
             resource.close()
 
-    async def _next_event(self, loop: asyncio.AbstractEventLoop) -> _Event | None:
+    async def _next_event(self, loop: asyncio.AbstractEventLoop) -> ev.Event | None:
         """The next queued event, or None once the router's next deadline has come.
 
         One future, woken by a producer or by the timerfd armed on the deadline
@@ -315,7 +245,7 @@ class InstanceRunner:
         self.timer.consume()
         self._wake_up()
 
-    def _post(self, event: _Event) -> None:
+    def _post(self, event: ev.Event) -> None:
         self._events.append(event)
         self._wake_up()
 
@@ -323,12 +253,12 @@ class InstanceRunner:
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
-    def _note_master(self, rx: _Rx) -> None:
+    def _note_master(self, rx: ev.Rx) -> None:
         """Log once whenever the master this backup follows changes: who holds the VIP."""
         if self.router.state != State.BACKUP or rx.advert.priority == 0:
             return
-        if rx.src != self._master_seen:
-            self._master_seen = rx.src
+        if rx.src != self.master_seen:
+            self.master_seen = rx.src
             log.info(
                 "%s: master is %s (priority %d, advert interval %.2f s)",
                 self.tag,
@@ -338,7 +268,7 @@ class InstanceRunner:
             )
 
     def _tick_reconcile(self) -> None:
-        self._post(_Reconcile())
+        self._post(ev.Reconcile())
         loop = asyncio.get_running_loop()
         self._reconcile_handle = loop.call_later(ADDRESS_RECONCILE_INTERVAL, self._tick_reconcile)
 
@@ -383,37 +313,6 @@ class InstanceRunner:
                 ),
             )  # fmt: skip
 
-    def status(self, now: float) -> InstanceStatus:
-        """This instance for `lvsagent status` and /metrics (``now`` on the loop's clock)."""
-        r, c, peer = self.router, self.counters, self.router.peer
-        t = r.last_transition
-        return InstanceStatus(
-            name=self.inst.name,
-            vrid=self.inst.vrid,
-            interface=self.inst.interface,
-            state=r.state.value,
-            priority=self.inst.priority,
-            effective_priority=r.priority,
-            master_seen=str(self._master_seen) if self._master_seen is not None else None,
-            last_transition_at=self.last_transition_at,
-            last_transition_reason=(f"{t.old.value} -> {t.new.value}: {t.reason}" if t else None),
-            transitions=c.transitions,
-            adverts_sent=c.adverts_sent,
-            adverts_received=c.adverts_received,
-            priority_zero_sent=c.priority_zero_sent,
-            priority_zero_received=c.priority_zero_received,
-            become_master=c.become_master,
-            release_master=c.release_master,
-            discards=dict(c.discards),
-            split_brain=split_brain(
-                r.state.value,
-                peer.priority if peer else None,
-                peer.at if peer else None,
-                peer.interval if peer else None,
-                now,
-            ),
-        )
-
     # ----- outputs ------------------------------------------------------------
 
     def _took_over_from_silent(self, t: Transition) -> None:
@@ -425,7 +324,7 @@ class InstanceRunner:
         peer = self.router.peer
         if t.new != State.MASTER or peer is None or self.peer_lost is None:
             return
-        if fell_silent(peer, asyncio.get_running_loop().time()):
+        if ev.fell_silent(peer, asyncio.get_running_loop().time()):
             self.peer_lost(peer.address)
 
     async def execute(self, actions: list[Action]) -> None:
@@ -449,7 +348,7 @@ class InstanceRunner:
             elif isinstance(action, AddAddresses | RemoveAddresses):
                 await self.vips.transition(isinstance(action, AddAddresses))
                 # Read back and repair (a VIP present with another prefix, say) right after.
-                self._post(_Reconcile())
+                self._post(ev.Reconcile())
             elif isinstance(action, SendGratuitousArp):
                 self.wire.announce(action.repeat)
         for t in transitions:
@@ -457,7 +356,7 @@ class InstanceRunner:
 
     def _announce(self, t: Transition) -> None:
         """Log, count and tell the hooks and the sync group of one transition, in that order."""
-        self._master_seen = None
+        self.master_seen = None
         self.counters.transitions += 1
         self.counters.become_master += t.new == State.MASTER
         self.counters.release_master += t.old == State.MASTER

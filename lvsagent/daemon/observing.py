@@ -27,10 +27,12 @@ from lvsagent.observe.metrics import Metrics
 from lvsagent.observe.notify import Notifier
 from lvsagent.observe.snapshot import (
     AgentSnapshot,
+    InstanceStatus,
     IpvsStatus,
     ReloadStatus,
     ServerStatus,
     ServiceStatus,
+    split_brain,
 )
 
 log = logging.getLogger("lvsagent")
@@ -111,7 +113,7 @@ class Observer:
         now = asyncio.get_running_loop().time()
         self._feed_latencies()
         self.snapshot = AgentSnapshot(
-            instances=tuple(r.status(now) for r in self.runners),
+            instances=tuple(instance_status(r, now) for r in self.runners),
             servers=self._servers(),
             loop_guard=self.guard.status() if self.guard is not None else None,
             config_path=self.config.path,
@@ -228,3 +230,35 @@ def _server_labels(config: Config) -> set[tuple[str, str]]:
         for vs in config.virtual_servers
         for rs in vs.real_servers
     }
+
+
+def instance_status(runner: InstanceRunner, now: float) -> InstanceStatus:
+    """One instance for `lvsagent status` and /metrics (``now`` on the loop's clock)."""
+    r, c, peer = runner.router, runner.counters, runner.router.peer
+    t = r.last_transition
+    return InstanceStatus(
+        name=runner.inst.name,
+        vrid=runner.inst.vrid,
+        interface=runner.inst.interface,
+        state=r.state.value,
+        priority=runner.inst.priority,
+        effective_priority=r.priority,
+        master_seen=str(runner.master_seen) if runner.master_seen is not None else None,
+        last_transition_at=runner.last_transition_at,
+        last_transition_reason=(f"{t.old.value} -> {t.new.value}: {t.reason}" if t else None),
+        transitions=c.transitions,
+        adverts_sent=c.adverts_sent,
+        adverts_received=c.adverts_received,
+        priority_zero_sent=c.priority_zero_sent,
+        priority_zero_received=c.priority_zero_received,
+        become_master=c.become_master,
+        release_master=c.release_master,
+        discards=dict(c.discards),
+        split_brain=split_brain(
+            r.state.value,
+            peer.priority if peer else None,
+            peer.at if peer else None,
+            peer.interval if peer else None,
+            now,
+        ),
+    )

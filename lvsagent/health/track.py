@@ -28,8 +28,9 @@ from typing import Protocol
 
 from lvsagent.vrrp.track import TrackVerdict, weigh
 
-__all__ = ["TrackedServer", "combine", "evaluate_servers"]
+__all__ = ["ServerUp", "TrackedServer", "combine", "evaluate_servers"]
 
+# Whether a real server passes its health check (None: not checked yet).
 ServerUp = Callable[[ipaddress.IPv4Address, int], bool | None]
 
 

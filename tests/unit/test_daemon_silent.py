@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from lvsagent.daemon.instance import fell_silent
+from lvsagent.daemon.events import fell_silent
 from lvsagent.vrrp.machine import RouterParams, State, VirtualRouter
 from lvsagent.vrrp.packet import Advert
 

@@ -24,10 +24,8 @@ import contextlib
 import ipaddress
 import logging
 import signal
-import time
 
 from lvsagent import memory
-from lvsagent.config.loader import ConfigError
 from lvsagent.config.schema import Config, VirtualServer
 from lvsagent.daemon import kmod
 from lvsagent.daemon.derive import guarded_instance, guarded_instances
@@ -35,8 +33,8 @@ from lvsagent.daemon.draining import DrainBook
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.daemon.observing import Observer
 from lvsagent.daemon.pidlock import StateLock
-from lvsagent.daemon.reload import global_changes, instance_changes, restart_reasons
-from lvsagent.daemon.reread import reread
+from lvsagent.daemon.reload import instance_changes
+from lvsagent.daemon.reread import Reloads
 from lvsagent.daemon.scripting import Scripting
 from lvsagent.daemon.tracking import tracks_anything
 from lvsagent.guard.driver import LoopGuard, peer_of
@@ -46,11 +44,10 @@ from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.model import ServiceKey, Table
 from lvsagent.ipvs.plan import DelService
-from lvsagent.ipvs.reconciler import IpvsReconciler
+from lvsagent.ipvs.reconciler import IpvsReconciler, Settings
 from lvsagent.netfilter.sysctl import ipvs_sysctls
 from lvsagent.netlink import AsyncIPRoute
 from lvsagent.observe.journal import NOTICE
-from lvsagent.observe.snapshot import ReloadStatus
 from lvsagent.vrrp import addresses
 from lvsagent.vrrp.ownaddr import own_addresses_at_start
 from lvsagent.vrrp.vmac import Vmac
@@ -77,10 +74,9 @@ class Agent:
         self.first_pass = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._vmacs: list[tuple[Vmac, AsyncIPRoute]] = []  # use_vmac's, removed at the stop
-        self._reloads: set[asyncio.Task[None]] = set()
-        # The reload in progress (one at a time), and whether a SIGHUP came during it.
-        self._rereading: asyncio.Task[None] | None = None
-        self._reread_again = False
+        self.reloads = Reloads(
+            lambda: self.config, self._apply, self.observer, self.first_pass, self.stopping
+        )
         # Each service key of the config, for rebuilding one service on a verdict.
         self._services: dict[ServiceKey, VirtualServer] = {
             service_key(vs): vs for vs in config.virtual_servers
@@ -97,124 +93,24 @@ class Agent:
             for r in self.runners:
                 r.stop()
 
-    def on_reload_signal(self) -> None:
-        """One read at a time: SIGHUPs during it ask for one more read after it.
-
-        The file may have changed again since the running read opened it, so the
-        last signal must be answered by a read that began after it; a read stuck
-        on a hung mount must not collect one more stuck thread per signal.
-        """
-        if self._rereading is not None:
-            self._reread_again = True
-            return
-        self._rereading = asyncio.get_running_loop().create_task(
-            self._reload_until_current(), name="reload"
-        )
-
-    async def _reload_until_current(self) -> None:
-        try:
-            while True:
-                self._reread_again = False
-                await self.reload()
-                if not self._reread_again or self.stopping.is_set():
-                    return
-        finally:
-            self._rereading = None
-
     # ----- reload -------------------------------------------------------------
 
-    async def reload(self) -> None:
-        """Re-read the config file; apply a valid one as a difference, keep the old otherwise.
-
-        Before the first READY=1 the unit is still starting: a RELOADING=1 ... READY=1
-        pair then would tell systemd start-up was over before the first IPVS pass.
-        """
-        started = self.first_pass.is_set()
-        if started:
-            self.observer.notifier.reloading()
-        try:
-            await self._reload()
-        finally:
-            if started:
-                self.observer.notifier.ready()
-
-    async def _reload(self) -> None:
-        """Read and parse off the loop (daemon/reread.py); check and apply back on it."""
-        path = self.config.path
-        try:
-            new = await reread(path)
-        except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("reload: %s", problem)
-            self._refuse(
-                path,
-                f"{exc.total} error(s) in the file: {exc.problems[0]}",
-                f"has {exc.total} error(s)",
-            )
-            return
-        except Exception as exc:  # a loader bug must still show as a refusal, not vanish
-            log.error("reload: reading %s failed", path, exc_info=exc)
-            self._refuse(path, f"reading the file failed: {exc!r}", f"could not be read ({exc!r})")
-            return
-        refused = restart_reasons(self.config, new)
-        if refused:
-            # Half of it applied would leave the daemon on two configs at once.
-            for reason in refused:
-                log.error("reload: %s: %s: that needs a restart", path, reason)
-            log.error(
-                "reload: %s not applied: %d change(s) need a restart (systemctl restart "
-                "lvsagent); still running the previous config",
-                path,
-                len(refused),
-                extra={"journal": {"LVSAGENT_EVENT": "reload", "LVSAGENT_RELOAD": "refused"}},
-            )
-            self._reloaded(False, f"needs a restart: {'; '.join(refused)}")
-            return
-        old = self.config
-        self.config = new
+    def _apply(self, new: Config) -> None:
+        """A valid reload (daemon/reread.py checked it): each component takes ``new``."""
+        old, self.config = self.config, new
         self._reconfigure_instances(old, new)
         self.drains.reconfigure(new)
         self.scripting.reconfigure(new)
         self.observer.reconfigure(new)
         if self.health is not None:
-            self.health.set_config(new)
+            self.health.reconfigure(new)
         if self.guard is not None:
-            task = asyncio.get_running_loop().create_task(self.guard.reload(new))
-            self._reloads.add(task)  # referenced until done: an unreferenced task may vanish
-            task.add_done_callback(self._reloads.discard)
+            self.guard.reconfigure(new)
         if self.reconciler is not None:
-            g = new.global_
-            self.reconciler.timeouts = Timeouts(
-                g.ipvs_timeout_tcp, g.ipvs_timeout_tcpfin, g.ipvs_timeout_udp
-            )
-            self.reconciler.foreign = g.foreign_services
-            self.reconciler.resync_interval = g.ipvs_resync_interval
-            self.reconciler.sysctls = ipvs_sysctls(g.ipvs_expire_nodest_conn)
+            self.reconciler.reconfigure(ipvs_settings(new))
         self._health_changed("config changed")
         if self.first_pass.is_set():
             memory.settle()  # the new config's objects live as long as it does
-        changed = global_changes(old.global_, new.global_)
-        log.info(
-            "reload: %s applied%s",
-            path,
-            f" ({'; '.join(changed)})" if changed else "",
-            extra={"journal": {"LVSAGENT_EVENT": "reload", "LVSAGENT_RELOAD": "applied"}},
-        )
-        self._reloaded(True, "applied")
-
-    def _refuse(self, path: str, detail: str, why: str) -> None:
-        log.error(
-            "reload: %s %s; still running the previous config",
-            path,
-            why,
-            extra={"journal": {"LVSAGENT_EVENT": "reload", "LVSAGENT_RELOAD": "refused"}},
-        )
-        self._reloaded(False, detail)
-
-    def _reloaded(self, ok: bool, detail: str) -> None:
-        """For `lvsagent status` and the metrics, at once: a refused reload must show."""
-        self.observer.last_reload = ReloadStatus(time.time(), ok, detail)
-        self.observer.publish()
 
     def _reconfigure_instances(self, old: Config, new: Config) -> None:
         """Tunables in place (restart_reasons has ruled out any other change)."""
@@ -297,7 +193,7 @@ class Agent:
         # default action (death) half-way through engaging the loop guard.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.on_stop_signal)
-        loop.add_signal_handler(signal.SIGHUP, self.on_reload_signal)
+        loop.add_signal_handler(signal.SIGHUP, self.reloads.on_signal)
         self.scripting.check_host()  # every script's user: exit 78 or 77, nothing changed
         await kmod.ensure_modules(self.config)  # before the guard writes IPVS's sysctls
         async with contextlib.AsyncExitStack() as sockets:
@@ -409,15 +305,11 @@ class Agent:
             return None
         kernel = IpvsKernel()
         g = self.config.global_
+        s = ipvs_settings(self.config)
         self.reconciler = IpvsReconciler(
-            kernel,
-            self._desired(),
-            g.foreign_services,
-            g.ipvs_resync_interval,
-            Timeouts(g.ipvs_timeout_tcp, g.ipvs_timeout_tcpfin, g.ipvs_timeout_udp),
-            ipvs_sysctls(g.ipvs_expire_nodest_conn),
+            kernel, self._desired(), s.foreign, s.resync_interval, s.timeouts, s.sysctls,
             f"{g.state_dir}/sysctl-saved.json",
-        )
+        )  # fmt: skip
         reconciler = self.reconciler
         self.observer.known_table = lambda: reconciler.known
         self.observer.reconciler = reconciler
@@ -490,6 +382,16 @@ class Agent:
         links.drain()
         for r in self.runners:
             r.links_changed()
+
+
+def ipvs_settings(config: Config) -> Settings:
+    g = config.global_
+    return Settings(
+        g.foreign_services,
+        g.ipvs_resync_interval,
+        Timeouts(g.ipvs_timeout_tcp, g.ipvs_timeout_tcpfin, g.ipvs_timeout_udp),
+        ipvs_sysctls(g.ipvs_expire_nodest_conn),
+    )
 
 
 async def serve(config: Config) -> None:

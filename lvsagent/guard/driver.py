@@ -118,6 +118,7 @@ class LoopGuard:
         # The VRRP peer's address as last heard (set by the daemon), for learning its MAC.
         self.peer_address: Callable[[], ipaddress.IPv4Address | None] = lambda: None
         self._lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[None]] = set()
         self._unapplied = False  # set() failed; check() applies self.engaged
 
     async def _loguard_vips(
@@ -324,8 +325,15 @@ class LoopGuard:
         source = "the table the last run left" if recalled else "the neighbour table"
         log.info("loop guard %s: peer MAC %s learned from %s", self.mode, mac, source)
 
-    async def reload(self, config: Config) -> None:
-        """A reload: new services mean new rules (the daemon refuses a change of mode)."""
+    def reconfigure(self, config: Config) -> None:
+        """A reload: new services mean new rules (the daemon refuses a change of mode).
+
+        Applied in a task of the guard's own, under its lock: never on the reload's path."""
+        task = asyncio.get_running_loop().create_task(self._reconfigure(config))
+        self._reloads.add(task)  # referenced until done: an unreferenced task may vanish
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reconfigure(self, config: Config) -> None:
         async with self._lock:
             self.config = config
             vips = guard_vips(self.config)

@@ -147,11 +147,11 @@ class HealthMonitor:
         self._tasks: set[asyncio.Task[None]] = set()
         # Loop turns the scheduler has yielded to pace a storm of due checks.
         self.yields = 0
-        self.set_config(config)
+        self.reconfigure(config)
 
     # ----- configuration ------------------------------------------------------
 
-    def set_config(self, config: Config) -> None:
+    def reconfigure(self, config: Config) -> None:
         """Adopt a (re)loaded config.  Takes effect at once; ``on_change`` is not called.
 
         A server the old config had keeps its verdict, counters and schedule

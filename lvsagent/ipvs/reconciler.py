@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import astuple
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -59,6 +59,16 @@ class Kernel(Protocol):
     async def get_timeouts(self) -> Timeouts: ...
 
     async def set_timeouts(self, tcp: int, tcp_fin: int, udp: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a reload may change in the reconciler (the desired table comes by set_desired)."""
+
+    foreign: Literal["report", "remove"]
+    resync_interval: float
+    timeouts: Timeouts
+    sysctls: Mapping[str, str]
 
 
 class IpvsReconciler:
@@ -97,6 +107,13 @@ class IpvsReconciler:
         self._why: list[str] = []  # what asked for the next pass
         # Services changed since the last pass; None: unknown, compare them all.
         self._pending: set[ServiceKey] | None = None
+
+    def reconfigure(self, settings: Settings) -> None:
+        """A reload's settings, used from the next pass on."""
+        self.foreign = settings.foreign
+        self.resync_interval = settings.resync_interval
+        self.timeouts = settings.timeouts
+        self.sysctls = settings.sysctls
 
     def set_desired(
         self,

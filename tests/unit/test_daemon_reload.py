@@ -43,7 +43,7 @@ def test_a_changed_loop_guard_keeps_the_running_config(
     running = agent.config
     path.write_text(FWMARK + BASE.format(extra="fwmark = 3\n"))
     with caplog.at_level(logging.ERROR, "lvsagent"):
-        asyncio.run(agent._reload())
+        asyncio.run(agent.reloads.read_and_apply())
     assert agent.config is running
     assert agent.observer.config is running
     assert "loop_guard changed" in caplog.text and "bypass -> fwmark" in caplog.text
@@ -111,14 +111,14 @@ def test_a_refused_reload_is_a_tagged_journal_entry(
     running = agent.config
     path.write_text(BASE.format(extra="").replace("vrid = 51", "vrid = 9"))
     with caplog.at_level(logging.ERROR, "lvsagent"):
-        asyncio.run(agent._reload())
+        asyncio.run(agent.reloads.read_and_apply())
     assert agent.config is running
     tags = [getattr(r, "journal", {}).get("LVSAGENT_RELOAD") for r in caplog.records]
     assert "refused" in tags
     path.write_text("this is not toml [")
     caplog.clear()
     with caplog.at_level(logging.ERROR, "lvsagent"):
-        asyncio.run(agent._reload())
+        asyncio.run(agent.reloads.read_and_apply())
     assert agent.config is running
     assert "refused" in [getattr(r, "journal", {}).get("LVSAGENT_RELOAD") for r in caplog.records]
 
@@ -147,8 +147,8 @@ def test_a_reload_during_start_up_does_not_tell_systemd_it_is_ready(tmp_path: Pa
     agent = Agent(load_config(path))
     notes = _Notes()
     agent.observer.notifier = notes  # type: ignore[assignment]
-    asyncio.run(agent.reload())  # before the first IPVS pass: the unit is still activating
+    asyncio.run(agent.reloads.reload())  # before the first IPVS pass: the unit is still activating
     assert notes.sent == []
     agent.first_pass.set()
-    asyncio.run(agent.reload())
+    asyncio.run(agent.reloads.reload())
     assert notes.sent == ["RELOADING=1", "READY=1"]

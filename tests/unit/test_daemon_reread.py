@@ -44,14 +44,14 @@ def patch_loader(monkeypatch: pytest.MonkeyPatch, load: Callable[[str], Config])
 async def reload_once(agent: Agent) -> None:
     """Send the reload signal and wait for the verdict (applied or refused)."""
     verdict = asyncio.Event()
-    record = agent._reloaded
+    record = agent.reloads.reloaded
 
     def reloaded(ok: bool, detail: str) -> None:
         record(ok, detail)
         verdict.set()
 
-    agent._reloaded = reloaded  # type: ignore[method-assign]
-    agent.on_reload_signal()
+    agent.reloads.reloaded = reloaded  # type: ignore[method-assign]
+    agent.reloads.on_signal()
     await asyncio.wait_for(verdict.wait(), WAIT)
 
 
@@ -141,11 +141,11 @@ def test_signals_during_a_read_give_one_more_read_not_one_each(
             return load_config(p)
 
         patch_loader(monkeypatch, held_load)
-        agent.on_reload_signal()
+        agent.reloads.on_signal()
         await asyncio.wait_for(started.wait(), WAIT)
         for _ in range(3):
-            agent.on_reload_signal()  # while the first read is held
-        task = agent._rereading
+            agent.reloads.on_signal()  # while the first read is held
+        task = agent.reloads._rereading
         assert task is not None
         release.set()
         await asyncio.wait_for(task, WAIT)

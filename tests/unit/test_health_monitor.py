@@ -199,7 +199,7 @@ def test_reload_keeps_known_servers_and_starts_new_ones_afresh() -> None:
             await h.until(lambda: not m.weights())
             c = ipaddress.IPv4Address("172.16.0.33")
             h.results[c] = REFUSED
-            m.set_config(config(RealServer(A, 80, weight=5), RealServer(c, 80)))
+            m.reconfigure(config(RealServer(A, 80, weight=5), RealServer(c, 80)))
             assert m.server_up(A, 80) is True  # kept
             assert m.server_up(B, 80) is None  # forgotten
             assert m.server_up(c, 80) is None  # new, alpha
@@ -319,7 +319,7 @@ def test_reloading_the_same_config_queues_nothing_more() -> None:
     m = HealthMonitor(cfg, lambda: None, check=Harness(cfg).check, rng=NoJitter())
     queued = len(m._heap)
     for _ in range(3):
-        m.set_config(cfg)
+        m.reconfigure(cfg)
     assert len(m._heap) == queued == 2
 
 

@@ -14,25 +14,16 @@ when it comes up.  First checks are spread uniformly over each server's
 interval, so a start or a reload does not send every check at once, but the
 new servers of one service share their first moment (FIRST_CHECK_GROUP at a
 time): their first verdicts then come within a few loop turns of each other,
-and the daemon rebuilds and re-plans that service once or twice, not once per
-server.  Measured (10 000 servers in 1000 services, one loopback listener, a
-loaded host): all up in 40 s with a jitter per server, 12 s with one per
-service, 5 s for the checks alone, without the daemon's reaction to them.
+and the daemon re-plans that service once or twice, not once per server.
 
 Pacing: the checks share the event loop with VRRP, and asyncio runs every
-callback that is ready before it looks at a socket or a timer again, so one
-loop turn that starts thousands of checks delays the next advert by all of
-them.  The scheduler therefore starts due checks for at most PACE_SLICE of
-its own time, then yields one loop turn, and goes on.  The checks' share of
-a turn is bounded by time, not by a count sized from the whole turn's
-length: a first version halved a batch whenever the turn was long, and in
-the lab (10 000 TCP-checked servers, cold start, a loaded machine) turns
-were long for other reasons (reconciler passes, the status publish), so the
-batch sat at 4 starts a turn and the first checks of 10 000 servers took
-over 3 minutes (keepalived: 4.7 s) while the adverts were late anyway.
-With a slice, a slow turn costs the checks nothing more than the turn,
-and a fast machine starts hundreds per slice.  Checks that are overdue
-because of that wait their turn; an advert does not wait for them.
+ready callback before it looks at a socket or a timer again, so one turn that
+starts thousands of checks delays the next advert by all of them.  The
+scheduler starts due checks for at most PACE_SLICE of its own time, then
+yields a turn.  The slice is time, not a count sized from the turn's length:
+turns are long for other reasons too (reconciler passes, the status publish),
+and a count shrank to a few starts a turn (README, "Health checks", has the
+figures).
 
 Concurrency: each check in flight holds one file descriptor.  The bound is
 half the process's soft RLIMIT_NOFILE (the rest is left to the daemon),
@@ -56,9 +47,9 @@ import random
 import resource
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection
 
-from lvsagent.config.schema import Config, HealthCheck, RealServer, VirtualServer
+from lvsagent.config.schema import Config, HealthCheck, VirtualServer
 from lvsagent.health.checks import run_check
 from lvsagent.health.entry import (
     CheckSample,
@@ -69,8 +60,9 @@ from lvsagent.health.entry import (
     log_transition,
     policy_of,
 )
-from lvsagent.health.quorum import QuorumState, describe, quorum_state, service_name
+from lvsagent.health.quorum import QuorumState, describe, service_name
 from lvsagent.health.tracker import CheckResult, Tracker
+from lvsagent.health.verdicts import VerdictBook
 from lvsagent.ipvs.desired import DestId, dest_key, service_key
 from lvsagent.ipvs.model import ServiceKey
 from lvsagent.observe.journal import NOTICE
@@ -130,10 +122,7 @@ class HealthMonitor:
         self._check_one = check
         self._clock = clock
         self._rng = rng or random.Random()
-        self._entries: dict[DestId, Entry] = {}
-        self._by_server: dict[tuple[ipaddress.IPv4Address, int], list[Entry]] = {}
-        self._services: dict[ServiceKey, VirtualServer] = {}
-        self._quorum: dict[ServiceKey, QuorumState] = {}
+        self.book = VerdictBook()  # the verdicts, as IPVS and tracking read them (pure)
         self._heap: list[tuple[float, int, Entry]] = []
         self._seq = 0
         self._samples: deque[CheckSample] = deque(maxlen=MAX_SAMPLES)
@@ -143,7 +132,6 @@ class HealthMonitor:
         # The services whose verdicts changed, as of the last ``on_change``: the daemon
         # rebuilds and re-plans only those (a whole 10 000-server table costs ~50 ms).
         self.changed: frozenset[ServiceKey] = frozenset()
-        self._by_service: dict[ServiceKey, list[Entry]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Loop turns the scheduler has yielded to pace a storm of due checks.
         self.yields = 0
@@ -171,7 +159,7 @@ class HealthMonitor:
                 ident = (key, dest_key(rs))
                 health = rs.health or vs.health
                 name = f"RS {rs.address}:{rs.port} of {service_name(vs)}"
-                old = self._entries.get(ident)
+                old = self.book.entries.get(ident)
                 if old is not None and (old.tracker is None) == (health.type == "none"):
                     old.vs, old.rs, old.health = vs, rs, health
                     # Queued once already: again only if the reload moved its time.
@@ -193,78 +181,26 @@ class HealthMonitor:
                     tracker = Tracker(name, policy_of(health), now, first_delay=jitter)
                 entries[ident] = entry = Entry(ident, vs, rs, health, tracker)
                 self._push(entry)
-        for ident, entry in self._entries.items():
-            if entries.get(ident) is not entry:
-                entry.live = False
-        self._entries = entries
-        self._services = services
-        self._by_server = {}
-        self._by_service = {}
-        for entry in entries.values():
-            self._by_server.setdefault((entry.rs.address, entry.rs.port), []).append(entry)
-            self._by_service.setdefault(entry.ident[0], []).append(entry)
-        self._quorum = {k: v for k, v in self._quorum.items() if k in services}
-        for key in services:
-            self._update_quorum(key)
+        for vs, state in self.book.adopt(entries, services):
+            _log_quorum(vs, state)
         self._poke()
 
-    # ----- verdicts -------------------------------------------------------------
+    # ----- verdicts (the book's, for the daemon) ---------------------------------
 
     def weights(self, services: Collection[ServiceKey] | None = None) -> dict[DestId, int]:
-        """Weight overrides for desired_table: 0 for every drained server.
-
-        Which are drained and which removed is :func:`disposition`'s rule (a
-        failed server per ``on_failure``, an unreachable one removed, a suspect
-        one drained; "replaced" while its service's sorry server serves).  One
-        with no verdict yet (alpha) and not replaced is drained, not removed: it
-        enters the table with the first pass at start, and its first passed check
-        is then one weight edit that lets it serve at once, not an add that waits
-        behind the start's other work.  ``services``: only theirs (default: all).
-        """
-        sorry = self.sorry()
-        out: dict[DestId, int] = {}
-        for e in self._of(services):
-            what = e.disposition(e.ident[0] in sorry)
-            if what == "drain":
-                out[e.ident] = 0
-            elif what == "serve" and e.dynamic is not None:  # misc_dynamic: the exit's weight
-                out[e.ident] = e.dynamic
-        return out
+        return self.book.weights(services)
 
     def removed(self, services: Collection[ServiceKey] | None = None) -> frozenset[DestId]:
-        """Servers to leave out of IPVS (see :meth:`weights`)."""
-        sorry = self.sorry()
-        return frozenset(
-            e.ident for e in self._of(services) if e.disposition(e.ident[0] in sorry) == "remove"
-        )
-
-    def _of(self, services: Collection[ServiceKey] | None) -> Iterable[Entry]:
-        if services is None:
-            return self._entries.values()
-        return (e for key in services for e in self._by_service.get(key, ()))
+        return self.book.removed(services)
 
     def sorry(self) -> frozenset[ServiceKey]:
-        """Services whose sorry server must be in IPVS now (desired_table's ``sorry``)."""
-        return frozenset(
-            key for key, q in self._quorum.items() if q.wants_sorry(self._services[key])
-        )
+        return self.book.sorry()
 
     def quorum_lost(self) -> frozenset[ServiceKey]:
-        """Services below their quorum now (with a sorry server or not), for status."""
-        return frozenset(key for key, q in self._quorum.items() if q.lost)
+        return self.book.quorum_lost()
 
     def server_up(self, address: ipaddress.IPv4Address, port: int) -> bool | None:
-        """The verdict on a real server for VRRP tracking, across every service it is in.
-
-        False if any of its checks says DOWN; None while any has no verdict
-        (or nothing checks it); True when every check says UP.
-        """
-        verdicts = [e.up for e in self._by_server.get((address, port), ())]
-        if False in verdicts:
-            return False
-        if not verdicts or None in verdicts:
-            return None
-        return True
+        return self.book.server_up(address, port)
 
     def recheck(self, addresses: Collection[ipaddress.IPv4Address], silent: bool = False) -> None:
         """Check these real servers now rather than at their next interval.
@@ -275,7 +211,7 @@ class HealthMonitor:
         """
         now = self._clock()
         wanted = set(addresses)
-        for entry in self._entries.values():
+        for entry in self.book.entries.values():
             if entry.tracker is not None and entry.rs.address in wanted:
                 before, was = entry.view(), entry.disposition(False)
                 entry.tracker.recheck(now, silent)
@@ -286,7 +222,7 @@ class HealthMonitor:
 
     def snapshot(self) -> list[ServerHealth]:
         """Every checked server now, in config order, for status output and metrics."""
-        return [health_of(e) for e in self._entries.values()]
+        return [health_of(e) for e in self.book.entries.values()]
 
     def drain_samples(self) -> list[CheckSample]:
         """Every attempt finished since the last drain (the oldest dropped past MAX_SAMPLES)."""
@@ -401,34 +337,19 @@ class HealthMonitor:
     def _fire(self) -> None:
         dirty, self._dirty = self._dirty, set()
         for key in dirty:
-            self._update_quorum(key)
+            if (state := self.book.update_quorum(key)) is not None:
+                _log_quorum(self.book.services[key], state)
         self.changed = frozenset(dirty)
         self.on_change()
 
-    # ----- logging and quorum --------------------------------------------------------
 
-    def _update_quorum(self, key: ServiceKey) -> None:
-        vs = self._services.get(key)
-        if vs is None:
-            return
-        before = self._quorum.get(key)
-        was_lost = before is not None and before.lost
-        state = quorum_state(vs, lambda rs: self._entry_up(key, rs), was_lost)
-        if state is None:
-            self._quorum.pop(key, None)
-            return
-        self._quorum[key] = state
-        if (before is None and state.lost) or (before is not None and before.lost != state.lost):
-            level = logging.WARNING if state.lost else NOTICE  # back is not trouble
-            log.log(level, "%s", describe(vs, state), extra={"journal": {
-                "LVSAGENT_EVENT": "quorum",
-                "LVSAGENT_SERVICE": vs.label,
-                "LVSAGENT_QUORUM": "LOST" if state.lost else "UP",
-            }})  # fmt: skip
-
-    def _entry_up(self, key: ServiceKey, rs: RealServer) -> bool:
-        entry = self._entries.get((key, dest_key(rs)))
-        return entry is not None and entry.up is True
+def _log_quorum(vs: VirtualServer, state: QuorumState) -> None:
+    level = logging.WARNING if state.lost else NOTICE  # back is not trouble
+    log.log(level, "%s", describe(vs, state), extra={"journal": {
+        "LVSAGENT_EVENT": "quorum",
+        "LVSAGENT_SERVICE": vs.label,
+        "LVSAGENT_QUORUM": "LOST" if state.lost else "UP",
+    }})  # fmt: skip
 
 
 def _settle(fut: asyncio.Future[None]) -> None:

@@ -353,7 +353,7 @@ def test_first_checks_are_spread_over_the_first_second() -> None:
         clock=lambda: now, rng=random.Random(7),
     )  # fmt: skip
     firsts = sorted(
-        e.tracker.due - now for e in m._entries.values() if e.tracker and e.tracker.due
+        e.tracker.due - now for e in m.book.entries.values() if e.tracker and e.tracker.due
     )
     assert len(firsts) == 200 and firsts[0] >= 0.0 and firsts[-1] < 1.0
     # No clump: at most a group of one service's servers at one moment.
@@ -376,7 +376,7 @@ def test_the_servers_of_one_service_are_first_checked_together() -> None:
     )
     m = HealthMonitor(cfg, lambda: None, clock=lambda: 1_000.0, rng=random.Random(7))
     firsts = {
-        port: {e.tracker.due for e in m._entries.values() if e.tracker and e.rs.port == port}
+        port: {e.tracker.due for e in m.book.entries.values() if e.tracker and e.rs.port == port}
         for port in (80, 25)
     }
     assert len(firsts[80]) == 1 and len(firsts[25]) == 1 and firsts[80] != firsts[25]

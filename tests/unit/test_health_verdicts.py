@@ -42,7 +42,7 @@ def verdict(entry: Entry, ok: bool, reason: str = "scripted") -> None:
 
 def test_no_verdict_yet_is_weight_zero_not_removed() -> None:
     """alpha: every server enters IPVS at weight 0 until its own first check passes."""
-    book, entries, _ = book_of(service())
+    book, _, _ = book_of(service())
     assert set(book.weights().values()) == {0} and len(book.weights()) == 2
     assert book.removed() == frozenset()
     assert book.server_up(A, 80) is None

@@ -37,7 +37,8 @@ from lvsagent.daemon.reload import instance_changes
 from lvsagent.daemon.reread import Reloads
 from lvsagent.daemon.scripting import Scripting
 from lvsagent.daemon.tracking import tracks_anything
-from lvsagent.guard.driver import LoopGuard, peer_of
+from lvsagent.guard.driver import LoopGuard
+from lvsagent.guard.peer import peer_of
 from lvsagent.health.monitor import HealthMonitor
 from lvsagent.ipvs.desired import desired_table, service_key, update_services
 from lvsagent.ipvs.genl import Timeouts

@@ -3,6 +3,7 @@ already balanced to it (README, "Loop guard").
 
 desired.py derives the guard's kernel state from the config (pure); driver.py applies
 it at each transition and repairs drift; syncfollow.py moves the IPVS sync daemons
-behind a transition, never on its path.  The nft table itself is built in
+behind a transition, never on its path; peer.py finds the other box's address and
+MAC.  The nft table itself is built in
 netfilter/ruleset.py and written by netfilter/nft.py.
 """

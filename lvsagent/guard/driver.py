@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from lvsagent import memory
 from lvsagent.config.schema import Config, VrrpInstance
 from lvsagent.daemon.derive import guarded_instances
 from lvsagent.guard.desired import check_targets, guard_spec, guard_vips
+from lvsagent.guard.peer import neighbour_mac
 from lvsagent.guard.syncfollow import SyncDaemons, SyncFollower, ipvs_sync_daemons
 from lvsagent.netfilter import loopback, sysctl
 from lvsagent.netfilter.nft import NftGuard
@@ -43,7 +43,7 @@ from lvsagent.netlink import AsyncIPRoute, os_errors
 from lvsagent.observe.snapshot import GuardStatus
 
 if TYPE_CHECKING:  # the runner is built with the guard's hook: no import at run time
-    from lvsagent.daemon.instance import InstanceRunner
+    pass
 
 log = logging.getLogger("lvsagent.guard")
 
@@ -53,8 +53,6 @@ CHECK_INTERVAL = 5.0
 # the VIP) as local traffic only with the VIP on lo: fwmark (the peer's packets are not
 # marked and miss IPVS) and backup_only (IPVS ignores everything on the backup).
 LO_VIP_MODES = ("fwmark", "backup_only")
-# Neighbour states with a usable link-layer address: REACHABLE, STALE, DELAY, PROBE, PERMANENT.
-_NUD_VALID = 0x02 | 0x04 | 0x08 | 0x10 | 0x80
 
 
 @dataclass(frozen=True)
@@ -64,6 +62,8 @@ class GuardSurfaces:
     nft: Callable[[GuardSpec], NftGuard]
     untracked: Callable[[frozenset[CheckTarget]], Untracked]
     sync_daemons: Callable[[], SyncDaemons]
+    # The peer's MAC in the neighbour table (None: not there); raises OSError.
+    neighbour_mac: Callable[[ipaddress.IPv4Address], Awaitable[str | None]] = neighbour_mac
 
 
 def kernel_surfaces() -> GuardSurfaces:
@@ -85,6 +85,7 @@ class LoopGuard:
     ) -> None:
         g = config.global_
         made = surfaces or kernel_surfaces()
+        self._neighbour_mac = made.neighbour_mac
         self.mode = g.loop_guard
         self.inst = inst
         # Each followed instance's state; all engaged at start (prepare).
@@ -297,18 +298,12 @@ class LoopGuard:
         if peer is None:
             return
         try:
-            with os_errors():
-                async with AsyncIPRoute() as ipr:
-                    found = [
-                        msg.get("NDA_LLADDR")
-                        async for msg in await ipr.neigh("dump", family=socket.AF_INET)
-                        if msg.get("NDA_DST") == str(peer) and msg["state"] & _NUD_VALID
-                    ]
+            mac = await self._neighbour_mac(peer)
         except OSError as exc:
             log.warning("loop guard %s: cannot read the neighbour table: %s", self.mode, exc)
             return
-        if found and found[0]:
-            await self.learn_peer_mac(str(found[0]).lower())
+        if mac:
+            await self.learn_peer_mac(mac)
 
     async def learn_peer_mac(self, mac: str, recalled: bool = False) -> None:
         """The peer's MAC: fwmark does not mark its packets, and every mode serves them locally.
@@ -385,23 +380,3 @@ class LoopGuard:
             detail["sync"] = f"{self.sync.ifname} syncid {self.sync.syncid} ({role} daemon)"
         text = ", ".join(f"{k} {v}" for k, v in detail.items())
         return GuardStatus(mode=self.mode, active=self.engaged, detail=text)
-
-
-def peer_of(runner: InstanceRunner, config: Config) -> Callable[[], ipaddress.IPv4Address | None]:
-    """The other box's address, for learning its MAC.
-
-    The last advert's source when we have heard one; a master that started first
-    never has, so then the unicast peer, or else the one real server that is not
-    this box (the two-box design has exactly one).
-    """
-    own = {a.ip for a in runner.link.addresses}
-    others = {rs.address for vs in config.virtual_servers for rs in vs.real_servers} - own
-    fallback = runner.inst.unicast_peers[0] if runner.inst.unicast_peers else None
-    if fallback is None and len(others) == 1:
-        fallback = next(iter(others))
-
-    def peer() -> ipaddress.IPv4Address | None:
-        seen = runner.router.peer
-        return seen.address if seen is not None else fallback
-
-    return peer

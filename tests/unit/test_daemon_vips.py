@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-import lvsagent.guard.driver as guard_module
+import lvsagent.guard.peer as peer_module
 from lvsagent.config.loader import parse_config
 from lvsagent.daemon.vips import VirtualAddresses
 from lvsagent.guard.driver import GuardSurfaces, LoopGuard
@@ -67,7 +67,7 @@ def test_a_refused_read_back_is_logged_not_raised(caplog: pytest.LogCaptureFixtu
 def test_a_refused_neighbour_dump_is_logged_not_raised(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(guard_module, "AsyncIPRoute", RefusingIPRoute)
+    monkeypatch.setattr(peer_module, "AsyncIPRoute", RefusingIPRoute)
     config = parse_config(
         '[[vrrp_instance]]\nname = "VI_1"\ninterface = "eth0"\nvrid = 51\n'
         'virtual_addresses = ["10.0.0.100/24"]\n',

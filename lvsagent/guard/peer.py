@@ -1,0 +1,54 @@
+"""The other box: its address as this box knows it, and its MAC in the neighbour table.
+
+The guard needs the peer's MAC (fwmark leaves its packets unmarked; bypass and
+backup_only redirect what it forwards).  Multicast adverts create no neighbour
+entry, but the health checks of the peer's real server (the same address) do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from lvsagent.config.schema import Config
+from lvsagent.netlink import AsyncIPRoute, os_errors
+
+if TYPE_CHECKING:  # the runner is read, never imported at run time
+    from lvsagent.daemon.instance import InstanceRunner
+
+# Neighbour states with a usable link-layer address: REACHABLE, STALE, DELAY, PROBE, PERMANENT.
+_NUD_VALID = 0x02 | 0x04 | 0x08 | 0x10 | 0x80
+
+
+async def neighbour_mac(peer: ipaddress.IPv4Address) -> str | None:
+    """``peer``'s MAC from this namespace's neighbour table, lower case; OSError if unreadable."""
+    with os_errors():
+        async with AsyncIPRoute() as ipr:
+            found = [
+                msg.get("NDA_LLADDR")
+                async for msg in await ipr.neigh("dump", family=socket.AF_INET)
+                if msg.get("NDA_DST") == str(peer) and msg["state"] & _NUD_VALID
+            ]
+    return str(found[0]).lower() if found and found[0] else None
+
+
+def peer_of(runner: InstanceRunner, config: Config) -> Callable[[], ipaddress.IPv4Address | None]:
+    """The other box's address, for learning its MAC.
+
+    The last advert's source when we have heard one; a master that started first
+    never has, so then the unicast peer, or else the one real server that is not
+    this box (the two-box design has exactly one).
+    """
+    own = {a.ip for a in runner.link.addresses}
+    others = {rs.address for vs in config.virtual_servers for rs in vs.real_servers} - own
+    fallback = runner.inst.unicast_peers[0] if runner.inst.unicast_peers else None
+    if fallback is None and len(others) == 1:
+        fallback = next(iter(others))
+
+    def peer() -> ipaddress.IPv4Address | None:
+        seen = runner.router.peer
+        return seen.address if seen is not None else fallback
+
+    return peer

@@ -10,7 +10,7 @@ all 43 windows took 0.02 s together, the kernel's work included, so the whole
 pass (dump, plan, requests, windows) takes ~0.16 s, 0.04-0.05 of ``ipvsadm -R``.
 Asking an acknowledgement of every request added ~22 us a request (one recv
 each), hence not by default.  Dumps: 11 000 entries read through pyroute2 took
-2.2-2.7 s, by hand (genl.parse_*) 0.16 s.
+2.2-2.7 s, by hand (codec.parse_*) 0.16 s.
 
 How a window works.  Every request carries its own sequence number.  The
 kernel handles the messages of one sendmsg in order and synchronously, and it
@@ -36,7 +36,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lvsagent.ipvs import genl
+from lvsagent.ipvs import codec, genl
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey
 
 # include/uapi/linux/netlink.h, genetlink.h
@@ -92,7 +92,7 @@ class Request:
 
 
 def _service_request(action: str, cmd: int, flags: int, service: Service) -> Request:
-    body = genl.encode_service(service)
+    body = codec.encode_service(service)
     converged = CONVERGED_ADD if cmd == genl.CMD_NEW_SERVICE else frozenset()
     return Request(action, cmd, flags, body, service.key, None, service.scheduler, converged)
 
@@ -106,14 +106,14 @@ def edit_service(service: Service) -> Request:
 
 
 def del_service(key: ServiceKey) -> Request:
-    body = genl.encode_selector(key)
+    body = codec.encode_selector(key)
     return Request(
         "delete service", genl.CMD_DEL_SERVICE, FLAGS_CHANGE, body, key, None, "", CONVERGED_DEL
     )
 
 
 def _dest_request(action: str, cmd: int, service: ServiceKey, key: DestKey, dest: bytes) -> Request:
-    body = genl.encode_selector(service) + dest
+    body = codec.encode_selector(service) + dest
     if cmd == genl.CMD_NEW_DEST:
         return Request(action, cmd, FLAGS_CREATE, body, service, key, "", CONVERGED_ADD)
     converged = CONVERGED_DEL if cmd == genl.CMD_DEL_DEST else frozenset()
@@ -121,15 +121,15 @@ def _dest_request(action: str, cmd: int, service: ServiceKey, key: DestKey, dest
 
 
 def add_dest(service: ServiceKey, dest: Dest) -> Request:
-    return _dest_request("add dest", genl.CMD_NEW_DEST, service, dest.key, genl.encode_dest(dest))
+    return _dest_request("add dest", genl.CMD_NEW_DEST, service, dest.key, codec.encode_dest(dest))
 
 
 def edit_dest(service: ServiceKey, dest: Dest) -> Request:
-    return _dest_request("edit dest", genl.CMD_SET_DEST, service, dest.key, genl.encode_dest(dest))
+    return _dest_request("edit dest", genl.CMD_SET_DEST, service, dest.key, codec.encode_dest(dest))
 
 
 def del_dest(service: ServiceKey, dest: DestKey) -> Request:
-    body = genl.encode_dest_key(dest)
+    body = codec.encode_dest_key(dest)
     return _dest_request("delete dest", genl.CMD_DEL_DEST, service, dest, body)
 
 
@@ -217,7 +217,7 @@ class Window:
 
 
 def family_request(seq: int) -> bytes:
-    body = genl.nla(CTRL_ATTR_FAMILY_NAME, GENL_NAME.encode() + b"\0")
+    body = codec.nla(CTRL_ATTR_FAMILY_NAME, GENL_NAME.encode() + b"\0")
     size = _HEAD.size + len(body)
     return _HEAD.pack(size, GENL_ID_CTRL, NLM_F_REQUEST, seq, 0, CTRL_CMD_GETFAMILY, 1, 0) + body
 

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from lvsagent.ipvs import batch, genl
+from lvsagent.ipvs import batch, codec, genl
 from lvsagent.ipvs.genl import SyncDaemon, SyncState, Timeouts
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 from lvsagent.netlink import NetlinkError
@@ -163,13 +163,13 @@ class IpvsKernel:
         except OSError as exc:
             code = exc.errno or errno.EIO
             raise IpvsError("dump", "services", code, _advice("dump", code)) from exc
-        heads = _parsed(replies, genl.parse_service, skipped)
+        heads = _parsed(replies, codec.parse_service, skipped)
         services: list[Service] = []
         for i, head in enumerate(heads):
             if i % DUMP_YIELD_EVERY == DUMP_YIELD_EVERY - 1:
                 await asyncio.sleep(0)  # replies are queued at once: let VRRP run
             try:
-                replies = await sock.dump(genl.CMD_GET_DEST, genl.encode_selector(head.key))
+                replies = await sock.dump(genl.CMD_GET_DEST, codec.encode_selector(head.key))
             except OSError as exc:
                 code = exc.errno or errno.EIO
                 if code in _CONVERGED_DEL:  # deleted since the service dump
@@ -177,7 +177,7 @@ class IpvsKernel:
                 raise IpvsError(
                     "dump dests of", str(head.key), code, _advice("dump", code)
                 ) from exc
-            dests = _parsed(replies, genl.parse_dest, skipped)
+            dests = _parsed(replies, codec.parse_dest, skipped)
             services.append(replace(head, dests=tuple(sorted(dests, key=lambda d: d.key))))
         self.last_dump_skipped = dict(skipped)
         return Table(tuple(sorted(services, key=lambda s: s.key)))

@@ -41,7 +41,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lvsagent.config.loader import load_config
-from lvsagent.ipvs import batch, genl
+from lvsagent.ipvs import batch, codec
 from lvsagent.ipvs.desired import desired_table
 from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.model import Table
@@ -379,7 +379,7 @@ def phase_reconciler(table: Table, services: int, dests: int, budget: Budget) ->
     # 2. The pure parts alone: building every op's request (encoding), and the reconciler's
     #    remembered table after the pass (plan.apply_ops).  Windows (framing, sendmsg, the
     #    kernel's work, replies) were timed in the pass.
-    genl.encode_selector.cache_clear()
+    codec.encode_selector.cache_clear()
     started = time.perf_counter()
     for op in result.ops:
         batch.request_for(op)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from pyroute2.netlink import ctrlmsg, nlmsgerr
 
-from lvsagent.ipvs import batch, genl
+from lvsagent.ipvs import batch, codec, genl
 from lvsagent.ipvs import plan as planner
 from lvsagent.ipvs.kernel import IpvsError, IpvsKernel
 from lvsagent.ipvs.model import FWD_METHOD, IPPROTO, Dest, DestKey, Service, ServiceKey
@@ -86,7 +86,7 @@ def service_attrs(service: Service) -> genl.Attrs:
     return [
         *service_key_attrs(service.key),
         ("IPVS_SVC_ATTR_SCHED_NAME", service.scheduler),
-        ("IPVS_SVC_ATTR_FLAGS", {"flags": genl.flag_bits(service), "mask": 0xFFFFFFFF}),
+        ("IPVS_SVC_ATTR_FLAGS", {"flags": codec.flag_bits(service), "mask": 0xFFFFFFFF}),
         ("IPVS_SVC_ATTR_TIMEOUT", service.persistence_timeout),
         ("IPVS_SVC_ATTR_NETMASK", str(service.persistence_netmask)),
     ]
@@ -172,18 +172,18 @@ def test_pyroute2_decodes_our_service_as_the_model(service: Service) -> None:
     nested = msg.get_attr("IPVS_CMD_ATTR_SERVICE")
     assert nested.get_attr("IPVS_SVC_ATTR_SCHED_NAME") == service.scheduler
     assert nested.get_attr("IPVS_SVC_ATTR_NETMASK") == str(service.persistence_netmask)
-    assert nested.get_attr("IPVS_SVC_ATTR_FLAGS")["flags"] == genl.flag_bits(service)
+    assert nested.get_attr("IPVS_SVC_ATTR_FLAGS")["flags"] == codec.flag_bits(service)
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=str)
 def test_our_parser_reads_a_pyroute2_service_as_the_model(service: Service) -> None:
     attrs = [("IPVS_CMD_ATTR_SERVICE", {"attrs": service_attrs(service)})]
-    assert genl.parse_service(reply(attrs)) == (service, "")
+    assert codec.parse_service(reply(attrs)) == (service, "")
 
 
 @pytest.mark.parametrize("dest", DESTS, ids=str)
 def test_our_parser_reads_a_pyroute2_dest_as_the_model(dest: Dest) -> None:
-    assert genl.parse_dest(reply([("IPVS_CMD_ATTR_DEST", {"attrs": dest_attrs(dest)})])) == (
+    assert codec.parse_dest(reply([("IPVS_CMD_ATTR_DEST", {"attrs": dest_attrs(dest)})])) == (
         dest,
         "",
     )
@@ -213,7 +213,7 @@ def kernel_service(**override: Any) -> genl.Attrs:
 
 def test_a_dumped_service_reads_configured_fields_only() -> None:
     block = reply(kernel_service())
-    service, why = genl.parse_service(block)
+    service, why = codec.parse_service(block)
     assert why == "" and service == Service(
         ServiceKey(protocol="tcp", address=A("192.0.2.100"), port=443),
         "sh",
@@ -222,11 +222,11 @@ def test_a_dumped_service_reads_configured_fields_only() -> None:
         A("255.255.0.0"),
     )
     raw = bytearray(block)  # the kernel sends union nf_inet_addr: 16 bytes
-    long_addr = genl.nla(genl.SVC_ADDR, bytes([192, 0, 2, 100]) + bytes(12))
-    start = bytes(raw).index(genl.nla(genl.SVC_ADDR, bytes([192, 0, 2, 100])))
+    long_addr = codec.nla(codec.SVC_ADDR, bytes([192, 0, 2, 100]) + bytes(12))
+    start = bytes(raw).index(codec.nla(codec.SVC_ADDR, bytes([192, 0, 2, 100])))
     raw[start : start + 8] = long_addr
     struct.pack_into("=H", raw, 0, struct.unpack_from("=H", raw, 0)[0] + 12)
-    assert genl.parse_service(bytes(raw)) == (service, "")
+    assert codec.parse_service(bytes(raw)) == (service, "")
 
 
 def test_services_and_dests_the_model_cannot_say_are_skipped_with_a_reason() -> None:
@@ -239,11 +239,11 @@ def test_services_and_dests_the_model_cannot_say_are_skipped_with_a_reason() -> 
         (kernel_service(IPVS_SVC_ATTR_SCHED_NAME=None), "service-malformed"),
     ]
     for attrs, why in cases:
-        assert genl.parse_service(reply(attrs)) == (None, why)
-    assert genl.parse_service(b"\x01\x02") == (None, "service-malformed")
+        assert codec.parse_service(reply(attrs)) == (None, why)
+    assert codec.parse_service(b"\x01\x02") == (None, "service-malformed")
     local = [*dest_attrs(DESTS[0])]
     local[3] = ("IPVS_DEST_ATTR_FWD_METHOD", 1)  # IP_VS_CONN_F_LOCALNODE
-    assert genl.parse_dest(reply([("IPVS_CMD_ATTR_DEST", {"attrs": local})])) == (
+    assert codec.parse_dest(reply([("IPVS_CMD_ATTR_DEST", {"attrs": local})])) == (
         None,
         "dest-forwarding",
     )
@@ -252,11 +252,11 @@ def test_services_and_dests_the_model_cannot_say_are_skipped_with_a_reason() -> 
         ("IPVS_DEST_ATTR_ADDR", "2001:db8::11"),
         *dest_attrs(DESTS[0])[2:],
     ]
-    assert genl.parse_dest(reply([("IPVS_CMD_ATTR_DEST", {"attrs": six})])) == (
+    assert codec.parse_dest(reply([("IPVS_CMD_ATTR_DEST", {"attrs": six})])) == (
         None,
         "dest-not-ipv4",
     )
-    assert genl.parse_dest(reply(kernel_service())) == (None, "dest-malformed")
+    assert codec.parse_dest(reply(kernel_service())) == (None, "dest-malformed")
 
 
 def test_without_ack_only_the_ack_flag_changes() -> None:
@@ -393,7 +393,7 @@ def done(seq: int, code: int = 0) -> bytes:
 
 
 def test_a_dump_request_asks_for_a_dump_of_the_selected_service() -> None:
-    sent = batch.dump_request(genl.CMD_GET_DEST, FAMILY, 12, genl.encode_selector(TCP80))
+    sent = batch.dump_request(genl.CMD_GET_DEST, FAMILY, 12, codec.encode_selector(TCP80))
     length, kind, flags, seq, _pid, cmd = struct.unpack_from("=IHHIIB", sent)
     assert (length, kind, flags, seq, cmd) == (len(sent), FAMILY, 0x301, 12, genl.CMD_GET_DEST)
     nested = decoded(sent).get_attr("IPVS_CMD_ATTR_SERVICE")
@@ -405,9 +405,9 @@ def test_dump_replies_collect_parts_until_done() -> None:
     two = [("IPVS_CMD_ATTR_SERVICE", {"attrs": service_attrs(SERVICES[2])})]
     blocks, end = batch.dump_replies(dump_part(5, one) + dump_part(4, two), 5)  # 4: stale
     assert end is None and len(blocks) == 1
-    assert genl.parse_service(blocks[0]) == (SERVICES[0], "")
+    assert codec.parse_service(blocks[0]) == (SERVICES[0], "")
     blocks, end = batch.dump_replies(dump_part(5, two) + done(5) + dump_part(5, one), 5)
-    assert end == 0 and [genl.parse_service(b)[0] for b in blocks] == [SERVICES[2]]
+    assert end == 0 and [codec.parse_service(b)[0] for b in blocks] == [SERVICES[2]]
 
 
 def test_a_dump_ends_with_its_error() -> None:

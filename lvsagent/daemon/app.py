@@ -47,7 +47,7 @@ from lvsagent.ipvs.model import ServiceKey, Table
 from lvsagent.ipvs.plan import DelService
 from lvsagent.ipvs.reconciler import IpvsReconciler, Settings
 from lvsagent.netfilter.sysctl import ipvs_sysctls
-from lvsagent.netlink import AsyncIPRoute
+from lvsagent.netlink.pyroute import AsyncIPRoute
 from lvsagent.observe.journal import NOTICE
 from lvsagent.vrrp import addresses
 from lvsagent.vrrp.ownaddr import own_addresses_at_start

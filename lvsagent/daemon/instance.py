@@ -25,7 +25,7 @@ from lvsagent.daemon.derive import primary_address, router_params
 from lvsagent.daemon.vips import VirtualAddresses
 from lvsagent.daemon.wire import Counters, InstanceWire
 from lvsagent.health.track import ServerUp, combine, evaluate_servers
-from lvsagent.netlink import AsyncIPRoute
+from lvsagent.netlink.pyroute import AsyncIPRoute
 from lvsagent.observe.journal import NOTICE, fields
 from lvsagent.vrrp import addresses, syncgroup, track
 from lvsagent.vrrp.machine import (

@@ -14,7 +14,7 @@ import ipaddress
 import logging
 
 from lvsagent.config.schema import VrrpInstance
-from lvsagent.netlink import AsyncIPRoute
+from lvsagent.netlink.pyroute import AsyncIPRoute
 from lvsagent.vrrp import addresses
 from lvsagent.vrrp.fastaddr import AddressFastPath
 from lvsagent.vrrp.ownaddr import own_addresses

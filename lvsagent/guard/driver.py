@@ -39,7 +39,7 @@ from lvsagent.netfilter.nft import NftGuard
 from lvsagent.netfilter.notrack import Untracked
 from lvsagent.netfilter.ruleset import GuardSpec
 from lvsagent.netfilter.spec import CheckTarget
-from lvsagent.netlink import AsyncIPRoute, os_errors
+from lvsagent.netlink.pyroute import AsyncIPRoute, os_errors
 from lvsagent.observe.snapshot import GuardStatus
 
 if TYPE_CHECKING:  # the runner is built with the guard's hook: no import at run time

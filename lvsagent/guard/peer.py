@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lvsagent.config.schema import Config
-from lvsagent.netlink import AsyncIPRoute, os_errors
+from lvsagent.netlink.pyroute import AsyncIPRoute, os_errors
 
 if TYPE_CHECKING:  # the runner is read, never imported at run time
     from lvsagent.daemon.instance import InstanceRunner

@@ -38,21 +38,25 @@ from dataclasses import dataclass
 
 from lvsagent.ipvs import codec, genl
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey
+from lvsagent.netlink import frames
+from lvsagent.netlink.frames import (
+    CTRL_ATTR_FAMILY_ID,
+    CTRL_ATTR_FAMILY_NAME,
+    CTRL_CMD_GETFAMILY,
+    GENL_ID_CTRL,
+    NLM_F_ACK,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSGHDR,
+)
 
-# include/uapi/linux/netlink.h, genetlink.h
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_DUMP = 0x300
-NLM_F_REQUEST = 0x01
-NLM_F_ACK = 0x04
+# include/uapi/linux/netlink.h, genetlink.h: the socket's own options
 SOL_NETLINK = 270
 NETLINK_GENERIC = 16
 NETLINK_CAP_ACK = 10  # error replies without a copy of the failed request
 SO_RCVBUFFORCE = 33  # beyond net.core.rmem_max; needs CAP_NET_ADMIN, as IPVS changes do
-GENL_ID_CTRL = 0x10
-CTRL_CMD_GETFAMILY = 3
-CTRL_ATTR_FAMILY_ID = 1
-CTRL_ATTR_FAMILY_NAME = 2
 GENL_NAME = "IPVS"
 GENL_VERSION = 1  # IPVS_GENL_VERSION
 
@@ -66,9 +70,7 @@ REPLY_TRUESIZE = 1024  # what one queued reply costs the buffer (skb overhead; ~
 MAX_WINDOW = 256  # requests per sendmsg: bounds the time the loop spends inside the kernel
 REPLY_TIMEOUT = 5.0  # the kernel answers within the sendmsg; this only catches a lost reply
 
-_NLMSGHDR = struct.Struct("=IHHII")
 _HEAD = struct.Struct("=IHHIIBBH")  # nlmsghdr + genlmsghdr
-_NLA = struct.Struct("=HH")
 _U16, _I32 = struct.Struct("=H"), struct.Struct("=i")
 
 
@@ -166,17 +168,7 @@ def parse_acks(data: bytes | memoryview) -> list[tuple[int, int]]:
     Anything else (a malformed tail, other message types) is skipped: a reply we
     cannot read leaves its request unconfirmed, which the caller treats as failed.
     """
-    found = []
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _flags, seq, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
-            break
-        if kind == NLMSG_ERROR and length >= _NLMSGHDR.size + _I32.size:
-            (code,) = _I32.unpack_from(data, offset + _NLMSGHDR.size)
-            found.append((seq, -code))
-        offset += (length + 3) & ~3
-    return found
+    return frames.acks(data)
 
 
 class Window:
@@ -227,15 +219,12 @@ def parse_family(data: bytes | memoryview) -> int:
     for _seq, code in parse_acks(data):
         if code:
             raise OSError(code, f"generic netlink family {GENL_NAME}")
-    length, kind = _NLMSGHDR.unpack_from(data)[:2]
-    offset = _HEAD.size
-    while kind == GENL_ID_CTRL and offset + _NLA.size <= length:
-        size, attr = _NLA.unpack_from(data, offset)
-        if size < _NLA.size:
-            break
-        if attr & 0x3FFF == CTRL_ATTR_FAMILY_ID:
-            return int(_U16.unpack_from(data, offset + _NLA.size)[0])
-        offset += (size + 3) & ~3
+    for kind, _seq, start, end in frames.messages(data):
+        if kind != GENL_ID_CTRL:
+            continue
+        found = dict(frames.attributes(bytes(data[start + frames.GENLHDR.size : end])))
+        if CTRL_ATTR_FAMILY_ID in found:
+            return int(_U16.unpack_from(found[CTRL_ATTR_FAMILY_ID])[0])
     raise OSError(errno.EPROTO, "no family id in the generic netlink controller's reply")
 
 
@@ -254,14 +243,14 @@ def dump_replies(data: bytes | memoryview, seq: int) -> tuple[list[bytes], int |
     """
     blocks: list[bytes] = []
     offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _flags, got, _pid = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size or offset + length > len(data):
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, _flags, got, _pid = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size or offset + length > len(data):
             return blocks, errno.EPROTO
         if got == seq:
             if kind in (NLMSG_DONE, NLMSG_ERROR):
-                has_code = length >= _NLMSGHDR.size + _I32.size
-                return blocks, -_I32.unpack_from(data, offset + _NLMSGHDR.size)[
+                has_code = length >= NLMSGHDR.size + _I32.size
+                return blocks, -_I32.unpack_from(data, offset + NLMSGHDR.size)[
                     0
                 ] if has_code else 0
             blocks.append(bytes(data[offset + _HEAD.size : offset + length]))

@@ -26,6 +26,7 @@ from lvsagent.ipvs.model import (
     Service,
     ServiceKey,
 )
+from lvsagent.netlink import frames
 
 # -- model <-> attributes: every configured field, always ----------------------------------
 
@@ -77,10 +78,7 @@ _U8, _U16, _U32, _BE16 = (struct.Struct(f) for f in ("=B", "=H", "=I", "!H"))
 _FLAGS = struct.Struct("=II")
 
 
-def nla(kind: int, payload: bytes) -> bytes:
-    """One netlink attribute, padded to 4 bytes (pyroute2 sets no NLA_F_NESTED; nor do we)."""
-    size = _NLA.size + len(payload)
-    return _NLA.pack(size, kind) + payload + b"\0" * (-size % 4)
+nla = frames.nla
 
 
 @lru_cache(maxsize=4096)
@@ -142,15 +140,7 @@ def encode_dest(dest: Dest) -> bytes:
 
 def attributes(block: bytes) -> dict[int, bytes]:
     """Netlink attributes by type (NLA_F_* bits dropped); stops at a malformed one."""
-    found = {}
-    offset, end = 0, len(block)
-    while offset + 4 <= end:
-        size, kind = _NLA.unpack_from(block, offset)
-        if size < 4 or offset + size > end:
-            break
-        found[kind & 0x3FFF] = block[offset + 4 : offset + size]
-        offset += (size + 3) & ~3
-    return found
+    return dict(frames.attributes(block))
 
 
 def parse_service(block: bytes) -> tuple[Service | None, str]:

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lvsagent.netlink import (
+from lvsagent.netlink.pyroute import (
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_DUMP,
@@ -29,8 +29,8 @@ from lvsagent.netlink import (
     NLM_F_REQUEST,
     AsyncIPVS,
 )
-from lvsagent.netlink import genl_ipvs as _ipvs
-from lvsagent.netlink import nla as _nla
+from lvsagent.netlink.pyroute import genl_ipvs as _ipvs
+from lvsagent.netlink.pyroute import nla as _nla
 
 # Commands (include/uapi/linux/ip_vs.h, enum IPVS_CMD_*).
 CMD_NEW_SERVICE, CMD_SET_SERVICE, CMD_DEL_SERVICE, CMD_GET_SERVICE = 1, 2, 3, 4

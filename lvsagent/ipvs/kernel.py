@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from lvsagent.ipvs import batch, codec, genl
 from lvsagent.ipvs.genl import SyncDaemon, SyncState, Timeouts
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
-from lvsagent.netlink import NetlinkError
+from lvsagent.netlink.pyroute import NetlinkError
 
 __all__ = ["IpvsError", "IpvsKernel", "SyncDaemon", "Timeouts"]
 

@@ -29,7 +29,7 @@ import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from lvsagent.netlink import AsyncIPRoute
+from lvsagent.netlink.pyroute import AsyncIPRoute
 from lvsagent.vrrp.addresses import InterfaceError, reconcile_addresses
 
 log = logging.getLogger("lvsagent.netfilter")

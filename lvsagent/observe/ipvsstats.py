@@ -25,34 +25,45 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-NETLINK_GENERIC = 16
-GENL_ID_CTRL = 0x10
-CTRL_CMD_GETFAMILY = 3
-CTRL_ATTR_FAMILY_ID = 1
-CTRL_ATTR_FAMILY_NAME = 2
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x01
-NLM_F_ACK = 0x04
-NLM_F_DUMP = 0x300
-NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
-IPVS_GENL_VERSION = 1
+from lvsagent.ipvs.codec import (
+    CMD_ATTR_DEST,
+    CMD_ATTR_SERVICE,
+    DEST_ADDR,
+    DEST_ADDR_FAMILY,
+    DEST_PORT,
+    DEST_WEIGHT,
+    SVC_ADDR,
+    SVC_AF,
+    SVC_FWMARK,
+    SVC_PORT,
+    SVC_PROTOCOL,
+)
+from lvsagent.netlink import frames
+from lvsagent.netlink.frames import (
+    CTRL_ATTR_FAMILY_ID,
+    CTRL_ATTR_FAMILY_NAME,
+    CTRL_CMD_GETFAMILY,
+    GENL_ID_CTRL,
+    GENLHDR,
+    NLM_F_ACK,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSGHDR,
+)
 
+NETLINK_GENERIC = 16
+IPVS_GENL_VERSION = 1
 IPVS_CMD_GET_SERVICE = 4
 IPVS_CMD_GET_DEST = 8
-CMD_ATTR_SERVICE = 1
-CMD_ATTR_DEST = 2
-SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK = 1, 2, 3, 4, 5
+# The statistics and connection counts: the attributes codec.py does not read.
 SVC_STATS, SVC_STATS64 = 10, 12
-DEST_ADDR, DEST_PORT, DEST_WEIGHT = 1, 2, 4
 DEST_ACTIVE_CONNS, DEST_INACT_CONNS, DEST_PERSIST_CONNS = 7, 8, 9
-DEST_STATS, DEST_ADDR_FAMILY, DEST_STATS64 = 10, 11, 12
+DEST_STATS, DEST_STATS64 = 10, 12
 
 _SERVICE_KEY = (SVC_AF, SVC_PROTOCOL, SVC_ADDR, SVC_PORT, SVC_FWMARK)
 _PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp"}
-_NLMSGHDR = struct.Struct("=IHHII")
-_GENLHDR = struct.Struct("=BBH")
-_NLA = struct.Struct("=HH")
 RECV_BUFFER = 1 << 16  # the kernel's dump messages stay below 32 KiB
 TIMEOUT = 5.0  # a scrape must end even if the kernel never answers
 
@@ -97,13 +108,8 @@ class ServiceStats:
 
 
 def attributes(data: bytes, offset: int = 0) -> Iterator[tuple[int, bytes]]:
-    """(type, payload) of each netlink attribute in ``data[offset:]``, 4-byte aligned."""
-    while offset + _NLA.size <= len(data):
-        length, kind = _NLA.unpack_from(data, offset)
-        if length < _NLA.size or offset + length > len(data):
-            raise ValueError(f"netlink attribute of length {length} at {offset} overruns")
-        yield kind & NLA_TYPE_MASK, data[offset + _NLA.size : offset + length]
-        offset += (length + 3) & ~3
+    """(type, payload) of each attribute in ``data[offset:]``; ValueError if one overruns."""
+    return frames.attributes(data, offset, strict=True)
 
 
 def _uint(payload: bytes) -> int:
@@ -169,9 +175,7 @@ def parse_dest(nested: bytes, service_family: int = socket.AF_INET) -> DestStats
     )
 
 
-def encode_attribute(kind: int, payload: bytes) -> bytes:
-    length = _NLA.size + len(payload)
-    return _NLA.pack(length, kind) + payload + b"\0" * (-length % 4)
+encode_attribute = frames.nla
 
 
 class GenlDumper:
@@ -189,28 +193,27 @@ class GenlDumper:
     def request(self, family: int, cmd: int, attrs: bytes, flags: int) -> Iterator[bytes]:
         """The attribute block of each reply, until DONE (a dump) or the ACK; OSError on error."""
         self._seq += 1
-        body = _GENLHDR.pack(cmd, IPVS_GENL_VERSION, 0) + attrs
-        header = _NLMSGHDR.pack(_NLMSGHDR.size + len(body), family, flags, self._seq, 0)
+        body = GENLHDR.pack(cmd, IPVS_GENL_VERSION, 0) + attrs
+        header = NLMSGHDR.pack(NLMSGHDR.size + len(body), family, flags, self._seq, 0)
         self.sock.send(header + body)
         while True:
             data = self.sock.recv(RECV_BUFFER)
-            offset = 0
-            while offset + _NLMSGHDR.size <= len(data):
-                length, kind, _, seq, _ = _NLMSGHDR.unpack_from(data, offset)
-                if length < _NLMSGHDR.size:
-                    raise OSError(errno.EPROTO, "malformed netlink reply")
-                start, offset = offset, offset + ((length + 3) & ~3)
+            walked = 0
+            for kind, seq, start, end in frames.messages(data):
+                walked = frames.align(end)
                 if seq != self._seq:
                     continue
                 if kind == NLMSG_DONE:
                     return
                 if kind == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", data, start + _NLMSGHDR.size)
+                    code = frames.error_code(data, start)
                     if code == 0:  # the ACK of a non-dump request
                         return
-                    raise OSError(-code, os.strerror(-code))
+                    raise OSError(code, os.strerror(code))
                 if kind == family:
-                    yield data[start + _NLMSGHDR.size + _GENLHDR.size : start + length]
+                    yield data[start + GENLHDR.size : end]
+            if walked < len(data):
+                raise OSError(errno.EPROTO, "malformed netlink reply")
 
     def family_id(self, name: str) -> int | None:
         """The id the kernel gave a genl family; None if it is not registered (not loaded)."""

@@ -14,7 +14,7 @@ import socket
 import struct
 from fcntl import ioctl
 
-from lvsagent.netlink import AsyncIPRoute, NetlinkError, os_errors
+from lvsagent.netlink.pyroute import AsyncIPRoute, NetlinkError, os_errors
 
 # Their home is link.py (pure); callers that do I/O import them from here as well.
 from lvsagent.vrrp.link import InterfaceError as InterfaceError

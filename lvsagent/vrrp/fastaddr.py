@@ -18,18 +18,15 @@ import os
 import socket
 import struct
 
+from lvsagent.netlink import frames
+from lvsagent.netlink.frames import NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, NLMSGHDR
+
 RTM_NEWADDR = 20
 RTM_DELADDR = 21
-NLMSG_ERROR = 2
-NLM_F_REQUEST = 0x1
-NLM_F_ACK = 0x4
-NLM_F_EXCL = 0x200
-NLM_F_CREATE = 0x400
 IFA_ADDRESS = 1
 IFA_LOCAL = 2
 RT_SCOPE_UNIVERSE = 0
 _CONVERGED = {0, errno.EEXIST, errno.EADDRNOTAVAIL}
-_NLMSGHDR = struct.Struct("=IHHII")
 # Requests in flight at once: their acks must fit the socket's receive buffer.
 WINDOW = 64
 
@@ -46,22 +43,12 @@ def address_request(kind: int, seq: int, index: int, iface: ipaddress.IPv4Interf
     if kind == RTM_NEWADDR:
         flags |= NLM_F_CREATE | NLM_F_EXCL
     body = ifa + attrs
-    return _NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, flags, seq, 0) + body
 
 
 def ack_errors(data: bytes) -> dict[int, int]:
     """seq -> errno (0 for success) from a buffer of NLMSG_ERROR replies."""
-    out: dict[int, int] = {}
-    offset = 0
-    while offset + _NLMSGHDR.size <= len(data):
-        length, kind, _, seq, _ = _NLMSGHDR.unpack_from(data, offset)
-        if length < _NLMSGHDR.size:
-            break
-        if kind == NLMSG_ERROR and length >= _NLMSGHDR.size + 4:
-            (code,) = struct.unpack_from("=i", data, offset + _NLMSGHDR.size)
-            out[seq] = -code
-        offset += (length + 3) & ~3
-    return out
+    return dict(frames.acks(data))
 
 
 class AddressFastPath:

@@ -40,7 +40,7 @@ from pathlib import Path
 from lvsagent.config.errors import Problem
 from lvsagent.config.locate import Locator
 from lvsagent.config.schema import Config, VrrpInstance
-from lvsagent.netlink import AsyncIPRoute
+from lvsagent.netlink.pyroute import AsyncIPRoute
 from lvsagent.vrrp.addresses import InterfaceError, LinkInfo, read_link
 
 Vip = ipaddress.IPv4Interface

@@ -29,7 +29,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from lvsagent.netlink import AsyncIPRoute, NetlinkError, os_errors
+from lvsagent.netlink.pyroute import AsyncIPRoute, NetlinkError, os_errors
 from lvsagent.vrrp import addresses
 
 __all__ = ["Vmac", "vmac_address"]

@@ -24,7 +24,7 @@ from lvsagent.config.loader import parse_config
 from lvsagent.daemon.instance import InstanceRunner
 from lvsagent.guard.driver import GuardSurfaces, LoopGuard, kernel_surfaces
 from lvsagent.ipvs.kernel import DAEMON_REPLY_TIMEOUT
-from lvsagent.netlink import AsyncIPRoute
+from lvsagent.netlink.pyroute import AsyncIPRoute
 from lvsagent.vrrp import addresses
 from lvsagent.vrrp.machine import (
     Action,

@@ -18,7 +18,7 @@ import sys
 
 from lvsagent.config.schema import VrrpInstance
 from lvsagent.daemon.instance import InstanceRunner
-from lvsagent.netlink import AsyncIPRoute
+from lvsagent.netlink.pyroute import AsyncIPRoute
 from lvsagent.vrrp.addresses import read_link
 
 

@@ -18,7 +18,7 @@ import lvsagent.guard.peer as peer_module
 from lvsagent.config.loader import parse_config
 from lvsagent.daemon.vips import VirtualAddresses
 from lvsagent.guard.driver import GuardSurfaces, LoopGuard
-from lvsagent.netlink import NetlinkError, os_errors
+from lvsagent.netlink.pyroute import NetlinkError, os_errors
 from tests.unit.conftest import RecordingUntracked
 
 VIP = ipaddress.IPv4Interface("10.0.0.100/24")

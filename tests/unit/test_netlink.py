@@ -1,4 +1,4 @@
-"""lvsagent.netlink: pyroute2 without its import-everything __init__, and nothing broken by it.
+"""lvsagent.netlink.pyroute: pyroute2 without its import-everything __init__, nothing broken.
 
 Each case runs in a fresh interpreter, since the point is what a process has imported.
 """
@@ -38,7 +38,7 @@ def test_the_daemon_does_not_import_pyroute2_whole() -> None:
 def test_the_names_are_pyroute2s_own_classes() -> None:
     out = run(
         """
-        import lvsagent.netlink as n
+        import lvsagent.netlink.pyroute as n
         import pyroute2.iproute.linux, pyroute2.ipvs, pyroute2.netlink.exceptions
         print(n.AsyncIPRoute is pyroute2.iproute.linux.AsyncIPRoute,
               n.AsyncIPVS is pyroute2.ipvs.AsyncIPVS,
@@ -52,7 +52,7 @@ def test_top_level_names_still_work_and_load_the_package_once() -> None:
     out = run(
         """
         import sys
-        import lvsagent.netlink as n
+        import lvsagent.netlink.pyroute as n
         from pyroute2 import config                      # a subpackage: stays lean
         lean = "pyroute2.ndb.main" not in sys.modules
         from pyroute2 import AsyncIPVS, IPRoute, NetlinkError  # runs the real __init__
@@ -76,7 +76,7 @@ def test_a_process_that_imported_pyroute2_first_keeps_it() -> None:
         """
         import pyroute2
         whole = pyroute2
-        import lvsagent.netlink as n
+        import lvsagent.netlink.pyroute as n
         import sys
         print(sys.modules["pyroute2"] is whole, n.AsyncIPRoute is whole.AsyncIPRoute)
         """
@@ -88,7 +88,7 @@ def test_the_logger_is_set_up_as_the_real_init_does() -> None:
     out = run(
         """
         import logging
-        import lvsagent.netlink
+        import lvsagent.netlink.pyroute
         print([type(h).__name__ for h in logging.getLogger("pyroute2").handlers])
         """
     )

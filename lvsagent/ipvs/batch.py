@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 from lvsagent.ipvs import codec, genl
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey
+from lvsagent.ipvs.plan import AddDest, AddService, DelDest, DelService, EditDest, EditService, Op
 from lvsagent.netlink import frames
 from lvsagent.netlink.frames import (
     CTRL_ATTR_FAMILY_ID,
@@ -135,22 +136,20 @@ def del_dest(service: ServiceKey, dest: DestKey) -> Request:
     return _dest_request("delete dest", genl.CMD_DEL_DEST, service, dest, body)
 
 
-def request_for(op: object) -> Request:
-    """The request for a planner op (lvsagent.ipvs.plan), dispatched by class name."""
-    kind = type(op).__name__
-    service = getattr(op, "service", None)
-    if kind in ("AddService", "EditService") and isinstance(service, Service):
-        return (add_service if kind == "AddService" else edit_service)(service)
-    key = getattr(op, "key", None)
-    if kind == "DelService" and isinstance(key, ServiceKey):
-        return del_service(key)
-    dest = getattr(op, "dest", None)
-    if isinstance(service, ServiceKey):
-        if kind == "AddDest" and isinstance(dest, Dest):
+def request_for(op: Op) -> Request:
+    """The request for a planner op."""
+    match op:
+        case AddService(service=service):
+            return add_service(service)
+        case EditService(service=service):
+            return edit_service(service)
+        case DelService(key=key):
+            return del_service(key)
+        case AddDest(service=service, dest=dest):
             return add_dest(service, dest)
-        if kind == "EditDest" and isinstance(dest, Dest):
+        case EditDest(service=service, dest=dest):
             return edit_dest(service, dest)
-        if kind == "DelDest" and isinstance(dest, DestKey):
+        case DelDest(service=service, dest=dest):
             return del_dest(service, dest)
     raise TypeError(f"not an IPVS plan op: {op!r}")
 

@@ -5,7 +5,7 @@ Why it looks like this: pyroute2 0.9.7's IPVS helpers hide traps (shared/FACTS.m
 DELETE, ``"set"`` replaces the whole entry and fills omitted fields with *its*
 defaults (``wlc``, DR, weight 1), fwmark services need an explicit netmask.  So
 this adapter never uses ``IPVSService``/``IPVSDest``: every request is built from
-the model's value objects with every configured field spelled out (genl.py), and
+the model's value objects with every configured field spelled out (codec.py), and
 edits use the SET commands.
 
 Changes go out hand-encoded, a window of requests per sendmsg, and dumps are
@@ -37,14 +37,12 @@ from typing import Any, TypeVar
 from lvsagent.ipvs import batch, codec, genl
 from lvsagent.ipvs.genl import SyncDaemon, SyncState, Timeouts
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
+from lvsagent.ipvs.plan import Op
 from lvsagent.netlink.pyroute import NetlinkError
 
 __all__ = ["IpvsError", "IpvsKernel", "SyncDaemon", "Timeouts"]
 
 _Item = TypeVar("_Item", Service, Dest)
-
-_CONVERGED_DEL = batch.CONVERGED_DEL
-
 
 log = logging.getLogger("lvsagent.ipvs")
 
@@ -142,7 +140,7 @@ class IpvsKernel:
         try:
             await self._call(genl.CMD_DEL_DAEMON, genl.daemon_attrs(state))
         except NetlinkError as exc:
-            if exc.code in _CONVERGED_DEL:
+            if exc.code in batch.CONVERGED_DEL:
                 return False
             target = f"{state} sync daemon"
             raise IpvsError("stop", target, exc.code, _advice("stop", exc.code)) from exc
@@ -172,7 +170,7 @@ class IpvsKernel:
                 replies = await sock.dump(genl.CMD_GET_DEST, codec.encode_selector(head.key))
             except OSError as exc:
                 code = exc.errno or errno.EIO
-                if code in _CONVERGED_DEL:  # deleted since the service dump
+                if code in batch.CONVERGED_DEL:  # deleted since the service dump
                     continue
                 raise IpvsError(
                     "dump dests of", str(head.key), code, _advice("dump", code)
@@ -203,14 +201,11 @@ class IpvsKernel:
     async def del_dest(self, service: ServiceKey, dest: DestKey) -> bool:
         return await self._one(batch.del_dest(service, dest))
 
-    async def apply(self, op: object) -> bool:
-        """Apply one planner op (lvsagent.ipvs.plan), dispatched by class name; True if changed.
-
-        Duck-typed on purpose: the adapter does not import the planner.
-        """
+    async def apply(self, op: Op) -> bool:
+        """Apply one planner op (lvsagent.ipvs.plan); True if changed."""
         return await self._one(batch.request_for(op))
 
-    async def apply_many(self, ops: Sequence[object]) -> list[bool | IpvsError | None]:
+    async def apply_many(self, ops: Sequence[Op]) -> list[bool | IpvsError | None]:
         """Apply planner ops in order, a window per sendmsg; one outcome per op.
 
         True: changed; False: already so (EEXIST on add, ENOENT/ESRCH on delete);

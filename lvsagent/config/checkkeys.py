@@ -19,7 +19,8 @@ import os
 import string
 from typing import Any
 
-from lvsagent.config.fields import Checker, Section, given
+from lvsagent.config.fields import Checker, given
+from lvsagent.config.section import Section
 
 __all__ = ["DNS_TYPES", "SUBTABLES", "check_protocol", "read_check_tables"]
 

@@ -13,8 +13,9 @@ import re
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
 
-from lvsagent.config.fields import Checker, Section, given, toml_type
+from lvsagent.config.fields import Checker, given, toml_type
 from lvsagent.config.schema import Config, TrackRealServer
+from lvsagent.config.section import Section
 
 __all__ = [
     "GUARD_KEYS",

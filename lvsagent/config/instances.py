@@ -12,11 +12,12 @@ import ipaddress
 import re
 from typing import Any, get_args, get_type_hints
 
-from lvsagent.config.fields import Checker, Section, decimal, effective, given
+from lvsagent.config.fields import Checker, decimal, effective, given
 from lvsagent.config.guard import read_track_real_servers, read_tracked
 from lvsagent.config.locate import item
 from lvsagent.config.schema import TrackInterface, V3Checksum, VrrpInstance
 from lvsagent.config.scripts import HOOK_KEYS, TRACK_KEYS, read_hooks, read_refs
+from lvsagent.config.section import Section
 
 __all__ = ["INSTANCE_KEYS", "MAX_VIPS", "read_instances"]
 

@@ -26,7 +26,7 @@ from lvsagent.config.errors import (
     format_problems,
     syntax_problem,
 )
-from lvsagent.config.fields import Checker, Section, given
+from lvsagent.config.fields import Checker, given
 from lvsagent.config.guard import (
     GUARD_KEYS,
     check_guard_rules,
@@ -48,6 +48,7 @@ from lvsagent.config.scripts import (
     read_track_processes,
     read_vrrp_scripts,
 )
+from lvsagent.config.section import Section
 from lvsagent.config.services import read_virtual_servers
 
 __all__ = ["ConfigError", "Problem", "format_problems", "load_config", "parse_config"]

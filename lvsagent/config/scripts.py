@@ -21,7 +21,7 @@ import re
 import shlex
 from typing import Any, get_args
 
-from lvsagent.config.fields import Checker, Section, given, toml_type
+from lvsagent.config.fields import Checker, given, toml_type
 from lvsagent.config.guard import abs_path, read_tracked
 from lvsagent.config.schema import (
     Command,
@@ -33,6 +33,7 @@ from lvsagent.config.schema import (
     TrackRef,
     VrrpScript,
 )
+from lvsagent.config.section import Section
 
 __all__ = [
     "HOOK_KEYS",

@@ -16,7 +16,7 @@ import ipaddress
 from typing import Any, get_args
 
 from lvsagent.config.checkkeys import SUBTABLES, check_protocol, read_check_tables
-from lvsagent.config.fields import U32_MAX, Checker, Section, decimal, effective, given
+from lvsagent.config.fields import U32_MAX, Checker, decimal, effective, given
 from lvsagent.config.schema import (
     CheckType,
     DnsCheck,
@@ -34,6 +34,7 @@ from lvsagent.config.schema import (
     VirtualServer,
 )
 from lvsagent.config.scripts import read_misc
+from lvsagent.config.section import Section
 
 __all__ = ["build_health", "merge_health", "read_virtual_servers"]
 

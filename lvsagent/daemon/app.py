@@ -40,6 +40,7 @@ from lvsagent.daemon.tracking import tracks_anything
 from lvsagent.guard.driver import LoopGuard
 from lvsagent.guard.peer import peer_of
 from lvsagent.health.monitor import HealthMonitor
+from lvsagent.health.verdicts import NO_VERDICTS, Verdicts
 from lvsagent.ipvs.desired import desired_table, service_key, update_services
 from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.kernel import IpvsKernel
@@ -125,32 +126,28 @@ class Agent:
 
     def _desired(self) -> Table:
         """The config's table with the health verdicts and the drains laid over it."""
-        h = self.health
-        if h is None:
-            return desired_table(self.config, self.drains.weights())
-        weights = {**h.weights(), **self.drains.weights()}
-        return desired_table(self.config, weights, h.removed(), h.sorry())
+        v = self.health.verdicts() if self.health is not None else NO_VERDICTS
+        weights = {**v.weights, **self.drains.weights()}
+        return desired_table(self.config, weights, v.removed, v.sorry)
 
-    def _verdicts_changed(self) -> None:
+    def _verdicts_changed(self, verdicts: Verdicts) -> None:
         """The health monitor's callback: only the services it names are rebuilt."""
-        if self.health is not None:
-            self._rebuild(self.health.changed, "health")
+        self._rebuild(verdicts, "health")
         self._tell_trackers()
 
-    def _rebuild(self, changed: frozenset[ServiceKey], why: str) -> None:
-        """The desired table with ``changed`` services rebuilt from verdicts and drains."""
-        h, rec = self.health, self.reconciler
-        if h is None or rec is None:
+    def _rebuild(self, v: Verdicts, why: str) -> None:
+        """The desired table with ``v``'s services rebuilt from their verdicts and drains."""
+        rec, changed = self.reconciler, v.services
+        if rec is None or changed is None:
             return
-        weights = {**h.weights(changed), **self.drains.weights(changed)}
-        table = update_services(
-            rec.desired, self._services, changed, weights, h.removed(changed), h.sorry()
-        )
+        weights = {**v.weights, **self.drains.weights(changed)}
+        table = update_services(rec.desired, self._services, changed, weights, v.removed, v.sorry)
         rec.set_desired(table, why, changed)
 
     def _drains_changed(self, changed: frozenset[ServiceKey]) -> None:
         """`lvsagent drain`/`undrain` was applied: re-plan that service, show it at once."""
-        self._rebuild(changed, "drain")
+        if self.health is not None:
+            self._rebuild(self.health.verdicts(changed), "drain")
         self.observer.publish()
 
     def _health_changed(self, why: str = "health") -> None:

@@ -33,8 +33,9 @@ need the daemon to raise its soft limit to the hard one at start (systemd
 gives 524288) when many of them may time out at once.
 
 ``on_change`` is called on the loop, once per loop iteration however many
-verdicts changed in it, so a switch that takes out a thousand servers costs
-the daemon one table recomputation, not a thousand.
+verdicts changed in it, with the verdicts of the services that changed, so a
+switch that takes out a thousand servers costs the daemon one recomputation of
+those services, not a thousand.
 """
 
 from __future__ import annotations
@@ -62,12 +63,12 @@ from lvsagent.health.entry import (
 )
 from lvsagent.health.quorum import QuorumState, describe, service_name
 from lvsagent.health.tracker import CheckResult, Tracker
-from lvsagent.health.verdicts import VerdictBook
+from lvsagent.health.verdicts import VerdictBook, Verdicts
 from lvsagent.ipvs.desired import DestId, dest_key, service_key
 from lvsagent.ipvs.model import ServiceKey
 from lvsagent.observe.journal import NOTICE
 
-__all__ = ["CheckSample", "HealthMonitor", "ServerHealth", "default_concurrency"]
+__all__ = ["CheckSample", "HealthMonitor", "ServerHealth", "Verdicts", "default_concurrency"]
 
 log = logging.getLogger("lvsagent.health")
 
@@ -101,16 +102,16 @@ PACE_SLICE = 0.002
 class HealthMonitor:
     """Every real server's check, schedule and verdict, for one config at a time.
 
-    The daemon reads the verdicts as desired_table's arguments
-    (:meth:`weights`, :meth:`removed`, :meth:`sorry`) and, for VRRP
-    tracking, :meth:`server_up`; it is told of changes through ``on_change``.
+    Each change reaches the daemon as a Verdicts value through ``on_change`` (the
+    changed services only); :meth:`verdicts` gives them all (start, reload), and
+    :meth:`server_up` a server's verdict for VRRP tracking.
     ``check`` and ``rng`` are for tests (a scripted check, no jitter).
     """
 
     def __init__(
         self,
         config: Config,
-        on_change: Callable[[], None],
+        on_change: Callable[[Verdicts], None],
         *,
         concurrency: int | None = None,
         check: Check = run_check,
@@ -128,10 +129,9 @@ class HealthMonitor:
         self._samples: deque[CheckSample] = deque(maxlen=MAX_SAMPLES)
         self._wakeup: asyncio.Future[None] | None = None
         self._sleep_until: float | None = None
-        self._dirty: set[ServiceKey] = set()  # services with a verdict change not yet told
-        # The services whose verdicts changed, as of the last ``on_change``: the daemon
-        # rebuilds and re-plans only those (a whole 10 000-server table costs ~50 ms).
-        self.changed: frozenset[ServiceKey] = frozenset()
+        # Services with a verdict change not yet told: ``on_change`` gets only theirs,
+        # and the daemon re-plans only those (a whole 10 000-server table costs ~50 ms).
+        self._dirty: set[ServiceKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # Loop turns the scheduler has yielded to pace a storm of due checks.
         self.yields = 0
@@ -186,6 +186,9 @@ class HealthMonitor:
         self._poke()
 
     # ----- verdicts (the book's, for the daemon) ---------------------------------
+
+    def verdicts(self, services: Collection[ServiceKey] | None = None) -> Verdicts:
+        return self.book.verdicts(services)
 
     def weights(self, services: Collection[ServiceKey] | None = None) -> dict[DestId, int]:
         return self.book.weights(services)
@@ -339,8 +342,7 @@ class HealthMonitor:
         for key in dirty:
             if (state := self.book.update_quorum(key)) is not None:
                 _log_quorum(self.book.services[key], state)
-        self.changed = frozenset(dirty)
-        self.on_change()
+        self.on_change(self.book.verdicts(dirty))
 
 
 def _log_quorum(vs: VirtualServer, state: QuorumState) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lvsagent.config.schema import RealServer, VirtualServer
@@ -21,6 +22,25 @@ from lvsagent.ipvs.model import ServiceKey
 
 if TYPE_CHECKING:  # entries are the monitor's (entry.py logs); only their type is read here
     from lvsagent.health.entry import Entry
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """What the health checks say IPVS must hold for some services (None: every one).
+
+    The monitor hands one to the daemon with each change, and the daemon builds the
+    desired IPVS state from it (desired_table / update_services): data flows forward,
+    nothing reads back into the monitor.
+    """
+
+    services: frozenset[ServiceKey] | None
+    weights: Mapping[DestId, int]  # 0: drained; a misc_dynamic weight while it serves
+    removed: frozenset[DestId]
+    sorry: frozenset[ServiceKey]  # every service whose sorry server stands in (all services)
+
+
+# No health checks at all (a config without virtual servers' checks): nothing to lay over.
+NO_VERDICTS = Verdicts(None, {}, frozenset(), frozenset())
 
 
 class VerdictBook:
@@ -51,6 +71,13 @@ class VerdictBook:
         self._quorum = {k: v for k, v in self._quorum.items() if k in services}
         changed = [(self.services[k], self.update_quorum(k)) for k in services]
         return [(vs, state) for vs, state in changed if state is not None]
+
+    def verdicts(self, services: Collection[ServiceKey] | None = None) -> Verdicts:
+        """The verdicts of ``services`` (default: all) as one value."""
+        return Verdicts(
+            None if services is None else frozenset(services),
+            self.weights(services), self.removed(services), self.sorry(),
+        )  # fmt: skip
 
     def weights(self, services: Collection[ServiceKey] | None = None) -> dict[DestId, int]:
         """Weight overrides for desired_table: 0 for every drained server.

@@ -68,6 +68,7 @@ from lvsagent.config.schema import Config, HealthCheck, RealServer, TcpCheck, Vi
 from lvsagent.daemon.app import Agent
 from lvsagent.daemon.clock import DeadlineTimer
 from lvsagent.health.monitor import HealthMonitor
+from lvsagent.health.verdicts import Verdicts
 from lvsagent.ipvs.desired import desired_table
 from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.model import Table
@@ -255,7 +256,7 @@ async def _detect(mode: str, reps: int, interval: float, timeout: float) -> dict
         ipaddress.IPv4Address("10.0.0.1"), 80, health=_tcp(interval, timeout), real_servers=(rs,)
     )
     changed = asyncio.Event()
-    monitor = HealthMonitor(Config("bench", virtual_servers=(vs,)), changed.set)
+    monitor = HealthMonitor(Config("bench", virtual_servers=(vs,)), lambda v: changed.set())
     loop = asyncio.get_running_loop()
 
     async def until(up: bool) -> float:
@@ -391,9 +392,9 @@ async def _capacity(
     agent = Agent(config)
     reactions: list[float] = []  # how long each of the daemon's reactions held the loop
 
-    def react() -> None:
+    def react(verdicts: Verdicts) -> None:
         started = time.perf_counter()
-        agent._verdicts_changed()
+        agent._verdicts_changed(verdicts)
         reactions.append(time.perf_counter() - started)
 
     passes: list[float] = []
@@ -407,7 +408,7 @@ async def _capacity(
             passes.append(time.perf_counter() - started)
 
     reconciler.reconcile = timed_pass  # type: ignore[method-assign]
-    monitor = HealthMonitor(config, react if churn else lambda: None)
+    monitor = HealthMonitor(config, react if churn else lambda v: None)
     agent.health, agent.reconciler = monitor, reconciler
     adverts = _Adverts(loop)
     tasks = [asyncio.create_task(monitor.run()), asyncio.create_task(reconciler.run())]

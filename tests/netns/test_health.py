@@ -102,7 +102,7 @@ class Lab:
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(WAIT)
 
-    def report(self) -> None:
+    def report(self, _verdicts: object = None) -> None:
         """on_change, on the loop: copy the verdicts out for the test thread."""
         m = self.monitor
         with self.cond:

@@ -26,6 +26,7 @@ from lvsagent.health.monitor import (
     HealthMonitor,
 )
 from lvsagent.health.tracker import CheckResult
+from lvsagent.health.verdicts import Verdicts
 from lvsagent.ipvs.desired import desired_table
 from lvsagent.ipvs.model import DestKey, ServiceKey
 from lvsagent.observe.journal import NOTICE
@@ -64,6 +65,7 @@ class Harness:
         self.results: dict[ipaddress.IPv4Address, CheckResult] = {}
         self.checked: list[ipaddress.IPv4Address] = []
         self.changes = 0
+        self.last: Verdicts | None = None
         self._changed = asyncio.Event()
         kw.setdefault("check", self.check)
         self.monitor = HealthMonitor(cfg, self.on_change, rng=NoJitter(), **kw)
@@ -72,7 +74,8 @@ class Harness:
         self.checked.append(address)
         return self.results.get(address, OK)
 
-    def on_change(self) -> None:
+    def on_change(self, verdicts: Verdicts) -> None:
+        self.last = verdicts
         self.changes += 1
         self._changed.set()
 
@@ -316,7 +319,7 @@ def test_reloading_the_same_config_queues_nothing_more() -> None:
     """A kept server is queued once; a reload that does not move its time adds nothing (the
     heap grew by every server at each reload before)."""
     cfg = config(RealServer(A, 80), RealServer(B, 80))
-    m = HealthMonitor(cfg, lambda: None, check=Harness(cfg).check, rng=NoJitter())
+    m = HealthMonitor(cfg, lambda v: None, check=Harness(cfg).check, rng=NoJitter())
     queued = len(m._heap)
     for _ in range(3):
         m.reconfigure(cfg)
@@ -335,7 +338,7 @@ def test_on_change_names_the_services_whose_verdicts_changed() -> None:
             h.results[B] = REFUSED
             m.recheck([B])
             await h.until(lambda: bool(m.weights()))
-            assert m.changed == {tls}
+            assert h.last is not None and h.last.services == {tls}
             # Verdicts per service: what the daemon rebuilds for that change alone.
             assert m.weights([tls]) == {(tls, DestKey(B, 443)): 0}
             assert m.weights([WEB]) == {} and m.removed([tls]) == frozenset()
@@ -349,7 +352,7 @@ def test_first_checks_are_spread_over_the_first_second() -> None:
     servers = [RealServer(ipaddress.IPv4Address(f"10.1.0.{i + 1}"), 80) for i in range(200)]
     now = 1_000.0
     m = HealthMonitor(
-        config(*servers, health=health(interval=10.0)), lambda: None,
+        config(*servers, health=health(interval=10.0)), lambda v: None,
         clock=lambda: now, rng=random.Random(7),
     )  # fmt: skip
     firsts = sorted(
@@ -374,7 +377,7 @@ def test_the_servers_of_one_service_are_first_checked_together() -> None:
             VirtualServer(VIP, 25, real_servers=tuple(mail), health=hc),
         ),
     )
-    m = HealthMonitor(cfg, lambda: None, clock=lambda: 1_000.0, rng=random.Random(7))
+    m = HealthMonitor(cfg, lambda v: None, clock=lambda: 1_000.0, rng=random.Random(7))
     firsts = {
         port: {e.tracker.due for e in m.book.entries.values() if e.tracker and e.rs.port == port}
         for port in (80, 25)
@@ -465,7 +468,7 @@ def test_a_down_server_moves_between_drained_and_removed_as_it_answers(
             m.recheck([A])
             await h.until(lambda: h.changes > changes)
             assert m.removed() == {(WEB, DestKey(A, 80))} and m.weights() == {}
-            assert m.changed == {WEB}
+            assert h.last is not None and h.last.services == {WEB}
             changes = h.changes
             h.results[A] = REFUSED  # back, still failing: drained again
             m.recheck([A])

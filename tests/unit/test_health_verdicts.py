@@ -92,3 +92,18 @@ def test_a_reload_kills_the_entries_it_drops() -> None:
     book.adopt(keep, {service_key(vs): vs})
     assert [e.live for e in entries.values()] == [True, False]
     assert book.server_up(B, 80) is None and list(book.of(None)) == list(keep.values())
+
+
+def test_the_verdicts_of_some_services_as_one_value() -> None:
+    """What the monitor hands the daemon with a change: that service's verdicts only, and
+    every sorry server (a sorry server elsewhere must not be dropped by the rebuild)."""
+    web, other = service(80), service(81, quorum=2, sorry_server=(SORRY, 80))
+    book, entries, _ = book_of(web, other)
+    for e in entries.values():
+        verdict(e, e.rs.address == A)
+    v = book.verdicts([service_key(web)])
+    assert v.services == {service_key(web)}
+    assert dict(v.weights) == {(service_key(web), dest_key(web.real_servers[1])): 0}
+    assert v.removed == frozenset() and v.sorry == {service_key(other)}
+    # All: web's failed B, and both of the other's (its sorry server stands in: weight 0).
+    assert book.verdicts().services is None and len(book.verdicts().weights) == 3

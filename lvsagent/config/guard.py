@@ -159,7 +159,7 @@ def check_guard_rules(check: Checker, config: Config) -> None:
                 check.problem(
                     f"virtual_server[{i}]",
                     'loop_guard = "fwmark" marks address:port traffic for a fwmark service: '
-                    "give address, port and fwmark (the seed uses fwmark = 3 on box A)",
+                    "give address, port and fwmark (etc/box-a.toml uses fwmark = 3)",
                 )
     if g.ipvs_sync_interface is not None and not (
         g.ipvs_sync_daemon or g.loop_guard == "backup_only"

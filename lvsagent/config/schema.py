@@ -256,7 +256,7 @@ class VirtualServer:
 
     With ``loop_guard = "fwmark"`` a service gives both: packets for
     address:port/protocol that did not come from the peer box are marked with
-    ``fwmark``, and the IPVS service is the fwmark service (the seed's first scheme).
+    ``fwmark``, and the IPVS service is the fwmark service (the design's first scheme).
     """
 
     address: ipaddress.IPv4Address | None = None

@@ -153,7 +153,7 @@ class LoopGuard:
         A killed agent may have left its VIP and IPVS services with no guard;
         the restarted one engages the guard before the reconciler or VRRP runs.
         """
-        # The seed sets the ARP sysctls on the VRRP interface only; the kernel takes
+        # The design sets the ARP sysctls on the VRRP interface only; the kernel takes
         # the larger of "all" and the interface's value, so that is enough.
         names = self.states.keys()
         interfaces = [i.interface for i in self.config.vrrp_instances if i.name in names]

@@ -173,7 +173,7 @@ class HealthMonitor:
                 if health.type != "none":
                     # Spread, but within a second: under alpha a server gets no
                     # traffic until its first check, so a restart must not wait
-                    # a whole delay_loop (30 s in the seed) to serve again.
+                    # a whole delay_loop (30 s in etc/box-a.toml) to serve again.
                     spread = min(health.interval, FIRST_CHECK_SPREAD)
                     if grouped >= FIRST_CHECK_GROUP or jitter > spread:
                         grouped, jitter = 0, self._rng.uniform(0.0, spread)

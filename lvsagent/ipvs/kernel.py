@@ -1,6 +1,6 @@
 """The kernel's IPVS table: dump(), apply(op), apply_many(ops); no decisions.
 
-Why it looks like this: pyroute2 0.9.7's IPVS helpers hide traps (shared/FACTS.md):
+Why it looks like this: pyroute2 0.9.7's IPVS helpers hide traps (each seen on Linux 6.1):
 ``sched`` is silently ignored (the keyword is ``sched_name``), ``"update"`` sends
 DELETE, ``"set"`` replaces the whole entry and fills omitted fields with *its*
 defaults (``wlc``, DR, weight 1), fwmark services need an explicit netmask.  So

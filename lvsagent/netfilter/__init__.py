@@ -2,7 +2,8 @@
 
 ruleset.py and spec.py are pure (spec -> JSON transaction, readback -> table);
 nft.py, sysctl.py and loopback.py are the adapters.  Which one the daemon calls
-when: see README and issue 5 (bypass in before the VIP goes; out after GARP).
+when: the bypass goes in before the VIP goes, and out after the gratuitous ARP
+(README, "Loop guard").
 """
 
 from lvsagent.netfilter.nft import NftError, NftGuard

@@ -1,7 +1,7 @@
 """The VIPs as /32 on ``lo``, which the fwmark loop guard needs on both boxes.
 
-Why: in the seed's first scheme the master forwards unmarked packets (its own
-balancing, direct routing) to the backup with the VIP as destination.  The
+Why: with fwmark marking (the first of the design's schemes) the master forwards
+unmarked packets (its own balancing, direct routing) to the backup with the VIP as destination.  The
 backup must accept them as local, without answering ARP for the VIP (the sysctls
 in sysctl.py), so the VIP sits on ``lo``; the master holds it there too, beside
 the VRRP copy on its interface, so that both boxes look the same and a

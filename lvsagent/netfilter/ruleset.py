@@ -13,15 +13,15 @@ Three chains, each only in the modes that need it:
                   it holds the namespace's conntrack reference.  Without it,
                   flushing the last redirect rule (the MASTER transition) unhooks
                   conntrack and every connection the bypass had redirected stops
-                  getting its replies un-NATed (shared/FACTS.md; pinned in
+                  getting its replies un-NATed (Linux 6.1; pinned in
                   tests/netns/test_netfilter.py).
-``bypass``        nat prerouting.  Bypass mode (the seed's second scheme): in
+``bypass``        nat prerouting.  Bypass mode (the design's second scheme): in
                   BACKUP/FAULT, traffic for each virtual service (its protocol,
                   VIP and port, never "all TCP") is redirected to the local real
                   server, so IPVS on this box never sees it; in MASTER only what
                   the peer's MAC sends is.  fwmark and backup_only: only what the
                   peer's MAC sends, in every state (see peer_bypass_rule).
-``fwmark_guard``  fwmark mode (the seed's first scheme).  mangle prerouting: packets
+``fwmark_guard``  fwmark mode (the design's first scheme).  mangle prerouting: packets
                   to a service that did not come from the peer's MAC get the
                   service's mark; the peer's forwards stay unmarked, miss the
                   fwmark virtual service and reach the local server.  State
@@ -184,7 +184,8 @@ def peer_bypass_rule(svc: GuardedService, peer_macs: tuple[str, ...]) -> Rule:
     In MASTER this is the only bypass rule.  It matters when our agent is gone:
     kill -9 leaves the VIP and the IPVS table, the other box takes over and
     balances to us, and without this rule our kernel would balance that again
-    (the loop that kept a quarter of all requests failing in the seed's setup).
+    (the loop that kept a quarter of all requests failing under keepalived in the
+    lab's two-box setup).
     The rule is kernel state, so it holds with no agent running.
 
     TCP: only a connection's opening SYN is redirected; the NAT it binds carries

@@ -2,7 +2,7 @@
 
 Validation happens here, at construction, and never later: libnftables takes a
 malformed address such as ``10.0.0.300`` for a host name and resolves it
-through DNS (shared/FACTS.md), so nothing that reaches the JSON builder may be
+through DNS (verified with libnftables 1.0.6), so nothing that reaches the JSON builder may be
 unchecked.  Every error is a ValueError naming the bad value.
 
 MAC addresses are normalised to lower case, colon separated, sorted and
@@ -43,8 +43,8 @@ def normalize_mac(value: object) -> str:
 class GuardedService:
     """One virtual service the guard covers: protocol, VIP, port (None: every port).
 
-    ``fwmark`` is the mark of the fwmark virtual service that stands for it (the
-    seed's ``virtual_server fwmark 3``); only fwmark mode needs it.  ``engaged``:
+    ``fwmark`` is the mark of the fwmark virtual service that stands for it (keepalived's
+    ``virtual_server fwmark 3`` in the design's configs); only fwmark mode needs it.  ``engaged``:
     the state of the VRRP instance this service follows, when services follow
     several (None: the table's one state, ``desired_table``'s ``active``).
     """

@@ -1,14 +1,15 @@
 """The sysctls each loop-guard mode needs, set only where they differ and restorable.
 
-What each mode needs (seed article, shared/seed/000_*.txt, and issue 5):
+What each mode needs (the design this project follows: two boxes, each director and
+real server, keepalived-style sysctl.conf on both):
 
-- every mode: ``net.ipv4.ip_forward = 1``.  The seed's sysctl.conf sets it for
+- every mode: ``net.ipv4.ip_forward = 1``.  The design's sysctl.conf sets it for
   both of its schemes; a director forwarding with LVS-NAT needs it, DR tolerates
   it, and a backup that gets a packet for a VIP it does not hold then answers
   with an ICMP error instead of dropping it silently.
 - fwmark: the VIP sits on ``lo`` on both boxes (loopback.py), so the VRRP
   interface must not answer ARP for it on the backup:
-  ``net.ipv4.conf.<vrrp if>.arp_ignore = 1`` and ``arp_announce = 2``.  The seed
+  ``net.ipv4.conf.<vrrp if>.arp_ignore = 1`` and ``arp_announce = 2``.  The design
   sets them on the VRRP interface only, which suffices: the kernel uses the
   larger of ``all`` and the interface's value.  ``all`` is left alone because it
   would change ARP on every other interface of the box too; ``lo`` never does

@@ -2,7 +2,7 @@
 
 Why not pyroute2 here: the Prometheus endpoint serves each scrape in a new
 thread, and a pyroute2 socket belongs to the thread (and loop) that set it up
-(shared/FACTS.md).  pyroute2 also costs ~0.5 ms of CPU a message, so a
+(pyroute2 0.9).  pyroute2 also costs ~0.5 ms of CPU a message, so a
 1000 x 10 table would take seconds a scrape.  This reader opens a plain
 AF_NETLINK socket in the calling thread, dumps, parses with struct, closes;
 it reads only the statistics and the fields that label them, and makes no

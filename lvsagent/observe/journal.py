@@ -23,7 +23,7 @@ lvsagent`` lists only trouble; routine changes an operator still wants to see
 drain) are NOTICE, a level between INFO and WARNING that syslog has and
 Python's logging lacks (added here as 25).  Sending uses
 systemd-python's ``journal.send``, which drops silently when journald is
-absent (shared/FACTS.md) and so never blocks or raises on the way out.
+absent (systemd-python 235) and so never blocks or raises on the way out.
 """
 
 from __future__ import annotations

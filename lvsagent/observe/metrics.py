@@ -1,6 +1,6 @@
 """Prometheus /metrics: the agent's snapshot, check latencies and IPVS counters at scrape time.
 
-Why it is built this way (shared/FACTS.md):
+Why it is built this way (prometheus-client 0.16-0.21 behaves so):
 
 * A dedicated ``CollectorRegistry``: on the global one a collector without
   ``describe()`` is collected at registration, and library metrics would mix in.

@@ -2,7 +2,7 @@
 
 Why this wrapper: systemd-python's ``daemon.notify`` returns False without
 ``NOTIFY_SOCKET`` but *raises* when it names a missing or relative path
-(shared/FACTS.md); a status message must never take the daemon down, so every
+(systemd-python 235); a status message must never take the daemon down, so every
 send here swallows and logs (once) instead.
 
 Why feed the watchdog from the loop: everything lvsagent decides happens on

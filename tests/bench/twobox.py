@@ -30,7 +30,7 @@ each the median of at least 5 runs, and the worst with ``_worst`` appended.
 ``run_twobox_bench("keepalived")`` gives the baseline: keepalived configured as in the seed,
 with its bypass script. ``run_twobox_bench("lvsagent")`` measures keepalived too, in the same
 boot, and adds to each lvsagent figure its ratio to keepalived's (ratio <= 1.0 is the target;
-issue 5 also wants the outage under 0.5 s at 0.1 s).
+the outage is wanted under 0.5 s at advert_int 0.1 s).
 
 The host has no IPVS, so run_twobox_bench boots the lab (tests.kernel.uml.run_in_uml) and runs
 this module there with --guest, which prints each figure as a ``twobox-figure: {json}`` line.

@@ -3,7 +3,7 @@
 Why: Type=notify readiness, reload, the watchdog and the stop sequence are
 systemd's behaviour, not ours; only a real systemd shows that the daemon and
 the unit agree.  systemd 252 runs as PID 1 in the lab's user-mode Linux
-(shared/FACTS.md) when it gets a root it may write to: an overlayfs with a
+when it gets a root it may write to: an overlayfs with a
 tmpfs upper layer over the hostfs root, so nothing it writes (units, /etc,
 /var) reaches the host.
 

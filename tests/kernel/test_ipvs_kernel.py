@@ -1,6 +1,7 @@
 """The IPVS adapter (lvsagent.ipvs.kernel) against the real IPVS, INSIDE the kernel lab.
 
-Why: pyroute2 0.9.7's IPVS helpers hide traps that only a real kernel shows (shared/FACTS.md).
+Why: pyroute2 0.9.7's IPVS helpers hide traps that only a real kernel shows (listed in
+ipvs/kernel.py).
 Each trap test first shows it with raw pyroute2 calls, then shows that the adapter avoids it;
 ``ipvsadm -Sn`` is the independent observer.  Then round trips (model -> kernel -> dump),
 converged errors, the sync daemons, timeouts, and a backup receiving connection entries from a

@@ -2,7 +2,8 @@
 
 Why: they prove that the lab kernel has what the later kernel tests stand on — IPVS with DR
 forwarding, nf_tables NAT redirect, veth, bridges and namespaces carrying real TCP — and pin
-the surprising facts in shared/FACTS.md on the real code. On the host (no IPVS) they skip;
+the surprising facts of this kernel (each test's docstring says which) on the real code.
+On the host (no IPVS) they skip;
 run them with
 
     python -m tests.kernel.uml -- "$PWD/.venv/bin/python" -m pytest tests/kernel/test_lab.py
@@ -212,7 +213,7 @@ def test_ipvs_tables_are_per_namespace() -> None:
 
 
 def test_dest_add_needs_loopback_up() -> None:
-    """FACTS: without `ip link set lo up` (no local routing table) `dest add` fails, EINVAL."""
+    """Without `ip link set lo up` (no local routing table) `dest add` fails, EINVAL."""
     ns = Netns("nolo", lo_up=False)
     try:
         ns.run("ipvsadm", "-A", "-t", "192.0.2.100:80")

@@ -1,6 +1,6 @@
 """The baseline: the seed's two-box LVS run by keepalived, in the kernel lab, with real traffic.
 
-Why: issue 5 says that with keepalived, configured as the design article configures it (VRRP,
+Why: with keepalived, configured as the design article configures it (VRRP,
 the IPVS virtual server with TCP_CHECK real servers, and the bypass_ipvs.sh script on
 notify_master/backup/fault), about a quarter of all requests kept failing after a kill -9 of the
 master, and half after a clean stop. These tests reproduce that setup (tests/kernel/twobox.py)

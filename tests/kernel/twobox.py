@@ -1,6 +1,6 @@
 """The seed's two-box LVS in the kernel lab: a client, box A and box B on one bridge.
 
-Why: issue 5's proofs and figures are about this topology with real traffic — each box both
+Why: the loop guard's proofs and figures are about this topology with real traffic — each box both
 IPVS director (while MASTER) and real server, the loop between them, what a client sees when the
 master is killed or stopped. This module builds it inside the lab (user-mode Linux: IPVS and
 nf_tables), runs either agent on the boxes (lvsagent, or keepalived as the seed configures it:
@@ -348,7 +348,7 @@ def ipvs_stats(box: Box) -> dict[str, Counters]:
     """``ipvsadm -Ln --stats --exact`` of a box: "TCP 172.16.0.30:80" for a service, and
     "TCP 172.16.0.30:80 -> 172.16.0.31:80" for each of its real servers.
 
-    The kernel folds these counters in every 2 s (FACTS): read them after that, e.g. once the
+    The kernel folds these counters in every 2 s: read them after that, e.g. once the
     master's own counters show the traffic. Packets that the backup re-balanced are its
     service's InPkts; with a working loop guard they stay 0.
     """

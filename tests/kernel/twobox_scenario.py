@@ -1,4 +1,4 @@
-"""The two-box scenarios of issue 5 as functions: steady spread, and a failover under traffic.
+"""The two-box scenarios as functions: steady spread, and a failover under traffic.
 
 Why here and not in a test: the kernel tests assert on them, `make bench` prints their figures
 (for keepalived now, for lvsagent when its loop guard is wired) and `make demo` can narrate them,

@@ -1,6 +1,6 @@
 """Structured logging read back from a real journald.
 
-journald runs standalone in a private mount namespace (shared/FACTS.md):
+journald runs standalone in a private mount namespace:
 ``unshare -m`` with tmpfs on /run/systemd and /run/log, so its sockets and its
 volatile journal exist only there and the host's logs are untouched (a
 drop-in in that tmpfs sets Storage=volatile and turns off kmsg and

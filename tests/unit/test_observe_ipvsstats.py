@@ -136,6 +136,6 @@ def test_the_family_lookup_finds_a_family_that_exists() -> None:
     dumper = ipvsstats.GenlDumper()
     try:
         assert dumper.family_id("nlctrl") == ipvsstats.GENL_ID_CTRL
-        assert dumper.family_id("IPVS") is None  # not in the host kernel (shared/FACTS.md)
+        assert dumper.family_id("IPVS") is None  # the host kernel has no IPVS
     finally:
         dumper.close()

@@ -26,7 +26,7 @@ A = ipaddress.IPv4Address
 SRC = A("192.0.2.1")
 GROUP = A("224.0.0.18")
 
-# FACTS / RFC 9568 vector: v3, VRID 51, prio 200, one address 192.0.2.100,
+# RFC 9568 vector: v3, VRID 51, prio 200, one address 192.0.2.100,
 # interval 100 cs, checksum over the message only (0x4402).
 V3_MESSAGE_ONLY = bytes.fromhex("3133c80100644402c0000264")
 

@@ -38,7 +38,7 @@ from lvsagent.config.references import check_reference_rules
 from lvsagent.config.schema import (
     Config,
     Global,
-    LoopGuard,
+    GuardMode,
 )
 from lvsagent.config.scripts import (
     SCRIPT_GLOBAL_KEYS,
@@ -219,7 +219,7 @@ def _read_global(s: Section) -> Global:
         **given(
             {
                 "router_id": router_id or None,
-                "loop_guard": s.choice("loop_guard", get_args(LoopGuard)),
+                "loop_guard": s.choice("loop_guard", get_args(GuardMode)),
                 "metrics_listen": s.read("metrics_listen", s.check.listen),
                 "control_socket": s.read("control_socket", s.check.socket_path),
                 "foreign_services": s.choice(

@@ -33,10 +33,10 @@ __all__ = [
     "DnsCheck",
     "Forwarding",
     "Global",
+    "GuardMode",
     "HealthCheck",
     "Hooks",
     "HttpCheck",
-    "LoopGuard",
     "MiscCheck",
     "OnFailure",
     "ParamMatch",
@@ -63,7 +63,7 @@ VrrpVersion = Literal[2, 3]
 # "pseudo_header" is what keepalived sends by default for VRRPv3 over IPv4;
 # "message_only" is RFC 9568's reading.  Receive accepts both either way.
 V3Checksum = Literal["pseudo_header", "message_only"]
-LoopGuard = Literal["bypass", "fwmark", "backup_only"]
+GuardMode = Literal["bypass", "fwmark", "backup_only"]
 ServiceProtocol = Literal["tcp", "udp", "sctp"]
 # Every scheduler Linux's IPVS has (net/netfilter/ipvs/ip_vs_*.c), as ipvsadm -s names them.
 Scheduler = Literal[
@@ -293,7 +293,7 @@ class VirtualServer:
 @dataclass(frozen=True)
 class Global:
     router_id: str = "lvsagent"
-    loop_guard: LoopGuard = "bypass"
+    loop_guard: GuardMode = "bypass"
     metrics_listen: str = "127.0.0.1:9650"
     control_socket: str = "/run/lvsagent/control.sock"
     # Services in the kernel that the config does not name: report, or remove.

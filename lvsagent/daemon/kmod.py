@@ -38,7 +38,7 @@ from lvsagent.config.schema import Config
 from lvsagent.daemon.derive import guarded_instance
 from lvsagent.guard.desired import guard_spec
 from lvsagent.netfilter.nft import Libnftables, NftError
-from lvsagent.netfilter.ruleset import desired_table, list_table, parse_table, transaction
+from lvsagent.netfilter.ruleset import desired_guard_table, list_table, parse_table, transaction
 from lvsagent.observe.ipvsstats import GenlDumper
 
 log = logging.getLogger("lvsagent.kmod")
@@ -212,7 +212,7 @@ def probe_nftables(config: Config) -> str | None:
             if exc.errno != errno.ENOENT:  # ENOENT: no table yet
                 raise
             actual = None
-        Libnftables(dry_run=True).run(transaction(desired_table(spec, True), actual), "probe")
+        Libnftables(dry_run=True).run(transaction(desired_guard_table(spec, True), actual), "probe")
     except NftError as exc:
         return exc.text
     return None

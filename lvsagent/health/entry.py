@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from lvsagent.config.schema import HealthCheck, RealServer, VirtualServer
-from lvsagent.health.tracker import Disposition, Policy, Tracker, Transition, disposition
+from lvsagent.health.tracker import Disposition, Policy, Tracker, VerdictChange, disposition
 from lvsagent.ipvs.desired import DestId
 from lvsagent.observe.journal import NOTICE
 
@@ -107,7 +107,7 @@ def health_of(e: Entry) -> ServerHealth:
     )
 
 
-def log_transition(entry: Entry, t: Transition) -> None:
+def log_transition(entry: Entry, t: VerdictChange) -> None:
     # A server passing its first check is the expected start, not a warning.
     level = logging.INFO if t.up and t.first else NOTICE if t.up else logging.WARNING
     message = t.message

@@ -73,7 +73,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["CheckResult", "Disposition", "Policy", "Tracker", "Transition", "disposition"]
+__all__ = ["CheckResult", "Disposition", "Policy", "Tracker", "VerdictChange", "disposition"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +102,7 @@ class CheckResult:
 
 
 @dataclass(frozen=True, slots=True)
-class Transition:
+class VerdictChange:
     up: bool
     message: str  # "RS 172.16.0.32:80 of 172.16.0.30:80 DOWN (connect timeout 1.0 s, 3 of 3)"
     at: float
@@ -142,7 +142,7 @@ class Tracker:
             raise RuntimeError(f"{self.name}: a check is already in flight")
         self.due = None
 
-    def finish(self, result: CheckResult, now: float) -> Transition | None:
+    def finish(self, result: CheckResult, now: float) -> VerdictChange | None:
         """Take one attempt's result; return the verdict change it causes, if any."""
         if self.due is not None:
             raise RuntimeError(f"{self.name}: finish() without begin()")
@@ -220,10 +220,10 @@ class Tracker:
             nxt += interval * math.ceil((now - nxt) / interval)
         return nxt
 
-    def _change(self, up: bool, detail: str, now: float, first: bool = False) -> Transition:
+    def _change(self, up: bool, detail: str, now: float, first: bool = False) -> VerdictChange:
         self.up = up
         self.transitions += 1
-        return Transition(up, f"{self.name} {'UP' if up else 'DOWN'} ({detail})", now, first)
+        return VerdictChange(up, f"{self.name} {'UP' if up else 'DOWN'} ({detail})", now, first)
 
 
 # What IPVS does with a real server: its configured weight, weight 0, or no entry.

@@ -73,11 +73,20 @@ class VerdictBook:
         return [(vs, state) for vs, state in changed if state is not None]
 
     def verdicts(self, services: Collection[ServiceKey] | None = None) -> Verdicts:
-        """The verdicts of ``services`` (default: all) as one value."""
-        return Verdicts(
-            None if services is None else frozenset(services),
-            self.weights(services), self.removed(services), self.sorry(),
-        )  # fmt: skip
+        """The verdicts of ``services`` (default: all) as one value, in one pass."""
+        sorry = self.sorry()
+        weights: dict[DestId, int] = {}
+        removed = []
+        for e in self.of(services):
+            what = e.disposition(e.ident[0] in sorry)
+            if what == "drain":
+                weights[e.ident] = 0
+            elif what == "remove":
+                removed.append(e.ident)
+            elif e.dynamic is not None:  # serving, at misc_dynamic's weight
+                weights[e.ident] = e.dynamic
+        chosen = None if services is None else frozenset(services)
+        return Verdicts(chosen, weights, frozenset(removed), sorry)
 
     def weights(self, services: Collection[ServiceKey] | None = None) -> dict[DestId, int]:
         """Weight overrides for desired_table: 0 for every drained server.
@@ -90,22 +99,11 @@ class VerdictBook:
         is then one weight edit that lets it serve at once, not an add that waits
         behind the start's other work.  ``services``: only theirs (default: all).
         """
-        sorry = self.sorry()
-        out: dict[DestId, int] = {}
-        for e in self.of(services):
-            what = e.disposition(e.ident[0] in sorry)
-            if what == "drain":
-                out[e.ident] = 0
-            elif what == "serve" and e.dynamic is not None:  # misc_dynamic: the exit's weight
-                out[e.ident] = e.dynamic
-        return out
+        return dict(self.verdicts(services).weights)
 
     def removed(self, services: Collection[ServiceKey] | None = None) -> frozenset[DestId]:
         """Servers to leave out of IPVS (see :meth:`weights`)."""
-        sorry = self.sorry()
-        return frozenset(
-            e.ident for e in self.of(services) if e.disposition(e.ident[0] in sorry) == "remove"
-        )
+        return self.verdicts(services).removed
 
     def of(self, services: Collection[ServiceKey] | None) -> Iterable[Entry]:
         if services is None:

@@ -31,7 +31,7 @@ from lvsagent.netfilter.ruleset import (
     TableState,
     delete_table,
     describe_drift,
-    desired_table,
+    desired_guard_table,
     list_table,
     parse_counters,
     parse_table,
@@ -157,7 +157,7 @@ class NftGuard:
         if self._active is None:
             return False
         actual = self._read()
-        drift = describe_drift(desired_table(self._spec, self._active), actual)
+        drift = describe_drift(desired_guard_table(self._spec, self._active), actual)
         if not drift or not self._converge("repair", actual):
             return False
         self.repairs += 1
@@ -196,7 +196,7 @@ class NftGuard:
         """For status and metrics: the kernel's view, one read (~0.2 ms)."""
         raw = self._read_raw()
         actual = parse_table(raw) if raw is not None else None
-        desired = desired_table(self._spec, bool(self._active))
+        desired = desired_guard_table(self._spec, bool(self._active))
         return {
             "table": TABLE_LABEL,
             "mode": self._spec.mode,
@@ -221,7 +221,7 @@ class NftGuard:
         may then delete a chain that is already gone, and is rolled back).
         """
         assert self._active is not None
-        desired = desired_table(self._spec, self._active)
+        desired = desired_guard_table(self._spec, self._active)
         for attempt in (1, 2):
             actual = just_read[0] if just_read and attempt == 1 else self._read()
             if actual is not None and desired.same_as(actual):

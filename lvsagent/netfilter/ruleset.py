@@ -56,7 +56,7 @@ __all__ = [
     "TableState",
     "delete_table",
     "describe_drift",
-    "desired_table",
+    "desired_guard_table",
     "list_table",
     "parse_counters",
     "parse_table",
@@ -226,7 +226,7 @@ def fwmark_rule(svc: GuardedService, peer_macs: tuple[str, ...]) -> Rule:
     )
 
 
-def desired_table(spec: GuardSpec, active: bool) -> TableState:
+def desired_guard_table(spec: GuardSpec, active: bool) -> TableState:
     """The table for ``spec``; ``active`` (BACKUP/FAULT) only matters in bypass mode.
 
     Bypass: active redirects every service's traffic; inactive (MASTER) only

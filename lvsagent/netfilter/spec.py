@@ -15,10 +15,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import get_args
 
-GuardMode = Literal["bypass", "fwmark", "backup_only"]
-GuardProtocol = Literal["tcp", "udp", "sctp"]
+from lvsagent.config.schema import GuardMode as GuardMode  # re-exported: the guard names it so
+from lvsagent.config.schema import ServiceProtocol
+
+# The config's own literals: one declaration of what a mode and a protocol may be.
+GuardProtocol = ServiceProtocol
 
 _MAC = re.compile(r"^[0-9a-f]{2}([:-][0-9a-f]{2}){5}$")
 _MAX_MARK = 0xFFFFFFFF
@@ -46,7 +49,7 @@ class GuardedService:
     ``fwmark`` is the mark of the fwmark virtual service that stands for it (keepalived's
     ``virtual_server fwmark 3`` in the design's configs); only fwmark mode needs it.  ``engaged``:
     the state of the VRRP instance this service follows, when services follow
-    several (None: the table's one state, ``desired_table``'s ``active``).
+    several (None: the table's one state, ``desired_guard_table``'s ``active``).
     """
 
     protocol: GuardProtocol

@@ -520,7 +520,7 @@ def _storm(step: float, n: int = 2000) -> tuple[list[int], HealthMonitor]:
         task = asyncio.create_task(h.monitor.run())
         loop.call_soon(other)
         try:
-            await h.until(lambda: not h.monitor.weights(), timeout=30.0)
+            await h.until(lambda: not h.monitor.weights(), timeout=90.0)  # a bound, not a figure
         finally:
             stop.set_result(None)
             task.cancel()

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lvsagent.health.tracker import CheckResult, Policy, Tracker, Transition, disposition
+from lvsagent.health.tracker import CheckResult, Policy, Tracker, VerdictChange, disposition
 
 NAME = "RS 172.16.0.32:80 of 172.16.0.30:80"
 PASS = CheckResult(True, "connected", 0.001)
@@ -22,7 +22,7 @@ class Clocked:
         self.t = Tracker(NAME, policy, self.now, first_delay)
         self.starts: list[float] = []
 
-    def attempt(self, result: CheckResult) -> Transition | None:
+    def attempt(self, result: CheckResult) -> VerdictChange | None:
         assert self.t.due is not None
         self.now = max(self.now, self.t.due)
         self.starts.append(self.now)
@@ -30,7 +30,7 @@ class Clocked:
         self.now += result.latency
         return self.t.finish(result, self.now)
 
-    def run(self, results: list[CheckResult]) -> list[Transition]:
+    def run(self, results: list[CheckResult]) -> list[VerdictChange]:
         return [tr for r in results if (tr := self.attempt(r)) is not None]
 
 
@@ -39,7 +39,7 @@ def test_alpha_start_has_no_verdict_until_the_first_check() -> None:
     assert c.t.up is None
     tr = c.attempt(PASS)
     # One passed check is enough for an unchecked server, whatever rise says.
-    assert tr == Transition(True, f"{NAME} UP (connected, first check passed)", c.now, True)
+    assert tr == VerdictChange(True, f"{NAME} UP (connected, first check passed)", c.now, True)
     assert c.t.up is True
 
 
@@ -264,7 +264,7 @@ def test_a_silent_box_whose_server_fails_its_recheck_is_down_at_once() -> None:
     c.t.recheck(c.now, silent=True)
     assert c.t.suspect and c.t.due == 105.0
     tr = c.attempt(UNREACHABLE)
-    assert tr == Transition(
+    assert tr == VerdictChange(
         False, f"{NAME} DOWN (connect timeout 3.0 s, re-checked after its box fell silent)", 108.0
     )
     assert c.t.unreachable and not c.t.suspect

@@ -17,7 +17,7 @@ from lvsagent.netfilter.ruleset import (
     Rule,
     TableState,
     describe_drift,
-    desired_table,
+    desired_guard_table,
     parse_counters,
     parse_table,
     peer_macs_of,
@@ -55,7 +55,7 @@ ADD_TABLE = {"add": {"table": {"family": "ip", "name": "lvsagent"}}}
 
 
 def test_bypass_active_redirects_each_service_by_protocol_vip_and_port() -> None:
-    doc = transaction(desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), active=True), None)
+    doc = transaction(desired_guard_table(GuardSpec("bypass", (WEB, DNS_ANY)), active=True), None)
     assert doc == {"nftables": [
         ADD_TABLE,
         chain("ct_keep", "filter", -150),
@@ -71,7 +71,7 @@ def test_bypass_active_redirects_each_service_by_protocol_vip_and_port() -> None
 
 
 def test_bypass_inactive_keeps_the_chains_and_empties_the_redirects() -> None:
-    doc = transaction(desired_table(GuardSpec("bypass", (WEB,)), active=False), None)
+    doc = transaction(desired_guard_table(GuardSpec("bypass", (WEB,)), active=False), None)
     assert doc == {"nftables": [
         ADD_TABLE,
         chain("ct_keep", "filter", -150),
@@ -87,20 +87,20 @@ def test_bypass_inactive_with_a_peer_mac_still_serves_the_peers_forwards_locally
     spec = GuardSpec("bypass", (WEB,), (peer,))
     saddr = {"match": {"op": "==", "right": peer,
                        "left": {"payload": {"protocol": "ether", "field": "saddr"}}}}  # fmt: skip
-    doc = transaction(desired_table(spec, active=False), None)
+    doc = transaction(desired_guard_table(spec, active=False), None)
     assert doc["nftables"][-1] == {"add": {"rule": {
         **T, "chain": "bypass", "comment": "bypass 172.16.0.30:80/tcp from the peer",
         "expr": [DADDR, DPORT80, saddr, SYN_ONLY, {"counter": None},
                  {"redirect": None}]}}}  # fmt: skip
     # Engaged, everything is redirected anyway: no separate peer rule.
-    active = desired_table(spec, active=True)
+    active = desired_guard_table(spec, active=True)
     assert [r.comment for r in active.rules_of("bypass")] == ["bypass 172.16.0.30:80/tcp"]
 
 
 def test_fwmark_marks_what_the_peer_did_not_send_whatever_the_state() -> None:
     spec = GuardSpec("fwmark", (WEB,), ("08:00:27:E1:3C:C5",))
     for active in (True, False):
-        doc = transaction(desired_table(spec, active), None)
+        doc = transaction(desired_guard_table(spec, active), None)
         assert doc == {"nftables": [
             ADD_TABLE,
             chain("ct_keep", "filter", -150),
@@ -136,7 +136,7 @@ def test_the_peers_tcp_forwards_are_redirected_at_their_syn_only() -> None:
     (synced entry) must reach IPVS, not a local address with no socket; UDP has no SYN."""
     tcp_any = GuardedService("tcp", A("172.16.0.30"), None)
     spec = GuardSpec("backup_only", (tcp_any, DNS_ANY), ("08:00:27:e1:3c:c5",))
-    tcp_rule, udp_rule = desired_table(spec, True).rules_of("bypass")
+    tcp_rule, udp_rule = desired_guard_table(spec, True).rules_of("bypass")
     # every TCP port: nft reads `meta l4proto tcp` back as implied by the flags match
     assert tcp_rule.expr[0] == DADDR and tcp_rule.expr[2] == SYN_ONLY
     assert all("meta" not in str(e) for e in tcp_rule.expr)
@@ -145,20 +145,20 @@ def test_the_peers_tcp_forwards_are_redirected_at_their_syn_only() -> None:
 
 def test_fwmark_with_two_peer_macs_uses_a_sorted_set() -> None:
     spec = GuardSpec("fwmark", (WEB,), ("08:00:27:e1:3c:c5", "08:00:27:77:84:EF"))
-    (rule,) = desired_table(spec, False).rules_of("fwmark_guard")
+    (rule,) = desired_guard_table(spec, False).rules_of("fwmark_guard")
     assert rule.expr[2]["match"]["right"] == {"set": ["08:00:27:77:84:ef", "08:00:27:e1:3c:c5"]}
 
 
 def test_fwmark_without_a_peer_mac_marks_nothing() -> None:
     """Marking everything would let both boxes balance: the loop.  Nothing is the safe side."""
-    table = desired_table(GuardSpec("fwmark", (WEB,)), False)
+    table = desired_guard_table(GuardSpec("fwmark", (WEB,)), False)
     assert table.chains == (CT_KEEP, FWMARK, BYPASS)
     assert table.rules_of("fwmark_guard") == table.rules_of("bypass") == []
 
 
 def test_backup_only_without_a_peer_mac_has_only_the_conntrack_keeper() -> None:
     for active in (True, False):
-        table = desired_table(GuardSpec("backup_only", (WEB,)), active)
+        table = desired_guard_table(GuardSpec("backup_only", (WEB,)), active)
         assert table.chains == (CT_KEEP, BYPASS)
         assert [r.chain for r in table.rules] == ["ct_keep"]
 
@@ -167,7 +167,7 @@ def test_backup_only_serves_the_peers_forwards_locally_in_every_state() -> None:
     """A master killed with -9 keeps its master sync daemon, so its IPVS is on: without this
     redirect it would balance again what the new master forwards it."""
     spec = GuardSpec("backup_only", (WEB, DNS_ANY), ("08:00:27:e1:3c:c5",))
-    engaged, released = desired_table(spec, True), desired_table(spec, False)
+    engaged, released = desired_guard_table(spec, True), desired_guard_table(spec, False)
     assert engaged == released
     rules = engaged.rules_of("bypass")
     assert [r.comment for r in rules] == [
@@ -185,12 +185,12 @@ def test_backup_only_serves_the_peers_forwards_locally_in_every_state() -> None:
 def test_every_mode_keeps_conntrack_hooked() -> None:
     for mode in ("bypass", "fwmark", "backup_only"):
         for active in (True, False):
-            table = desired_table(GuardSpec(mode, (WEB,), ("02:00:00:00:00:01",)), active)
+            table = desired_guard_table(GuardSpec(mode, (WEB,), ("02:00:00:00:00:01",)), active)
             assert table.rules[0].expr[0]["match"]["left"] == {"ct": {"key": "state"}}
 
 
 def test_duplicate_services_share_one_rule() -> None:
-    table = desired_table(GuardSpec("bypass", (WEB, WEB, DNS_ANY)), True)
+    table = desired_guard_table(GuardSpec("bypass", (WEB, WEB, DNS_ANY)), True)
     assert len(table.rules_of("bypass")) == 2
 
 
@@ -198,7 +198,7 @@ def test_unwanted_or_changed_chains_are_flushed_and_deleted_first() -> None:
     """Switching mode bypass -> fwmark, and a chain whose priority someone changed."""
     changed_ct = Chain("ct_keep", "filter", "prerouting", 0)
     actual = TableState((changed_ct, BYPASS, Chain("extra", "", "", 0, "")), ())
-    doc = transaction(desired_table(GuardSpec("fwmark", (WEB,)), False), actual)
+    doc = transaction(desired_guard_table(GuardSpec("fwmark", (WEB,)), False), actual)
     cmds = doc["nftables"]
     deleted = [c["delete"]["chain"]["name"] for c in cmds if "delete" in c]
     assert deleted == ["ct_keep", "extra"]
@@ -208,7 +208,7 @@ def test_unwanted_or_changed_chains_are_flushed_and_deleted_first() -> None:
 
 
 def test_no_deletes_when_the_chains_are_right() -> None:
-    desired = desired_table(GuardSpec("bypass", (WEB,)), True)
+    desired = desired_guard_table(GuardSpec("bypass", (WEB,)), True)
     doc = transaction(desired, TableState(desired.chains, ()))
     assert not [c for c in doc["nftables"] if "delete" in c]
 
@@ -339,27 +339,27 @@ READBACK_FWMARK: dict[str, Any] = {"nftables": [
 
 
 def test_recorded_readbacks_equal_the_desired_tables() -> None:
-    bypass = desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
+    bypass = desired_guard_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
     assert parse_table(READBACK_BYPASS).same_as(bypass)
     assert describe_drift(bypass, parse_table(READBACK_BYPASS)) == []
-    fwmark = desired_table(GuardSpec("fwmark", (WEB,), ("08:00:27:E1:3C:C5", "08:00:27:77:84:ef")),
-                           False)  # fmt: skip
+    macs = ("08:00:27:E1:3C:C5", "08:00:27:77:84:ef")
+    fwmark = desired_guard_table(GuardSpec("fwmark", (WEB,), macs), False)
     assert parse_table(READBACK_FWMARK).same_as(fwmark)
 
 
 def test_readback_of_another_state_or_spec_differs() -> None:
     actual = parse_table(READBACK_BYPASS)
-    assert not actual.same_as(desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), False))
-    assert not actual.same_as(desired_table(GuardSpec("bypass", (WEB,)), True))
+    assert not actual.same_as(desired_guard_table(GuardSpec("bypass", (WEB, DNS_ANY)), False))
+    assert not actual.same_as(desired_guard_table(GuardSpec("bypass", (WEB,)), True))
     other_port = GuardedService("tcp", A("172.16.0.30"), 8080)
-    assert not actual.same_as(desired_table(GuardSpec("bypass", (other_port, DNS_ANY)), True))
-    assert not actual.same_as(desired_table(GuardSpec("fwmark", (WEB, DNS_ANY)), True))
+    assert not actual.same_as(desired_guard_table(GuardSpec("bypass", (other_port, DNS_ANY)), True))
+    assert not actual.same_as(desired_guard_table(GuardSpec("fwmark", (WEB, DNS_ANY)), True))
 
 
 def test_the_peer_macs_a_left_table_names_are_found() -> None:
     assert peer_macs_of(parse_table(READBACK_FWMARK)) == ("08:00:27:77:84:ef", "08:00:27:e1:3c:c5")
     assert peer_macs_of(parse_table(READBACK_BYPASS)) == ()
-    hand_edit = desired_table(GuardSpec("backup_only", (WEB,), ("02:00:00:00:00:01",)), True)
+    hand_edit = desired_guard_table(GuardSpec("backup_only", (WEB,), ("02:00:00:00:00:01",)), True)
     (rule,) = hand_edit.rules_of("bypass")
     odd = Rule(rule.chain, rule.comment, tuple(
         {"match": {**e["match"], "right": "ff:ff:ff:ff:ff:ff"}}
@@ -369,7 +369,7 @@ def test_the_peer_macs_a_left_table_names_are_found() -> None:
 
 
 def test_rule_order_matters_chain_order_does_not() -> None:
-    desired = desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
+    desired = desired_guard_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
     swapped = copy.deepcopy(READBACK_BYPASS)
     items = swapped["nftables"]
     items[2], items[3] = items[3], items[2]
@@ -379,7 +379,7 @@ def test_rule_order_matters_chain_order_does_not() -> None:
 
 
 def test_drift_is_described_in_words() -> None:
-    desired = desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
+    desired = desired_guard_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
     assert describe_drift(desired, None) == ["table ip lvsagent missing"]
     flushed = copy.deepcopy(READBACK_BYPASS)
     flushed["nftables"] = [i for i in flushed["nftables"] if i.get("rule", {}).get("chain")
@@ -408,5 +408,5 @@ def test_foreign_tables_in_a_readback_are_ignored() -> None:
                                       "prio": 0, "policy": "drop"}})  # fmt: skip
     doc["nftables"].append({"rule": {"family": "inet", "table": "filter", "chain": "input",
                                      "handle": 2, "expr": [{"accept": None}]}})  # fmt: skip
-    desired = desired_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
+    desired = desired_guard_table(GuardSpec("bypass", (WEB, DNS_ANY)), True)
     assert parse_table(doc).same_as(desired)

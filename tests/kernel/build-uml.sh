@@ -117,8 +117,11 @@ for p in "${patches[@]}"; do
     patch -p1 -d "$src" <"$p" >>"$log" 2>&1 || fail "${p##*/} does not apply"
 done
 
+# The kernel's own make, not the caller's: `make -s` (make demo's quiet sub-make) passes
+# "s" down in MAKEFLAGS, Kbuild then prints no "  CC" lines and the progress counts none.
+kmake() { env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make "$@"; }
 {
-    make -C "$src" ARCH=um defconfig
+    kmake -C "$src" ARCH=um defconfig
     while read -r name want; do
         if [[ $want == y ]]; then
             "$src/scripts/config" --file "$src/.config" --enable "${name#CONFIG_}"
@@ -126,7 +129,7 @@ done
             "$src/scripts/config" --file "$src/.config" --disable "${name#CONFIG_}"
         fi
     done < <(wanted_options)
-    make -C "$src" ARCH=um olddefconfig
+    kmake -C "$src" ARCH=um olddefconfig
 } >>"$log" 2>&1 || fail "configuring failed"
 verify_config "$src/.config" || fail "the options above did not end up in .config"
 say "config verified: $(wanted_options | wc -l) options hold; compiling with -j$(nproc)"
@@ -135,7 +138,7 @@ say "config verified: $(wanted_options | wc -l) options hold; compiling with -j$
 # compiled so far (make's CC lines) against a full build's count for uml.config.
 PROGRESS_EVERY=30
 OBJECTS_EXPECTED=1050
-make -C "$src" -j"$(nproc)" ARCH=um linux >>"$log" 2>&1 &
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make -C "$src" -j"$(nproc)" ARCH=um linux >>"$log" 2>&1 &
 make_pid=$!
 while kill -0 "$make_pid" 2>/dev/null; do
     # tail --pid returns as soon as make ends; timeout ends the wait after PROGRESS_EVERY s.

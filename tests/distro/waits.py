@@ -23,7 +23,8 @@ from tests.distro.qemu import inside_distro
 # Module -> its constants that bound an agent's start (and are used for nothing else).
 START_WAITS = {
     "tests.kernel.twobox": ("START_TIMEOUT",),  # start_pair: both agents to their roles
-    "tests.kernel.test_agent_traffic": ("START_TIMEOUT",),  # an agent to its first IPVS pass
+    "tests.kernel.agentlab": ("START_TIMEOUT",),  # an agent to its first IPVS pass
+    "tests.kernel.test_agent_traffic": ("START_TIMEOUT",),  # the same, as its tests name it
 }
 # Functions whose default timeout is how long to wait for an agent to stop: Daemon.stop sends
 # SIGTERM, then SIGKILL after it (10 s, systemd's TimeoutStopSec). The daemon bounds its own

@@ -90,8 +90,11 @@ rm -rf "$dest"  # a leftover without a kernel binary is not a cache entry
 
 work=$(mktemp -d "$cache_root/.build-$key.XXXXXX")
 make_pid=
-# The compile runs in the background (for the progress lines): stop it with us.
-trap '[[ -n $make_pid ]] && kill "$make_pid" 2>/dev/null; rm -rf "$work"' EXIT
+# The compile runs in the background (for the progress lines): stop it with us.  Written so
+# that nothing in the trap can fail under set -e: a failing `kill` of the finished make
+# ended the trap early, with exit status 1 and the build tree left behind, after a
+# successful build.
+trap 'if [[ -n $make_pid ]]; then kill "$make_pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 trap 'exit 130' INT   # so that the EXIT trap removes the build tree on ^C or TERM too
 trap 'exit 143' TERM
 log=$work/build.log
@@ -149,6 +152,7 @@ while kill -0 "$make_pid" 2>/dev/null; do
     say "compiling: $((SECONDS - start)) s so far, $built objects (~$pct %)"
 done
 wait "$make_pid" || fail "make failed"
+make_pid=
 [[ -x $src/linux ]] || fail "make succeeded but left no $src/linux"
 
 out=$work/out

@@ -3,6 +3,8 @@
 Why: the lab guest has one deadline for the whole session (make test-kernel's
 KERNEL_TIMEOUT). If a later test hangs into it, the runner kills the guest and pytest's
 end-of-session report, with every earlier failure's traceback, is never written.
+
+The agent tests' ``lab`` fixture (agentlab.py) is registered here, once.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import sys
 
 import pytest
 
+from tests.kernel.agentlab import lab  # noqa: F401  (the agent lab fixture, for every agent test)
 from tests.kernel.uml import inside_lab
 
 

@@ -23,7 +23,7 @@ from contextlib import suppress
 
 import pytest
 
-from tests.kernel.test_agent_traffic import (
+from tests.kernel.agentlab import (
     IO_TIMEOUT,
     PORT,
     REAL,
@@ -36,21 +36,19 @@ from tests.kernel.test_agent_traffic import (
     assert_table,
     dest_line,
     ipvs_listing,
-    lab,
     ns_socket,
+    rs_line,
     wait_master,
     wait_programmed,
     write_config,
 )
-from tests.kernel.test_lab import Netns
+from tests.kernel.labnet import Netns
 from tests.kernel.uml import lab_only
 
 pytestmark = [
     lab_only(__file__),
     pytest.mark.timeout(120),
 ]
-
-__all__ = ["lab"]  # the fixture, imported for pytest
 
 HEALTH = """type = "tcp"
 interval = 0.5
@@ -138,10 +136,6 @@ def connection_to(lab: Lab, name: str) -> Connection:
             return conn
         conn.close()
     raise AssertionError(f"no new connection reached {name} in {len(REAL)} tries")
-
-
-def rs_line(name: str, verdict: str) -> str:
-    return rf"RS {re.escape(REAL[name])}:{PORT} of \S+ {verdict}"
 
 
 def test_dead_real_server_is_drained_in_ipvs_and_comes_back(lab: Lab) -> None:

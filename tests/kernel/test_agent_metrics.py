@@ -18,24 +18,21 @@ from collections.abc import Callable
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.kernel.test_agent_traffic import (
+from tests.kernel.agentlab import (
     PORT,
     REAL,
     START_TIMEOUT,
     VIP,
     Lab,
     ask_new,
-    lab,
     wait_master,
     wait_programmed,
     write_config,
 )
-from tests.kernel.test_lab import Netns
+from tests.kernel.labnet import Netns
 from tests.kernel.uml import lab_only
 
 pytestmark = [lab_only(__file__), pytest.mark.timeout(120)]
-
-__all__ = ["lab"]  # the fixture, imported for pytest
 
 METRICS = "http://127.0.0.1:9650/metrics"  # the default metrics_listen, in the director's netns
 SERVICE = f"{VIP}:{PORT}/tcp"

@@ -15,8 +15,7 @@ from collections import Counter
 
 import pytest
 
-from tests.kernel.test_agent_health import rs_line
-from tests.kernel.test_agent_traffic import (
+from tests.kernel.agentlab import (
     REAL,
     START_TIMEOUT,
     VIP,
@@ -24,7 +23,7 @@ from tests.kernel.test_agent_traffic import (
     ask_new,
     assert_table,
     dest_line,
-    lab,
+    rs_line,
     wait_master,
     wait_programmed,
     write_config,
@@ -32,8 +31,6 @@ from tests.kernel.test_agent_traffic import (
 from tests.kernel.uml import lab_only
 
 pytestmark = [lab_only(__file__), pytest.mark.timeout(120)]
-
-__all__ = ["lab"]  # the fixture, imported for pytest
 
 
 def test_misc_dynamic_sets_the_weight_and_exit_1_drains(lab: Lab) -> None:

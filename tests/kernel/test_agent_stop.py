@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.kernel.test_agent_traffic import (
+from tests.kernel.agentlab import (
     Lab,
     assert_table,
     ipvs_listing,
-    lab,
     wait_master,
     wait_programmed,
     write_config,
@@ -27,8 +26,6 @@ pytestmark = [
     lab_only(__file__),
     pytest.mark.timeout(120),
 ]
-
-__all__ = ["lab"]  # the fixture, imported for pytest
 
 
 def started(lab: Lab, decommission: bool) -> tuple[str, Daemon]:

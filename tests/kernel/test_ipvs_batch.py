@@ -19,8 +19,8 @@ from lvsagent.ipvs import batch, genl
 from lvsagent.ipvs import plan as planner
 from lvsagent.ipvs.kernel import IpvsError, IpvsKernel
 from lvsagent.ipvs.model import DestKey, Service, ServiceKey, Table
-from tests.kernel.test_ipvs_kernel import arun, dest, sample_table, saved, tcp, thresholds
-from tests.kernel.test_lab import Netns, namespaces
+from tests.kernel.ipvslab import arun, dest, sample_table, saved, tcp, thresholds
+from tests.kernel.labnet import Netns, namespaces
 from tests.kernel.uml import lab_only
 from tests.unit.test_ipvs_batch import dest_attrs, service_attrs, service_key_attrs
 

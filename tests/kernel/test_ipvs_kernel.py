@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import re
-import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import pytest
 from pyroute2 import AsyncIPVS, IPVSDest, IPVSService
@@ -34,9 +32,9 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from lvsagent.ipvs import plan as planner
 from lvsagent.ipvs.kernel import IpvsError, IpvsKernel, SyncDaemon, Timeouts
-from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
-from tests.kernel.setns import enter
-from tests.kernel.test_lab import Netns, bridge, http_get, http_server, namespaces, site, veth
+from lvsagent.ipvs.model import Service, ServiceKey, Table
+from tests.kernel.ipvslab import TCP, VIP, A, arun, dest, sample_table, saved, tcp, thresholds
+from tests.kernel.labnet import Netns, bridge, http_get, http_server, namespaces, site, veth
 from tests.kernel.uml import lab_only
 
 pytestmark = [
@@ -44,58 +42,6 @@ pytestmark = [
     # A wedged netlink exchange must fail one test, not eat the lab's whole deadline.
     pytest.mark.timeout(120),
 ]
-
-T = TypeVar("T")
-A = ipaddress.IPv4Address
-VIP = "192.0.2.100"
-TCP = 6
-
-
-def arun(coro: Coroutine[Any, Any, T], ns: Netns) -> T:
-    """Run ``coro`` on a fresh loop in a thread that has entered ``ns``.
-
-    setns() moves only the calling thread, and every socket keeps the
-    namespace it was created in, so the adapter needs no namespace support of
-    its own.  (pyroute2's own ``netns=`` forks a helper process to create its
-    socket, which hung about one run in two under pytest's output capture.)
-    """
-    result: list[T] = []
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            enter(f"/run/netns/{ns.name}")
-            result.append(asyncio.run(coro))
-        except BaseException as exc:  # re-raised in the test's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=body, name=f"in-{ns.name}")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return result[0]
-
-
-def saved(ns: Netns) -> list[str]:
-    """``ipvsadm -Sn``: the table as ipvsadm would restore it (independent of pyroute2)."""
-    return ns.run("ipvsadm", "-S", "-n").stdout.splitlines()
-
-
-def thresholds(ns: Netns, port: int) -> list[tuple[str, int, int]]:
-    """(dest, upper, lower) of TCP VIP:port from ``ipvsadm -Ln --thresholds``."""
-    listing = ns.run("ipvsadm", "-L", "-n", "--thresholds", "-t", f"{VIP}:{port}").stdout
-    rows = re.findall(r"->\s+(\S+)\s+(\d+)\s+(\d+)", listing)
-    return [(d, int(u), int(lo)) for d, u, lo in rows]
-
-
-def tcp(port: int, address: str = VIP) -> ServiceKey:
-    return ServiceKey(protocol="tcp", address=A(address), port=port)
-
-
-def dest(address: str, port: int = 80, **fields: Any) -> Dest:
-    return Dest(DestKey(A(address), port), **fields)
-
 
 @pytest.fixture
 def lb() -> Iterator[Netns]:
@@ -374,31 +320,6 @@ def test_two_dumps_in_flight_are_ebusy_and_the_adapter_serialises(lb: Netns) -> 
 
 
 # -- round trips through the adapter -------------------------------------------------------------
-
-
-def sample_table() -> Table:
-    """Every scheduler, flag, protocol, forwarding method and threshold the model can say."""
-    services = [
-        Service(tcp(80), "rr", dests=(dest("192.0.2.11"), dest("192.0.2.12", weight=3))),
-        Service(tcp(81), "wrr", dests=(dest("192.0.2.11", 8080, forwarding="nat", weight=5),)),
-        Service(tcp(82), "lc", dests=(dest("192.0.2.13", forwarding="tun", weight=0),)),
-        Service(tcp(83), "wlc", dests=(dest("192.0.2.11", u_threshold=100, l_threshold=50),)),
-        Service(tcp(84), "sh", frozenset({"sh-port"}), dests=(dest("192.0.2.11"),)),
-        Service(tcp(85), "mh", frozenset({"mh-fallback", "mh-port"}), dests=(dest("192.0.2.12"),)),
-        Service(
-            ServiceKey(protocol="udp", address=A(VIP), port=53),
-            "rr",
-            dests=(dest("192.0.2.11", 53),),
-        ),
-        Service(
-            ServiceKey(fwmark=7),
-            "wlc",
-            dests=(dest("192.0.2.11", 0), dest("192.0.2.12", 0, weight=2)),
-        ),
-        Service(tcp(443), "rr", persistence_timeout=600, persistence_netmask=A("255.255.255.0")),
-        Service(ServiceKey(fwmark=8), "rr", persistence_timeout=30, dests=(dest("192.0.2.14", 0),)),
-    ]
-    return Table(tuple(sorted((s for s in services), key=lambda s: s.key)))
 
 
 async def load(k: IpvsKernel, table: Table) -> None:

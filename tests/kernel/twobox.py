@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from tests.kernel import setns
-from tests.kernel.test_lab import Netns, bridge, namespaces
+from tests.kernel.labnet import Netns, bridge, namespaces
 from tests.kernel.twobox_agents import (
     PORT,
     VIP,

@@ -22,7 +22,7 @@ from lvsagent.ipvs.model import DestKey, Service, ServiceKey, Table
 from tests.kernel.ipvslab import arun, dest, sample_table, saved, tcp, thresholds
 from tests.kernel.labnet import Netns, namespaces
 from tests.kernel.uml import lab_only
-from tests.unit.test_ipvs_batch import dest_attrs, service_attrs, service_key_attrs
+from tests.unit.ipvsattrs import dest_attrs, service_attrs, service_key_attrs
 
 pytestmark = [
     lab_only(__file__),

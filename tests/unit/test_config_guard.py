@@ -8,7 +8,7 @@ import pytest
 
 from lvsagent.config.loader import format_problems
 from lvsagent.config.schema import TrackRealServer
-from tests.unit.test_config import GLOBAL, INSTANCE, REAL, SECOND, SERVICE, load, problems_of
+from tests.unit.configs import GLOBAL, INSTANCE, REAL, SECOND, SERVICE, load, problems_of
 
 RS = INSTANCE + SERVICE + REAL
 MARKED = """

@@ -9,8 +9,7 @@ import pytest
 
 from lvsagent.config.loader import parse_config
 from lvsagent.config.schema import Command
-from tests.unit.test_config import GLOBAL, HEALTH, INSTANCE, REAL, SECOND, SERVICE
-from tests.unit.test_config import test_rule_rejects as rule_rejects
+from tests.unit.configs import GLOBAL, HEALTH, INSTANCE, REAL, SECOND, SERVICE, rule_rejects
 
 SCRIPT = '\n[[vrrp_script]]\nname = "chk"\nscript = "/usr/bin/true"\n'
 TFILE = '\n[[track_file]]\nname = "maint"\nfile = "/run/maint"\n'

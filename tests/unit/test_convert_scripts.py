@@ -7,7 +7,7 @@ result also passes ``lvsagent check`` (``run`` parses it).
 
 from __future__ import annotations
 
-from tests.unit.test_convert import VRRP, data, messages, run
+from tests.unit.convertlab import VRRP, data, messages, run
 
 SECOND = VRRP.replace("VI_1", "VI_2").replace("51", "52").replace(".100", ".101")
 

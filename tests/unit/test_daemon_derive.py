@@ -14,7 +14,7 @@ from lvsagent.daemon.derive import advert, primary_address, router_params, rx_po
 from lvsagent.vrrp.addresses import InterfaceError, LinkInfo
 from lvsagent.vrrp.packet import Discard, pass_auth_data
 from lvsagent.vrrp.receive import accept
-from tests.unit.test_receive import datagram
+from tests.unit.vrrpwire import datagram
 
 VIP = IPv4Interface("172.16.0.30/24")
 OWN = IPv4Interface("172.16.0.31/24")

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
-import struct
 
 import pytest
 
 from lvsagent.config.schema import TrackInterface
-from lvsagent.vrrp.packet import Advert, Discard, Reason, encode, pass_auth_data
+from lvsagent.vrrp.packet import Advert, Discard, Reason, pass_auth_data
 from lvsagent.vrrp.receive import RxPolicy, accept
 from lvsagent.vrrp.track import evaluate
+from tests.unit.vrrpwire import PEER, datagram
 
 A = ipaddress.IPv4Address
-PEER, ME, GROUP = A("172.16.0.32"), A("172.16.0.31"), A("224.0.0.18")
+ME = A("172.16.0.31")
 AUTH = pass_auth_data("1111")
 
 
@@ -28,14 +28,6 @@ def policy(**kw: object) -> RxPolicy:
     )
     fields.update(kw)
     return RxPolicy(**fields)  # type: ignore[arg-type]
-
-
-def datagram(adv: Advert, src: A = PEER, ttl: int = 255, dst: A = GROUP) -> bytes:
-    msg = encode(adv, src, dst)
-    head = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(msg), 0, 0, ttl, 112, 0, src.packed, dst.packed
-    )
-    return head + msg
 
 
 def v2(**kw: object) -> Advert:

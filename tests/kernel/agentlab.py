@@ -11,8 +11,6 @@ short-lived thread that setns()es into it; waiting is on log lines and replies.
 
 from __future__ import annotations
 
-import ctypes
-import os
 import re
 import socket
 import threading
@@ -25,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.kernel.labnet import Netns, bridge, namespaces
+from tests.kernel.setns import run_in
 from tests.netns.lab import Daemon, start_agent
 
 VIP = "192.0.2.100"
@@ -36,41 +35,14 @@ SERVICE = f"TCP {VIP}:{PORT}"
 IO_TIMEOUT = 10.0
 START_TIMEOUT = 30.0
 
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 # ----- sockets in a namespace ----------------------------------------------------------------
 
 
 def ns_socket(ns: Netns) -> socket.socket:
-    """A TCP socket of namespace ``ns``, made by a thread that enters it and then ends.
-
-    setns(CLONE_NEWNET) changes only the calling thread; the socket keeps the namespace it
-    was created in, so it can be used from any thread afterwards.
-    """
-    made: list[socket.socket] = []
-    failed: list[BaseException] = []
-
-    def enter_and_make() -> None:
-        try:
-            fd = os.open(f"/run/netns/{ns.name}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({ns.name}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
-            made.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-        except BaseException as exc:  # handed to the caller's thread
-            failed.append(exc)
-
-    worker = threading.Thread(target=enter_and_make, name=f"setns-{ns.name}")
-    worker.start()
-    worker.join()
-    if failed:
-        raise failed[0]
-    return made[0]
+    """A TCP socket of namespace ``ns``, usable from any thread afterwards."""
+    return run_in(f"/run/netns/{ns.name}", lambda: socket.socket(socket.AF_INET))
 
 
 class LineServer:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
-import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 from tests.kernel.labnet import Netns
-from tests.kernel.setns import enter
+from tests.kernel.setns import run_in
 
 T = TypeVar("T")
 A = ipaddress.IPv4Address
@@ -26,27 +25,11 @@ TCP = 6
 def arun(coro: Coroutine[Any, Any, T], ns: Netns) -> T:
     """Run ``coro`` on a fresh loop in a thread that has entered ``ns``.
 
-    setns() moves only the calling thread, and every socket keeps the
-    namespace it was created in, so the adapter needs no namespace support of
-    its own.  (pyroute2's own ``netns=`` forks a helper process to create its
-    socket, which hung about one run in two under pytest's output capture.)
+    Every socket keeps the namespace it was created in, so the adapter needs no
+    namespace support of its own.  (pyroute2's own ``netns=`` forks a helper process to
+    create its socket, which hung about one run in two under pytest's output capture.)
     """
-    result: list[T] = []
-    errors: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            enter(f"/run/netns/{ns.name}")
-            result.append(asyncio.run(coro))
-        except BaseException as exc:  # re-raised in the test's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=body, name=f"in-{ns.name}")
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return result[0]
+    return run_in(f"/run/netns/{ns.name}", lambda: asyncio.run(coro))
 
 
 def saved(ns: Netns) -> list[str]:

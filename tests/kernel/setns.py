@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -24,3 +29,25 @@ def enter(path: str) -> None:
             raise OSError(err, f"setns({path}): {os.strerror(err)}")
     finally:
         os.close(fd)
+
+
+def run_in(path: str, fn: Callable[[], T]) -> T:
+    """``fn()`` in a fresh thread that has entered the namespace at ``path``; its result, or
+    its exception raised here.  Sockets ``fn`` makes stay in that namespace, usable from
+    any thread afterwards.  The one way every lab helper runs code in a namespace."""
+    result: list[T] = []
+    failed: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            enter(path)
+            result.append(fn())
+        except BaseException as exc:  # handed to the caller's thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=body, name=f"setns-{path}")
+    worker.start()
+    worker.join()
+    if failed:
+        raise failed[0]
+    return result[0]

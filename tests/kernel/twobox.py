@@ -37,12 +37,11 @@ import re
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from tests.kernel import setns
 from tests.kernel.labnet import Netns, bridge, namespaces
@@ -67,27 +66,7 @@ FWMARK = 3  # the mark of the fwmark loop guard's service (the seed's "fwmark 3"
 # Either form of the lab's virtual service in ``ipvsadm -Ln``: VIP:80, or the fwmark service.
 _SERVICE_LINE = re.compile(rf"^(TCP  {re.escape(VIP)}:{PORT}|FWM  {FWMARK}) ", re.MULTILINE)
 START_TIMEOUT = 30.0
-T = TypeVar("T")
-
-
-def in_netns(path: str, make: Callable[[], T]) -> T:
-    """Call ``make`` in a thread that has entered the namespace at ``path`` (sockets stay there)."""
-    result: list[T] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            setns.enter(path)
-            result.append(make())
-        except BaseException as exc:  # handed to the caller's thread
-            failed.append(exc)
-
-    worker = threading.Thread(target=run, name=f"setns-{path}")
-    worker.start()
-    worker.join()
-    if failed:
-        raise failed[0]
-    return result[0]
+in_netns = setns.run_in  # a namespace by path
 
 
 @dataclass

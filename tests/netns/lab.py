@@ -109,24 +109,9 @@ def in_namespace(ns: Named, fn: Callable[[], T]) -> T:
     Sockets keep the namespace they were made in, so a socket made here can be
     served from any thread afterwards.
     """
-    from tests.kernel.setns import enter
+    from tests.kernel.setns import run_in
 
-    out: list[T] = []
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            enter(f"/run/netns/{ns.name}")
-            out.append(fn())
-        except BaseException as exc:  # re-raised in the caller's thread
-            errors.append(exc)
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]
-    return out[0]
+    return run_in(f"/run/netns/{ns.name}", fn)
 
 
 def veth(a: Netns, a_if: str, a_addr: str, b: Netns, b_if: str, b_addr: str) -> None:

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 import tomllib
 from collections.abc import Callable, Mapping
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tests.netns import lab
 from tests.netns.lab import ROOT, Daemon, Named, start_agent
 
 AgentKind = Literal["lvsagent", "keepalived"]
@@ -280,28 +280,9 @@ virtual_server {VIP} {PORT} {{
 
 
 def start_keepalived(ns: Named, config: Path, workdir: Path, name: str) -> tuple[Daemon, Path]:
-    """keepalived with VRRP and the IPVS checker, in the foreground, logging to the console.
-
-    Own pid files for the parent and both children, so that two keepalived run side by side
-    and a hard kill can reach each process. Returns the daemon and the checker's pid file.
-    """
-    pid, vrrp_pid, check_pid = (workdir / f"{name}{s}.pid" for s in ("", "-vrrp", "-check"))
-    for stale in (pid, vrrp_pid, check_pid):
-        # A pid file left by a killed run makes keepalived refuse to start if its PID is reused.
-        stale.unlink(missing_ok=True)
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", ns.name, "keepalived", "--dont-fork", "--log-console",
-         "--log-detail", "--no-syslog", "--use-file", str(config), "--pid", str(pid),
-         "--vrrp_pid", str(vrrp_pid), "--checkers_pid", str(check_pid)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )  # fmt: skip
-    daemon = Daemon(name, proc, child_pidfile=vrrp_pid)
-    daemon.proc.stderr = daemon.proc.stdout  # one reader for the console log
-    daemon.start_reader()
-    return daemon, check_pid
+    """keepalived with VRRP and the IPVS checker; the daemon and the checker's pid file."""
+    daemon = lab.start_keepalived(ns, config, workdir, name, checker=True)
+    return daemon, workdir / f"{name}-check.pid"
 
 
 # ----- either agent ----------------------------------------------------------------------------

@@ -291,30 +291,30 @@ def start_agent(ns: Named, config: Path, name: str, log_level: str = "debug") ->
     return d
 
 
-def start_keepalived(ns: Netns, config: Path, workdir: Path, name: str) -> Daemon:
-    # A pid file left by a killed run makes keepalived refuse to start when
-    # its PID has been reused since.
-    for stale in (workdir / f"{name}.pid", workdir / f"{name}-vrrp.pid"):
+def start_keepalived(
+    ns: Named, config: Path, workdir: Path, name: str, checker: bool = False
+) -> Daemon:
+    """keepalived in the foreground in ``ns``, logging to the console: VRRP only, or with
+    ``checker`` its IPVS checker too (a third pid file, ``<name>-check.pid``).
+
+    Own pid files, so that two keepalived run side by side and a hard kill can reach each
+    process.  A pid file left by a killed run makes keepalived refuse to start when its
+    PID has been reused since: they are removed first.
+    """
+    pid, vrrp_pid, check_pid = (workdir / f"{name}{s}.pid" for s in ("", "-vrrp", "-check"))
+    for stale in (pid, vrrp_pid, check_pid):
         stale.unlink(missing_ok=True)
-    proc = ns.popen(
-        [
-            "keepalived",
-            "--vrrp",
-            "--dont-fork",
-            "--log-console",
-            "--log-detail",
-            "--no-syslog",
-            "--use-file",
-            str(config),
-            "--pid",
-            str(workdir / f"{name}.pid"),
-            "--vrrp_pid",
-            str(workdir / f"{name}-vrrp.pid"),
-        ],
+    which = ["--checkers_pid", str(check_pid)] if checker else ["--vrrp"]
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ns.name, "keepalived", *which, "--dont-fork", "--log-console",
+         "--log-detail", "--no-syslog", "--use-file", str(config), "--pid", str(pid),
+         "--vrrp_pid", str(vrrp_pid)],
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-    )
-    d = Daemon(name, proc, child_pidfile=workdir / f"{name}-vrrp.pid")
+        text=True,
+    )  # fmt: skip
+    d = Daemon(name, proc, child_pidfile=vrrp_pid)
     # keepalived logs to stdout with --log-console; fold it into the same reader.
     d.proc.stderr = d.proc.stdout
     d.start_reader()

@@ -30,7 +30,6 @@ import asyncio
 import logging
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,12 +46,12 @@ from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.model import Table
 from lvsagent.ipvs.plan import apply_ops, plan
 from lvsagent.ipvs.reconciler import IpvsReconciler
+from tests.kernel.labnet import Netns
 from tests.kernel.setns import enter
 from tests.netns.lab import start_agent
 
 SERVICES = 1000
 DESTS = 10
-_seq = iter(range(1_000_000))
 
 
 def say(line: str) -> None:
@@ -60,28 +59,6 @@ def say(line: str) -> None:
 
 
 # ----- namespaces ----------------------------------------------------------------------------
-
-
-def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(args, input=stdin, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(args[:6])} -> {done.returncode}: {done.stderr.strip()}")
-    return done
-
-
-class Netns:
-    """A fresh namespace with lo up (IPVS dests need the local routing table)."""
-
-    def __init__(self, role: str) -> None:
-        self.name = f"bench{os.getpid()}-{next(_seq)}-{role}"
-        run("ip", "netns", "add", self.name)
-        self.run("ip", "link", "set", "lo", "up")
-
-    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return run("ip", "netns", "exec", self.name, *args, stdin=stdin)
-
-    def delete(self) -> None:
-        subprocess.run(["ip", "netns", "delete", self.name], capture_output=True, check=False)
 
 
 @contextmanager

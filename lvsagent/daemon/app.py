@@ -47,7 +47,7 @@ from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.model import ServiceKey, Table
 from lvsagent.ipvs.plan import DelService
 from lvsagent.ipvs.reconciler import IpvsReconciler, Settings
-from lvsagent.netfilter.sysctl import ipvs_sysctls
+from lvsagent.netfilter.spec import ipvs_sysctls
 from lvsagent.netlink.pyroute import AsyncIPRoute
 from lvsagent.observe.journal import NOTICE
 from lvsagent.vrrp import addresses

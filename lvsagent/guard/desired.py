@@ -1,13 +1,20 @@
-"""The loop guard's desired kernel state, derived from the config alone (pure)."""
+"""The loop guard's desired kernel state, derived from the config alone (pure).
+
+desired_guard_state() is the whole of it for one role of the instances: the nft table's
+services and peer MACs, the sysctls, the VIPs on lo and the sync daemon's role.  The
+driver (driver.py) writes each part through its adapter and reads it back.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
 
-from lvsagent.config.schema import Config
+from lvsagent.config.schema import Config, VrrpInstance
 from lvsagent.netfilter.ruleset import GuardedService, GuardSpec
-from lvsagent.netfilter.spec import CheckTarget
+from lvsagent.netfilter.spec import CheckTarget, desired_sysctls
 
 
 def check_targets(config: Config) -> frozenset[CheckTarget]:
@@ -42,6 +49,47 @@ def guard_spec(
     return GuardSpec(mode=config.global_.loop_guard, services=services, peer_macs=peer_macs)
 
 
+# Modes in which the backup accepts the master's forwards (direct routing, destination
+# the VIP) as local traffic only with the VIP on lo: fwmark (the peer's packets are not
+# marked and miss IPVS) and backup_only (IPVS ignores everything on the backup).
+LO_VIP_MODES = ("fwmark", "backup_only")
+
+
+@dataclass(frozen=True)
+class GuardState:
+    """Everything the loop guard keeps in the kernel, for one role of the instances."""
+
+    spec: GuardSpec  # the nft table's services (each with its own instance's state) and MACs
+    engaged: bool  # the state of the instance the sysctl and the sync daemons follow
+    sysctls: Mapping[str, str]
+    lo_vips: tuple[ipaddress.IPv4Address, ...]
+    sync_role: Literal["master", "backup"] | None  # None: no sync daemon in this config
+
+
+def desired_guard_state(
+    config: Config,
+    primary: VrrpInstance,
+    states: Mapping[str, bool],
+    peer_macs: tuple[str, ...] = (),
+) -> GuardState:
+    """``states``: engaged or not, per followed instance; ``primary`` is the instance the
+    sysctl and the sync daemons follow (config/guard.py makes every service follow it
+    when those are in use)."""
+    g = config.global_
+    # The ARP sysctls go on the VRRP interfaces only; the kernel takes the larger of
+    # "all" and the interface's value, so that is enough.
+    interfaces = sorted({i.interface for i in config.vrrp_instances if i.name in states})
+    engaged = states.get(primary.name, True)
+    sync_on = g.ipvs_sync_daemon or g.loop_guard == "backup_only"
+    return GuardState(
+        spec=guard_spec(config, peer_macs, states),
+        engaged=engaged,
+        sysctls=desired_sysctls(g.loop_guard, interfaces or [primary.interface]),
+        lo_vips=guard_vips(config) if g.loop_guard in LO_VIP_MODES else (),
+        sync_role=("backup" if engaged else "master") if sync_on else None,
+    )
+
+
 def guard_vips(config: Config) -> tuple[ipaddress.IPv4Address, ...]:
-    """The services' VIPs: on lo in the modes that need them there (driver.LO_VIP_MODES)."""
+    """The services' VIPs (on lo in LO_VIP_MODES)."""
     return tuple(sorted({vs.address for vs in config.virtual_servers if vs.address is not None}))

@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any
 from lvsagent import memory
 from lvsagent.config.schema import Config, VrrpInstance
 from lvsagent.daemon.derive import guarded_instances
-from lvsagent.guard.desired import check_targets, guard_spec, guard_vips
+from lvsagent.guard.desired import (
+    LO_VIP_MODES,
+    GuardState,
+    check_targets,
+    desired_guard_state,
+    guard_spec,
+    guard_vips,
+)
 from lvsagent.guard.peer import neighbour_mac
 from lvsagent.guard.syncfollow import SyncDaemons, SyncFollower, ipvs_sync_daemons
 from lvsagent.netfilter import loopback, sysctl
@@ -49,10 +56,6 @@ log = logging.getLogger("lvsagent.guard")
 
 # How often the guard's kernel state is re-read and repaired.
 CHECK_INTERVAL = 5.0
-# Modes in which the backup accepts the master's forwards (direct routing, destination
-# the VIP) as local traffic only with the VIP on lo: fwmark (the peer's packets are not
-# marked and miss IPVS) and backup_only (IPVS ignores everything on the backup).
-LO_VIP_MODES = ("fwmark", "backup_only")
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ class LoopGuard:
         self._reloads: set[asyncio.Task[None]] = set()
         self._unapplied = False  # set() failed; check() applies self.engaged
 
-    async def _loguard_vips(
+    async def _lo_vips(
         self, vips: tuple[ipaddress.IPv4Address, ...], managed: tuple[ipaddress.IPv4Address, ...]
     ) -> None:
         """The VIPs on lo, on the loop's own netlink socket (the sync helper blocks a thread)."""
@@ -132,6 +135,10 @@ class LoopGuard:
 
     def _spec(self) -> GuardSpec:
         return guard_spec(self.config, self.peer_macs, self.states)
+
+    def desired(self) -> GuardState:
+        """The whole kernel state the guard wants now (guard/desired.py)."""
+        return desired_guard_state(self.config, self.inst, self.states, self.peer_macs)
 
     def hook(self, name: str) -> Callable[[bool, str], Awaitable[None]]:
         """The guard step of instance ``name``'s transitions (its runner's SetLoopGuard)."""
@@ -153,15 +160,10 @@ class LoopGuard:
         A killed agent may have left its VIP and IPVS services with no guard;
         the restarted one engages the guard before the reconciler or VRRP runs.
         """
-        # The design sets the ARP sysctls on the VRRP interface only; the kernel takes
-        # the larger of "all" and the interface's value, so that is enough.
-        names = self.states.keys()
-        interfaces = [i.interface for i in self.config.vrrp_instances if i.name in names]
-        interfaces = sorted(set(interfaces)) or [self.inst.interface]
-        desired = sysctl.desired_sysctls(self.mode, interfaces)
-        sysctl.apply_sysctls(desired, self.saved_sysctls)  # logs each change itself
-        if self.mode in LO_VIP_MODES:
-            await self._loguard_vips(self.vips, ())
+        state = self.desired()
+        sysctl.apply_sysctls(state.sysctls, self.saved_sysctls)  # logs each change itself
+        if state.lo_vips:
+            await self._lo_vips(state.lo_vips, ())
         await self._recall_peer_macs()
         await self._untrack()
         await self._set(engaged=True, why="startup")  # a failure here stops the start
@@ -334,7 +336,7 @@ class LoopGuard:
             vips = guard_vips(self.config)
             try:
                 if self.mode in LO_VIP_MODES and vips != self.vips:
-                    await self._loguard_vips(vips, self.vips)
+                    await self._lo_vips(vips, self.vips)
                 self.vips = vips
                 self.nft.reconfigure(self._spec())
                 self.untracked.reconfigure(check_targets(config))
@@ -359,7 +361,7 @@ class LoopGuard:
                 self.nft.remove()
                 self.untracked.remove()
                 if self.mode in LO_VIP_MODES:
-                    await self._loguard_vips((), self.vips)
+                    await self._lo_vips((), self.vips)
                 sysctl.restore_sysctls(self.saved_sysctls)
                 if self.sync_on:
                     await self.sync.stop_all()

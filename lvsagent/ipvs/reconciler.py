@@ -88,7 +88,7 @@ class IpvsReconciler:
         self.foreign = foreign
         self.resync_interval = resync_interval
         self.timeouts = timeouts
-        # IPVS's own sysctls (netfilter.sysctl.ipvs_sysctls): set at each pass that read
+        # IPVS's own sysctls (netfilter.spec.ipvs_sysctls): set at each pass that read
         # the kernel, since they exist only once IPVS answers (a module loaded on demand).
         self.sysctls: Mapping[str, str] = sysctls or {}
         self.saved_sysctls = saved_sysctls

@@ -8,13 +8,12 @@ when: the bypass goes in before the VIP goes, and out after the gratuitous ARP
 
 from lvsagent.netfilter.nft import NftError, NftGuard
 from lvsagent.netfilter.ruleset import TABLE, TABLE_LABEL
-from lvsagent.netfilter.spec import GuardedService, GuardMode, GuardSpec
+from lvsagent.netfilter.spec import GuardedService, GuardMode, GuardSpec, desired_sysctls
 from lvsagent.netfilter.sysctl import (
     DEFAULT_SAVED_PATH,
     Change,
     SysctlError,
     apply_sysctls,
-    desired_sysctls,
     restore_sysctls,
 )
 

@@ -1,33 +1,6 @@
-"""The sysctls each loop-guard mode needs, set only where they differ and restorable.
+"""The sysctls the loop guard and IPVS want, set only where they differ and restorable.
 
-What each mode needs (the design this project follows: two boxes, each director and
-real server, keepalived-style sysctl.conf on both):
-
-- every mode: ``net.ipv4.ip_forward = 1``.  The design's sysctl.conf sets it for
-  both of its schemes; a director forwarding with LVS-NAT needs it, DR tolerates
-  it, and a backup that gets a packet for a VIP it does not hold then answers
-  with an ICMP error instead of dropping it silently.
-- fwmark: the VIP sits on ``lo`` on both boxes (loopback.py), so the VRRP
-  interface must not answer ARP for it on the backup:
-  ``net.ipv4.conf.<vrrp if>.arp_ignore = 1`` and ``arp_announce = 2``.  The design
-  sets them on the VRRP interface only, which suffices: the kernel uses the
-  larger of ``all`` and the interface's value.  ``all`` is left alone because it
-  would change ARP on every other interface of the box too; ``lo`` never does
-  ARP, so its values change nothing.
-- backup_only: ``net.ipv4.vs.backup_only = 1``: IPVS stops balancing while its
-  sync daemon is in backup state.  The key exists only where IPVS is loaded.
-
-And whatever the mode, once IPVS answers (:func:`ipvs_sysctls`, set by the
-IPVS reconciler, since on a modular kernel the keys appear only then):
-``net.ipv4.vs.expire_nodest_conn = 1``.  A removed real server leaves its
-connection entries behind, and with the kernel's default 0 IPVS drops every
-packet that matches one until the entry times out (a SYN_RECV 60 s, an
-established connection 15 minutes), a client's new connection from a reused
-source port included.  With 1 the kernel expires them when the server is
-removed, so those clients are balanced afresh (or reset, mid-stream), and a new
-connection whose old entry points at a drained (weight 0) server is balanced
-afresh too; connections to a drained server go on.  No connection IPVS could
-still deliver is lost: it only ends the ones whose server is gone.
+What each mode wants is spec.py's (desired_sysctls, ipvs_sysctls); this module writes it.
 
 Originals are recorded once, before the first write, in a JSON file (under
 /run/lvsagent/ by default: a reboot resets the sysctls and /run alike), so that
@@ -43,20 +16,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lvsagent.netfilter.spec import GuardMode
 from lvsagent.statedir import read_private, remove_private, write_private
 
 log = logging.getLogger("lvsagent.netfilter")
 
 PROC_SYS = Path("/proc/sys")
 DEFAULT_SAVED_PATH = Path("/run/lvsagent/sysctl-saved.json")
-IP_FORWARD = "net.ipv4.ip_forward"
-BACKUP_ONLY = "net.ipv4.vs.backup_only"
-EXPIRE_NODEST_CONN = "net.ipv4.vs.expire_nodest_conn"
 
 
 @dataclass(frozen=True)
@@ -70,32 +39,6 @@ class Change:
 
 class SysctlError(OSError):
     """A sysctl cannot be read or written; the message says what to do."""
-
-
-def conf_key(ifname: str, param: str) -> str:
-    """``net.ipv4.conf.<ifname>.<param>``; the interface name is checked (it becomes a path)."""
-    if not ifname or ifname in (".", "..") or "/" in ifname or len(ifname) > 15:
-        raise ValueError(f"interface name {ifname!r} is not a valid interface name")
-    return f"net.ipv4.conf.{ifname}.{param}"
-
-
-def desired_sysctls(mode: GuardMode, interfaces: Iterable[str]) -> dict[str, str]:
-    """The sysctls ``mode`` needs; ``interfaces`` are the VRRP instances' interfaces."""
-    wanted = {IP_FORWARD: "1"}
-    if mode in ("fwmark", "backup_only"):  # both put the VIP on lo: it must not answer ARP
-        for ifname in sorted(set(interfaces)):
-            wanted[conf_key(ifname, "arp_ignore")] = "1"
-            wanted[conf_key(ifname, "arp_announce")] = "2"
-    if mode == "backup_only":
-        wanted[BACKUP_ONLY] = "1"
-    if mode not in ("bypass", "fwmark", "backup_only"):
-        raise ValueError(f"loop_guard {mode!r} is not bypass, fwmark or backup_only")
-    return wanted
-
-
-def ipvs_sysctls(expire_nodest_conn: bool) -> dict[str, str]:
-    """The IPVS sysctls lvsagent sets (``ipvs_expire_nodest_conn``; none when false)."""
-    return {EXPIRE_NODEST_CONN: "1"} if expire_nodest_conn else {}
 
 
 def sysctl_path(key: str, root: Path = PROC_SYS) -> Path:

@@ -30,8 +30,8 @@ import pytest
 
 from lvsagent.netfilter.loopback import reconcile_lo_vips
 from lvsagent.netfilter.nft import NftGuard
-from lvsagent.netfilter.spec import GuardedService, GuardSpec
-from lvsagent.netfilter.sysctl import apply_sysctls, desired_sysctls, read_sysctl, restore_sysctls
+from lvsagent.netfilter.spec import GuardedService, GuardSpec, desired_sysctls
+from lvsagent.netfilter.sysctl import apply_sysctls, read_sysctl, restore_sysctls
 from tests.kernel.labnet import Netns, bridge, http_get, http_server, namespaces, site
 from tests.kernel.setns import enter
 from tests.kernel.uml import lab_only

@@ -30,11 +30,10 @@ import pytest
 
 from lvsagent.netfilter.loopback import reconcile_lo_vips, remove_lo_vips
 from lvsagent.netfilter.nft import NftGuard
-from lvsagent.netfilter.spec import GuardedService, GuardSpec
+from lvsagent.netfilter.spec import GuardedService, GuardSpec, desired_sysctls
 from lvsagent.netfilter.sysctl import (
     SysctlError,
     apply_sysctls,
-    desired_sysctls,
     restore_sysctls,
 )
 from tests.kernel.setns import enter

@@ -17,7 +17,8 @@ from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.model import Dest, DestKey, Service, ServiceKey, Table
 from lvsagent.ipvs.plan import AddDest, EditDest, Op, apply_ops
 from lvsagent.ipvs.reconciler import LOG_ERRORS_UP_TO, IpvsReconciler
-from lvsagent.netfilter.sysctl import EXPIRE_NODEST_CONN, ipvs_sysctls, read_sysctl
+from lvsagent.netfilter.spec import EXPIRE_NODEST_CONN, ipvs_sysctls
+from lvsagent.netfilter.sysctl import read_sysctl
 from tests.unit.fakeproc import fake_proc
 
 A = ipaddress.IPv4Address

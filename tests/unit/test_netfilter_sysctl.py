@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from lvsagent.netfilter.spec import desired_sysctls
 from lvsagent.netfilter.sysctl import (
     Change,
     SysctlError,
     apply_sysctls,
-    desired_sysctls,
     read_sysctl,
     restore_sysctls,
     sysctl_path,

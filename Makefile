@@ -89,7 +89,7 @@ $(DEB): $(DEB_SOURCES)
 	@echo "deb: $@"
 
 # The user-mode Linux kernel of the kernel lab (IPVS + nf_tables), built once per
-# machine into $${LVSAGENT_CACHE:-/var/cache/lvsagent} (~17 CPU-minutes); a no-op when cached.
+# machine into $${LVSAGENT_CACHE:-/var/cache/lvsagent} (~15 CPU-minutes); a no-op when cached.
 uml-kernel:
 	@bash tests/kernel/build-uml.sh >/dev/null
 
@@ -136,7 +136,7 @@ bench: venv uml-kernel
 	$(PY) -m tests.bench.run
 
 # Each step says what it does and how long it took: a first run installs packages, builds the
-# lab kernel (~5-7 min on 2 cores, progress every 30 s) and boots it; later runs find both cached.
+# lab kernel (~10 min on 2 cores, progress every 30 s) and boots it; later runs find both cached.
 demo:
 	@tools/timed "Debian packages (tools/host-deps.sh)" tools/host-deps.sh
 	@tools/timed "Python venv ($(VENV))" $(MAKE) -s --no-print-directory venv

@@ -23,7 +23,7 @@ from typing import Any, get_args
 
 from lvsagent.config.fields import Checker, given, toml_type
 from lvsagent.config.guard import abs_path, read_tracked
-from lvsagent.config.schema import (
+from lvsagent.config.scriptschema import (
     Command,
     Hooks,
     ParamMatch,

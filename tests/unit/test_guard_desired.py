@@ -6,33 +6,17 @@ import ipaddress
 
 import pytest
 
-from lvsagent.config.loader import parse_config
 from lvsagent.config.schema import Config
 from lvsagent.guard.desired import desired_guard_state
+from tests.unit.configs import GLOBAL, INSTANCE, REAL, SERVICE, load
 
-BASE = """
-[[vrrp_instance]]
-name = "VI_1"
-interface = "eth0"
-vrid = 51
-virtual_addresses = ["10.0.0.100/24"]
-[[virtual_server]]
-address = "10.0.0.100"
-port = 80
-{fwmark}
-[[virtual_server.real_server]]
-address = "10.0.0.1"
-port = 80
-"""
 VIP = ipaddress.IPv4Address("10.0.0.100")
 ARP = {"net.ipv4.conf.eth0.arp_ignore": "1", "net.ipv4.conf.eth0.arp_announce": "2"}
 
 
 def config(mode: str, extra: str = "") -> Config:
-    text = f'[global]\nloop_guard = "{mode}"\n{extra}' + BASE.format(
-        fwmark="fwmark = 3" if mode == "fwmark" else ""
-    )
-    return parse_config(text, "t.toml")
+    fwmark = "fwmark = 3\n" if mode == "fwmark" else ""
+    return load(f'{GLOBAL}loop_guard = "{mode}"\n{extra}{INSTANCE}{SERVICE}{fwmark}{REAL}')
 
 
 @pytest.mark.parametrize("engaged", [True, False])

@@ -5,8 +5,8 @@ the real nft table of each mode written by libnftables; the IPVS sync daemons ar
 a stand-in (the host kernel has no IPVS), answering at once or never (a lost
 netlink ack: the kernel adapter waits DAEMON_REPLY_TIMEOUT, 2 s, before it reads
 the daemons back).  Each round carries out the two lists the state machine emits
-for a takeover (BACKUP -> MASTER: release the guard, add the VIP, advert,
-gratuitous ARP) and for a step back (MASTER -> BACKUP: engage, remove the VIP),
+for a takeover (BACKUP -> MASTER: add the VIP, advert, gratuitous ARP, release
+the guard) and for a step back (MASTER -> BACKUP: engage, remove the VIP),
 and times each ``InstanceRunner.execute``; the loop idles 2 ms between lists, so the
 sync daemons' task runs (and, with a lost ack, hangs) while later lists execute.
 
@@ -62,12 +62,13 @@ port = 80
 address = "10.98.0.2"
 port = 80
 """
+# In the order vrrp/machine.py emits them (_to_master, _to_backup).
 TAKEOVER: list[Action] = [
     Transition(State.BACKUP, State.MASTER, "bench"),
-    SetLoopGuard(False),
     AddAddresses(),
     SendAdvert(100),
     SendGratuitousArp(1),
+    SetLoopGuard(False),
 ]
 STEP_BACK: list[Action] = [
     Transition(State.MASTER, State.BACKUP, "bench"),

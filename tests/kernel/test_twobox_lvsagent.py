@@ -75,6 +75,9 @@ pytestmark = [
 VERSION = 2
 ADVERT_INT = 1.0  # the seed's advert_int, as in keepalived's baseline
 SETTLE_TIMEOUT = 30.0
+# A restarted after kill -9 stays BACKUP this long after hearing B (its preempt_delay for that
+# start): time enough to read its kernel state in the BACKUP role.
+PREEMPT_HOLD = 10.0
 # "Failures have ended": this long without a failed request (by start time), on top of the
 # traffic's per-request timeout (so that every request of the stretch has finished).
 QUIET = 2.0
@@ -118,11 +121,14 @@ class Scene:
     config: dict[str, Any]
     agents: dict[str, Agent] = field(default_factory=dict)
 
-    def start(self, label: str) -> Agent:
-        """(Re)start box ``label``'s agent with the mode's config, as systemd would."""
-        agent = self.lab.start_lvsagent(
-            label, version=VERSION, advert_int=ADVERT_INT, **self.config
-        )
+    def start(self, label: str, instance: dict[str, Any] | None = None) -> Agent:
+        """(Re)start box ``label``'s agent with the mode's config, as systemd would;
+        ``instance``: keys laid over its VRRP instance for this start only."""
+        config = self.config
+        if instance is not None:
+            overrides = {**config.get("overrides", {}), "vrrp_instance": [instance]}
+            config = {**config, "overrides": overrides}
+        agent = self.lab.start_lvsagent(label, version=VERSION, advert_int=ADVERT_INT, **config)
         self.agents[label] = agent
         return agent
 
@@ -571,21 +577,20 @@ def test_kill9_of_the_master_then_restart_ends_the_failures(scene: Scene) -> Non
         traffic.wait_started_after(takeover, 100, 30.0)
         restart_at = time.time()
         loop_rate = failure_rate(traffic.records, takeover, restart_at)
-        mark_b = b.mark()  # before A's restart: A may preempt B while A's BACKUP state is read
-        a2 = scene.start(a.box[-1])
+        mark_b = b.mark()
+        # preempt_delay holds A in BACKUP for a while after it hears B, so that its BACKUP
+        # state is read in every run, not only when it happens to preempt late.
+        a2 = scene.start(a.box[-1], instance={"preempt_delay": PREEMPT_HOLD})
         a2.wait_state("BACKUP", SETTLE_TIMEOUT)
         # Its first state: BACKUP, with the guard engaged before the stale VIP went (its log
-        # order), and the kernel in the BACKUP state if we look before it preempts.
+        # order), and the kernel in the BACKUP state.
         backup_problems = guard_problems(scene, lab.a, "BACKUP")
-        preempted = last_state(a2) != "BACKUP"
+        assert last_state(a2) == "BACKUP", "A preempted within preempt_delay"
         lines = a2.daemon.lines
         engaged = _index(lines, r"loop guard \S+ engaged \(startup\)")
         removed = _index(lines, rf"removed virtual address {re.escape(VIP)}")
         assert engaged is not None and removed is not None and engaged < removed, lines[-30:]
-        if not preempted:
-            assert backup_problems == [], backup_problems
-        else:
-            notes.append(f"A preempted before its BACKUP state was read: {backup_problems}")
+        assert backup_problems == [], backup_problems
         a2.wait_state("MASTER", SETTLE_TIMEOUT)
         b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark_b)
         records = wait_all_served(traffic)

@@ -84,7 +84,7 @@ def desired_guard_state(
     return GuardState(
         spec=guard_spec(config, peer_macs, states),
         engaged=engaged,
-        sysctls=desired_sysctls(g.loop_guard, interfaces or [primary.interface]),
+        sysctls=desired_sysctls(g.loop_guard, interfaces or [primary.interface], engaged),
         lo_vips=guard_vips(config) if g.loop_guard in LO_VIP_MODES else (),
         sync_role=("backup" if engaged else "master") if sync_on else None,
     )

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,7 @@ from lvsagent.netfilter import loopback, sysctl
 from lvsagent.netfilter.nft import NftGuard
 from lvsagent.netfilter.notrack import Untracked
 from lvsagent.netfilter.ruleset import GuardSpec
-from lvsagent.netfilter.spec import CheckTarget
+from lvsagent.netfilter.spec import BACKUP_ONLY, CheckTarget
 from lvsagent.netlink.pyroute import AsyncIPRoute, os_errors
 from lvsagent.observe.snapshot import GuardStatus
 
@@ -67,6 +67,8 @@ class GuardSurfaces:
     sync_daemons: Callable[[], SyncDaemons]
     # The peer's MAC in the neighbour table (None: not there); raises OSError.
     neighbour_mac: Callable[[ipaddress.IPv4Address], Awaitable[str | None]] = neighbour_mac
+    # Set what differs (sysctl.apply_sysctls: desired, saved-originals file); raises OSError.
+    sysctls: Callable[[Mapping[str, str], str], object] = sysctl.apply_sysctls
 
 
 def kernel_surfaces() -> GuardSurfaces:
@@ -89,6 +91,7 @@ class LoopGuard:
         g = config.global_
         made = surfaces or kernel_surfaces()
         self._neighbour_mac = made.neighbour_mac
+        self._write_sysctls = made.sysctls
         self.mode = g.loop_guard
         self.inst = inst
         # Each followed instance's state; all engaged at start (prepare).
@@ -161,7 +164,7 @@ class LoopGuard:
         the restarted one engages the guard before the reconciler or VRRP runs.
         """
         state = self.desired()
-        sysctl.apply_sysctls(state.sysctls, self.saved_sysctls)  # logs each change itself
+        self._write_sysctls(state.sysctls, self.saved_sysctls)  # logs each change itself
         if state.lo_vips:
             await self._lo_vips(state.lo_vips, ())
         await self._recall_peer_macs()
@@ -238,6 +241,7 @@ class LoopGuard:
                 memory.trim()
             if self.sync_on:
                 self.sync.want(engaged)  # never awaited here: see guard/syncfollow.py
+            self._role_sysctl()
             if changed or engaged != self.engaged:
                 word = "engaged" if engaged else "released"
                 log.info(
@@ -256,6 +260,13 @@ class LoopGuard:
                 )
             self.engaged = engaged
 
+    def _role_sysctl(self) -> None:
+        """backup_only's sysctl for the current role, in the transition: a /proc write, so a
+        new master's IPVS balances at once, not when the sync daemons' switch ends."""
+        if self.mode == "backup_only":
+            wanted = self.desired().sysctls
+            self._write_sysctls({BACKUP_ONLY: wanted[BACKUP_ONLY]}, self.saved_sysctls)
+
     async def check(self) -> None:
         """Re-read and repair (someone ran `nft flush ruleset` or `ipvsadm --stop-daemon`)."""
         if self.engaged is None:
@@ -270,6 +281,7 @@ class LoopGuard:
                 memory.trim()
                 if self.sync_on:
                     self.sync.want(self.engaged)  # re-applied: repairs a stopped daemon
+                self._role_sysctl()
             except OSError as exc:
                 log.error("loop guard %s: cannot repair: %s; retrying", self.mode, exc)
             await self._untrack()

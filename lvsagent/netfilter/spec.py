@@ -171,8 +171,9 @@ class CheckTarget:
 #   larger of ``all`` and the interface's value.  ``all`` is left alone because it
 #   would change ARP on every other interface of the box too; ``lo`` never does
 #   ARP, so its values change nothing.
-# - backup_only: ``net.ipv4.vs.backup_only = 1``: IPVS stops balancing while its
-#   sync daemon is in backup state.  The key exists only where IPVS is loaded.
+# - backup_only: ``net.ipv4.vs.backup_only = 1`` while engaged: IPVS stops balancing
+#   while its sync daemon is in backup state; 0 while released.  The key exists only
+#   where IPVS is loaded.
 #
 # And whatever the mode, once IPVS answers (ipvs_sysctls, set by the
 # IPVS reconciler, since on a modular kernel the keys appear only then):
@@ -198,15 +199,21 @@ def conf_key(ifname: str, param: str) -> str:
     return f"net.ipv4.conf.{ifname}.{param}"
 
 
-def desired_sysctls(mode: GuardMode, interfaces: Iterable[str]) -> dict[str, str]:
-    """The sysctls ``mode`` needs; ``interfaces`` are the VRRP instances' interfaces."""
+def desired_sysctls(
+    mode: GuardMode, interfaces: Iterable[str], engaged: bool = True
+) -> dict[str, str]:
+    """The sysctls ``mode`` needs; ``interfaces`` are the VRRP instances' interfaces.
+
+    backup_only's sysctl follows the role: 1 while engaged (with the backup sync daemon,
+    IPVS balances nothing), 0 while released, so that a new master's IPVS balances from the
+    transition on, whenever the sync daemons' switch, which runs behind it, ends."""
     wanted = {IP_FORWARD: "1"}
     if mode in ("fwmark", "backup_only"):  # both put the VIP on lo: it must not answer ARP
         for ifname in sorted(set(interfaces)):
             wanted[conf_key(ifname, "arp_ignore")] = "1"
             wanted[conf_key(ifname, "arp_announce")] = "2"
     if mode == "backup_only":
-        wanted[BACKUP_ONLY] = "1"
+        wanted[BACKUP_ONLY] = "1" if engaged else "0"
     if mode not in ("bypass", "fwmark", "backup_only"):
         raise ValueError(f"loop_guard {mode!r} is not bypass, fwmark or backup_only")
     return wanted

@@ -111,7 +111,9 @@ def test_the_service_user_gets_every_module_loaded_by_the_kernel_on_demand(box: 
             print(f"\ndistro: the service user's agent: {line.split(' INFO ', 1)[-1]}")
             assert set(LVSAGENT_MODULES) <= on_demand, on_demand
             assert "ip_vs_rr" in loaded()  # the service's scheduler, with its first service
-            assert box.run("sysctl", "-n", "net.ipv4.vs.backup_only").stdout.strip() == "1"
+            # Written (1) at start, before any IPVS request; 0 now that the agent is MASTER.
+            assert agent.wait_for(r"sysctl net\.ipv4\.vs\.backup_only set: 0 -> 1", 1)
+            assert box.run("sysctl", "-n", "net.ipv4.vs.backup_only").stdout.strip() == "0"
             assert "-A -t 10.97.0.100:80 -s rr" in box.run("ipvsadm", "-Sn").stdout
             assert "redirect" in box.run("nft", "list", "table", "ip", "lvsagent").stdout
             assert not [x for x in agent.lines if "kernel: not available" in x]

@@ -261,8 +261,10 @@ def guard_problems(scene: Scene, box: Box, role: str) -> list[str]:
             problems.append(f"{box.name}: a redirect of all traffic in backup_only mode")
         if not box.redirects_from(peer.mac):
             problems.append(f"{box.name}: no redirect of what {peer.name} ({peer.mac}) sends")
-        if box.sysctl("net.ipv4.vs.backup_only") != "1":
-            problems.append(f"{box.name}: net.ipv4.vs.backup_only is not 1")
+        # 1 while engaged (with the backup daemon IPVS balances nothing), 0 as master.
+        want_sysctl = "0" if role == "MASTER" else "1"
+        if box.sysctl("net.ipv4.vs.backup_only") != want_sysctl:
+            problems.append(f"{box.name}: net.ipv4.vs.backup_only is not {want_sysctl}")
         want = {"master"} if role == "MASTER" else {"backup"}
         if box.sync_daemons() != want:
             problems.append(f"{box.name}: sync daemons {box.sync_daemons()}, want {want}")
@@ -270,10 +272,10 @@ def guard_problems(scene: Scene, box: Box, role: str) -> list[str]:
 
 
 def assert_roles(scene: Scene, master: Box) -> None:
-    """Exactly one master (``master``), and both boxes' guards match their roles."""
-    backup = scene.lab.other(master)
-    problems = guard_problems(scene, master, "MASTER") + guard_problems(scene, backup, "BACKUP")
-    assert problems == [], f"{problems}\n{master.state()}\n{backup.state()}"
+    """Exactly one master (``master``), and both boxes' guards match their roles (waited
+    for: the sync daemons follow a transition in a task of their own, behind it)."""
+    scene.wait_guard(master, "MASTER", SETTLE_TIMEOUT)
+    scene.wait_guard(scene.lab.other(master), "BACKUP", SETTLE_TIMEOUT)
 
 
 # ----- traffic figures -----------------------------------------------------------------------

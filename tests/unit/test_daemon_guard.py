@@ -48,9 +48,13 @@ class FlakyNft:
         return False
 
 
-def made(config: Config, nft: Any, sync: Any = None) -> LoopGuard:
-    """A guard whose kernel surfaces are the given fakes."""
-    surfaces = GuardSurfaces(nft, RecordingUntracked, sync or (lambda: None))  # type: ignore[arg-type]
+def made(config: Config, nft: Any, sync: Any = None, sysctls: Any = None) -> LoopGuard:
+    """A guard whose kernel surfaces are the given fakes (sysctls: a list of the writes)."""
+    writes = sysctls if sysctls is not None else []
+    surfaces = GuardSurfaces(
+        nft, RecordingUntracked, sync or (lambda: None),  # type: ignore[arg-type]
+        sysctls=lambda desired, saved: writes.append(dict(desired)),
+    )
     return LoopGuard(config, config.vrrp_instances[0], surfaces)
 
 
@@ -195,9 +199,9 @@ class QuietNft:
         return False
 
 
-def backup_only(daemons: Daemons) -> LoopGuard:
+def backup_only(daemons: Daemons, sysctls: list[dict[str, str]] | None = None) -> LoopGuard:
     config = parse_config('[global]\nloop_guard = "backup_only"\n' + CONFIG, "t.toml")
-    return made(config, QuietNft, lambda: daemons)
+    return made(config, QuietNft, lambda: daemons, sysctls)
 
 
 def test_a_transition_never_waits_for_the_sync_daemons() -> None:
@@ -269,3 +273,23 @@ def test_other_modes_start_no_sync_daemon() -> None:
 
     asyncio.run(scenario())
     assert daemons.calls == [] and guard.status().detail.find("sync") == -1
+
+
+def test_backup_only_s_sysctl_follows_the_role_in_the_transition_itself() -> None:
+    """A new master's IPVS must balance from its transition on: with backup_only = 1 and the
+    backup daemon still running (its switch runs behind the transition, and its answer can be
+    late), IPVS would ignore the synced connections' packets and the local server reset them."""
+    daemons, writes = Daemons(), []
+    guard = backup_only(daemons, writes)
+
+    async def scenario() -> None:
+        daemons.gate = asyncio.Event()  # the daemons' answers are late
+        await guard.set(False, "VI_1 BACKUP -> MASTER")
+        assert writes == [{"net.ipv4.vs.backup_only": "0"}]
+        assert daemons.calls == []  # written before the switch, not after it
+        await guard.set(True, "VI_1 MASTER -> BACKUP")
+        assert writes[-1] == {"net.ipv4.vs.backup_only": "1"}
+        daemons.gate.set()
+        await guard.sync.settle()
+
+    asyncio.run(scenario())

@@ -43,8 +43,9 @@ def test_backup_only_adds_its_sysctl_and_the_sync_daemon_follows_the_role(
 ) -> None:
     c = config("backup_only")
     state = desired_guard_state(c, c.vrrp_instances[0], {"VI_1": engaged})
+    backup_only = "1" if engaged else "0"  # a new master's IPVS balances at once
     assert dict(state.sysctls) == {
-        "net.ipv4.ip_forward": "1", "net.ipv4.vs.backup_only": "1", **ARP
+        "net.ipv4.ip_forward": "1", "net.ipv4.vs.backup_only": backup_only, **ARP
     }  # fmt: skip
     assert state.lo_vips == (VIP,) and state.sync_role == role
 

@@ -2,7 +2,8 @@
 
 One VRRP instance's runner in a namespace of its own (a veth pair inside it), with
 the real nft table of each mode written by libnftables; the IPVS sync daemons are
-a stand-in (the host kernel has no IPVS), answering at once or never (a lost
+a stand-in and backup_only's sysctl is not written (the host kernel has no IPVS; that
+write is one /proc file), the daemons answering at once or never (a lost
 netlink ack: the kernel adapter waits DAEMON_REPLY_TIMEOUT, 2 s, before it reads
 the daemons back).  Each round carries out the two lists the state machine emits
 for a takeover (BACKUP -> MASTER: add the VIP, advert, gratuitous ARP, release

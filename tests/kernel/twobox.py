@@ -37,6 +37,8 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -418,6 +420,11 @@ def _start_server(box: Box) -> subprocess.Popen[str]:
         proc.kill()
         proc.wait()
         raise AssertionError(f"{box.name}: web server did not start: {first!r}")
+    # Whatever it writes later is read too: a pipe nobody drains fills up (64 KB) and then
+    # blocks the writer, which stalled a box's web server in the lab after a failover.
+    out = proc.stdout
+    threading.Thread(target=lambda: deque(out, maxlen=0), name=f"{box.name}-http-out",
+                     daemon=True).start()  # fmt: skip
     return proc
 
 

@@ -25,11 +25,17 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 512
     daemon_threads = True
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that reset or vanished mid-request (failovers do that by the hundred) is
+        not news: socketserver's default prints a traceback to stderr for each one."""
+
 
 def serve(name: str, port: int = 80) -> None:
     body = f"{name}\n".encode()
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = 30  # a connection whose request never comes frees its thread
+
         def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")

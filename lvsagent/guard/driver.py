@@ -45,7 +45,7 @@ from lvsagent.netfilter import loopback, sysctl
 from lvsagent.netfilter.nft import NftGuard
 from lvsagent.netfilter.notrack import Untracked
 from lvsagent.netfilter.ruleset import GuardSpec
-from lvsagent.netfilter.spec import BACKUP_ONLY, CheckTarget
+from lvsagent.netfilter.spec import BACKUP_ONLY, CheckTarget, desired_sysctls
 from lvsagent.netlink.pyroute import AsyncIPRoute, os_errors
 from lvsagent.observe.snapshot import GuardStatus
 
@@ -264,8 +264,10 @@ class LoopGuard:
         """backup_only's sysctl for the current role, in the transition: a /proc write, so a
         new master's IPVS balances at once, not when the sync daemons' switch ends."""
         if self.mode == "backup_only":
-            wanted = self.desired().sysctls
-            self._write_sysctls({BACKUP_ONLY: wanted[BACKUP_ONLY]}, self.saved_sysctls)
+            # Only this key: desired() would rebuild the whole spec on the transition's path.
+            engaged = self.states.get(self.inst.name, True)
+            wanted = desired_sysctls(self.mode, (), engaged)[BACKUP_ONLY]
+            self._write_sysctls({BACKUP_ONLY: wanted}, self.saved_sysctls)
 
     async def check(self) -> None:
         """Re-read and repair (someone ran `nft flush ruleset` or `ipvsadm --stop-daemon`)."""

@@ -86,8 +86,7 @@ class SyncFollower:
                 await self._switch(engaged)
 
     async def _switch(self, engaged: bool) -> None:
-        daemons = self._daemons or self._make()
-        self._daemons = daemons
+        daemons = self._kernel()
         stop: SyncState = "master" if engaged else "backup"
         start: SyncState = "backup" if engaged else "master"
         try:
@@ -107,11 +106,16 @@ class SyncFollower:
         else:
             self.applied = engaged
 
+    def _kernel(self) -> SyncDaemons:
+        """The daemons' adapter, made at the first switch (a netlink socket only then)."""
+        if self._daemons is None:
+            self._daemons = self._make()
+        return self._daemons
+
     async def stop_all(self) -> None:
         """Decommission: neither daemon runs afterwards (the follower's wish is dropped)."""
         await self.settle()  # a switch under way ends first: it must not start one after this
-        daemons = self._daemons or self._make()
-        self._daemons = daemons
+        daemons = self._kernel()
         states: tuple[SyncState, ...] = ("master", "backup")
         for state in states:
             await daemons.stop_sync_daemon(state)

@@ -34,7 +34,10 @@ def serve(name: str, port: int = 80) -> None:
     body = f"{name}\n".encode()
 
     class Handler(BaseHTTPRequestHandler):
-        timeout = 30  # a connection whose request never comes frees its thread
+        # A connection whose request never comes frees its thread, but only long after the
+        # lab's held connections (half a request sent before a failover, the rest a minute or
+        # more later) have finished: at 30 s the server closed them and they answered nothing.
+        timeout = 600
 
         def do_GET(self) -> None:
             self.send_response(200)

@@ -181,7 +181,7 @@ def _instance(inst: VrrpInstance) -> Table:
             for tr in inst.track_real_servers
         ],
     )
-    for key in ("garp_repeat", "garp_master_delay", "garp_master_repeat"):
+    for key in ("garp_repeat", "garp_master_delay", "garp_master_repeat", "garp_lower_prio_repeat"):
         t.set(key, getattr(inst, key))
     t.set("use_vmac", inst.use_vmac)
     if inst.use_vmac:

@@ -25,7 +25,7 @@ INSTANCE_KEYS = (
     "name", "interface", "vrid", "priority", "advert_int", "version", "v3_checksum",
     "preempt", "nopreempt", "preempt_delay", "unicast_src", "unicast_peers", "unicast_ttl",
     "check_ttl", "auth_pass", "virtual_addresses", "track_interfaces", "track_real_servers",
-    "garp_repeat", "garp_master_delay", "garp_master_repeat",
+    "garp_repeat", "garp_master_delay", "garp_master_repeat", "garp_lower_prio_repeat",
     "use_vmac", "vmac_interface", *TRACK_KEYS, *HOOK_KEYS,
 )  # fmt: skip
 
@@ -149,6 +149,7 @@ def _read_instance(s: Section) -> VrrpInstance | None:
             "garp_repeat": s.integer("garp_repeat", 1, 100),
             "garp_master_delay": s.number("garp_master_delay", 0, 4294),  # keepalived's
             "garp_master_repeat": s.integer("garp_master_repeat", 0, 100),
+            "garp_lower_prio_repeat": s.integer("garp_lower_prio_repeat", 0, 100),
             "use_vmac": s.boolean("use_vmac"),
             "vmac_interface": s.read("vmac_interface", check.ifname),
             **{key: s.read(key, lambda k, v: read_refs(check, k, v)) for key in TRACK_KEYS},

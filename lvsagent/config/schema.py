@@ -129,6 +129,8 @@ class VrrpInstance:
     garp_repeat: int = 5
     garp_master_delay: float = 5.0
     garp_master_repeat: int = 5
+    # A master hearing a lower-priority master announces the VIP again (keepalived's default).
+    garp_lower_prio_repeat: int = 5
     # keepalived's use_vmac: the VIPs, adverts and gratuitous ARP go through a macvlan
     # interface with the RFC's virtual MAC 00:00:5e:00:01:VRID (RFC 5798 7.3).
     use_vmac: bool = False

@@ -25,6 +25,10 @@ MAIL: Final = (
     "lvsagent sends no e-mail: every state change is a journal event and a metric, and "
     "etc/prometheus-lvsagent-rules.yml alerts on them"
 )
+LOWER_PRIO_GARP: Final = (
+    "lvsagent answers a lower-priority master with one burst of garp_lower_prio_repeat "
+    "gratuitous ARPs (at most one burst per advert interval) and no delayed second burst"
+)
 
 TOP: Advice = {
     "static_ipaddress": ("omitted", "static addresses are not VRRP's: configure them with "
@@ -58,6 +62,7 @@ GLOBAL: Advice = {
                  "is the loop guard)"),
     "vrrp_mcast_group4": ("omitted", "lvsagent always sends to 224.0.0.18; use unicast_peers "
                           "to send elsewhere"),
+    "vrrp_garp_lower_prio_delay": ("omitted", LOWER_PRIO_GARP),
     "vrrp_garp_master_refresh": ("omitted", "lvsagent sends no periodic gratuitous ARP"),
     "vrrp_garp_master_refresh_repeat": ("omitted", "lvsagent sends no periodic gratuitous ARP"),
     "enable_snmp_vrrp": ("omitted", "lvsagent has no SNMP; scrape /metrics instead"),
@@ -132,6 +137,7 @@ INSTANCE: Advice = {
     "unicast_fault_no_peer": ("omitted", "lvsagent requires its peers to be listed anyway"),
     "down_timer_adverts": ("omitted", "lvsagent keeps RFC 5798's master down interval "
                            "(3 adverts plus skew)"),
+    "garp_lower_prio_delay": ("omitted", LOWER_PRIO_GARP),
     "lower_prio_no_advert": ("omitted", "lvsagent answers a lower-priority advert at once, "
                              "as RFC 9568 asks"),
 }  # fmt: skip

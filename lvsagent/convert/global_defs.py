@@ -26,6 +26,7 @@ class Defaults:
     version: int = 2
     garp_delay: float | None = None
     garp_repeat: int | None = None
+    garp_lower_prio_repeat: int | None = None
     sync: tuple[str, int | None, Node] | None = None  # interface, sync id, origin
 
 
@@ -54,6 +55,8 @@ def _global(m: Mapper, node: Node, table: Table, defaults: Defaults) -> None:
             defaults.garp_delay = float(delay)
     elif word == "vrrp_garp_master_repeat":
         defaults.garp_repeat = m.integer(node, 0, 100)
+    elif word == "vrrp_garp_lower_prio_repeat":
+        defaults.garp_lower_prio_repeat = m.integer(node, 0, 100)
     elif word in ("vrrp_garp_interval", "vrrp_gna_interval"):
         gap = m.timer(node)
         if gap:

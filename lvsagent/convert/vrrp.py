@@ -124,6 +124,10 @@ def _instance(
                 table.set("garp_master_delay", delay, origin(child))
         elif word == "garp_master_repeat":
             _garp_repeat(m, child, table, m.integer(child, 0, 100))
+        elif word == "garp_lower_prio_repeat":
+            count = m.integer(child, 0, 100)
+            if count is not None:
+                table.set("garp_lower_prio_repeat", count, origin(child))
         elif word == "lvs_sync_daemon_interface":
             if m.words(child, 1):
                 m.note(child, "deprecated in keepalived, which turns it into global_defs "
@@ -180,6 +184,9 @@ def _finish(
         table.set("garp_master_delay", defaults.garp_delay, "global_defs vrrp_garp_master_delay")
     if table.get("garp_repeat") is None and defaults.garp_repeat is not None:
         _garp_repeat(m, node, table, defaults.garp_repeat)
+    lower = defaults.garp_lower_prio_repeat
+    if table.get("garp_lower_prio_repeat") is None and lower is not None:
+        table.set("garp_lower_prio_repeat", lower, "global_defs vrrp_garp_lower_prio_repeat")
     src = table.get("unicast_src")
     peers = table.get("unicast_peers")
     if isinstance(peers, list) and src in peers:

@@ -33,6 +33,7 @@ def router_params(inst: VrrpInstance, source: ipaddress.IPv4Address) -> RouterPa
         garp_repeat=inst.garp_repeat,
         garp_master_delay=inst.garp_master_delay,
         garp_master_repeat=inst.garp_master_repeat,
+        garp_lower_prio_repeat=inst.garp_lower_prio_repeat,
     )
 
 

@@ -15,65 +15,29 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from enum import StrEnum
 
+from lvsagent.vrrp.actions import (
+    Action,
+    AddAddresses,
+    RemoveAddresses,
+    SendAdvert,
+    SendGratuitousArp,
+    SetLoopGuard,
+    State,
+    Transition,
+)
 from lvsagent.vrrp.packet import Advert
 from lvsagent.vrrp.timers import master_down_interval, skew_time
 
-
-class State(StrEnum):
-    INITIALIZE = "INIT"
-    BACKUP = "BACKUP"
-    MASTER = "MASTER"
-    FAULT = "FAULT"
-
+# The actions are re-exported: callers import them from here with the machine.
+__all__ = [
+    "PRIORITY_OWNER", "PRIORITY_STOP", "Action", "AddAddresses", "PeerSeen", "RemoveAddresses",
+    "RouterParams", "SendAdvert", "SendGratuitousArp", "SetLoopGuard", "State", "Transition",
+    "VirtualRouter",
+]  # fmt: skip
 
 PRIORITY_OWNER = 255
 PRIORITY_STOP = 0
-
-
-@dataclass(frozen=True)
-class SendAdvert:
-    priority: int
-
-
-@dataclass(frozen=True)
-class AddAddresses:
-    pass
-
-
-@dataclass(frozen=True)
-class RemoveAddresses:
-    pass
-
-
-@dataclass(frozen=True)
-class SendGratuitousArp:
-    repeat: int
-
-
-@dataclass(frozen=True)
-class SetLoopGuard:
-    """Engage (BACKUP, FAULT, stopped) or release (MASTER) the two-box loop guard.
-
-    Its place in the action list is the point: engaged before the addresses go,
-    released only after they are up and announced, so no moment exists in which
-    this box both balances and receives balanced traffic (see guard/driver.py).
-    """
-
-    engaged: bool
-
-
-@dataclass(frozen=True)
-class Transition:
-    old: State
-    new: State
-    reason: str
-
-
-Action = (
-    SendAdvert | AddAddresses | RemoveAddresses | SendGratuitousArp | SetLoopGuard | Transition
-)
 
 
 @dataclass(frozen=True)
@@ -88,6 +52,7 @@ class RouterParams:
     garp_repeat: int = 5
     garp_master_delay: float = 5.0
     garp_master_repeat: int = 5
+    garp_lower_prio_repeat: int = 5
 
 
 @dataclass(frozen=True)
@@ -133,6 +98,7 @@ class VirtualRouter:
         self.last_transition: Transition | None = None
         self._down_reason = ""
         self._lower_master_since: float | None = None  # for preempt_delay
+        self._lower_garp_at: float | None = None  # the last burst for a lower master
         # A backup whose master went silent but whose sync group held it back
         # (keepalived prefers BACKUP): it takes over when the group moves.
         self.wants_master = False
@@ -329,7 +295,19 @@ class VirtualRouter:
         # RFC 9568 6.4.3: a lower-priority advert is discarded and the master
         # sends an ADVERTISEMENT at once, so the other side yields quickly.
         self.adver_timer = now + self.params.advert_int
-        return [SendAdvert(self.priority)]
+        return [SendAdvert(self.priority), *self._lower_master_garp(now)]
+
+    def _lower_master_garp(self, now: float) -> list[Action]:
+        """Another master (a healed split, a peer that missed our adverts) has told the LAN the
+        VIP is at its MAC: say again it is ours, or clients keep sending to the box that steps
+        back until their ARP entries age out (keepalived's garp_lower_prio_repeat).  At most
+        one burst per advert interval: a flood of forged lower adverts is not multiplied."""
+        n = self.params.garp_lower_prio_repeat
+        last = self._lower_garp_at
+        if n == 0 or (last is not None and now < last + self.params.advert_int):
+            return []
+        self._lower_garp_at = now
+        return [SendGratuitousArp(n)]
 
     # ----- transitions ------------------------------------------------------
 

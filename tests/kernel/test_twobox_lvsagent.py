@@ -856,12 +856,21 @@ def test_link_down_on_the_backup_its_server_and_its_connections_leave(scene: Sce
         assert_roles(scene, lab.a)
 
 
+def client_vip_mac(lab: TwoBox) -> str | None:
+    """The MAC the client sends the VIP's traffic to (its neighbour entry), if it has one."""
+    out = lab.client.run("ip", "neigh", "show", VIP, check=False).stdout
+    found = re.search(r"lladdr (\S+)", out)
+    return found.group(1) if found else None
+
+
 @modes("bypass")
 def test_partition_then_heal_leaves_exactly_one_master(scene: Scene) -> None:
     """A and B stop hearing each other (both still reach the client): both become MASTER and
-    each takes the other's real server out (unreachable: removed). Healed: B goes back to
-    BACKUP, A stays MASTER, and each box's bypass matches its role; every request is served
-    afterwards."""
+    each takes the other's real server out (unreachable: removed); B's gratuitous ARP moves
+    the client to B. Healed: A hears B's lower-priority adverts and announces the VIP again,
+    so the client comes back to A (left at B, it would be served by B's bypass alone, its
+    ARP entry kept fresh by that traffic); B goes back to BACKUP, A stays MASTER, and each
+    box's bypass matches its role; every request is served afterwards."""
     lab = scene.lab
     a, b = scene.settled()
     traffic = start_traffic(lab)
@@ -874,12 +883,17 @@ def test_partition_then_heal_leaves_exactly_one_master(scene: Scene) -> None:
         split = Failover("lvsagent", "partition", VERSION, ADVERT_INT, records, fault_at,
                          takeover, after=[lab.a.state(), lab.b.state()])  # fmt: skip
         split_masters = (last_state(a), last_state(b))
+        wait_until(lambda: client_vip_mac(lab) == lab.b.mac, 10.0,
+                   "the client's ARP entry for the VIP: box B's MAC after B's ARPs")  # fmt: skip
 
         mark = b.mark()
         heal_at = time.time()
         lab.heal()
         healed = b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
         wait_until(lambda: not lab.b.has_vip(), 10.0, "box B: VIP released")
+        wait_until(lambda: client_vip_mac(lab) == lab.a.mac, 5.0,
+                   "the client's ARP entry for the VIP: box A's MAC after the heal")  # fmt: skip
+        back_to_a = time.time()
         records = wait_all_served(traffic)
         a_lines = a.daemon.lines[mark_a:]
     finally:
@@ -887,7 +901,8 @@ def test_partition_then_heal_leaves_exactly_one_master(scene: Scene) -> None:
     heal = Failover("lvsagent", "heal", VERSION, ADVERT_INT, records, heal_at, healed,
                     after=[lab.a.state(), lab.b.state()])  # fmt: skip
     figure(scene.mode, "partition", split)
-    figure(scene.mode, "heal", heal, f"B back to BACKUP +{healed - heal_at:.2f} s after the heal")
+    figure(scene.mode, "heal", heal, f"B back to BACKUP +{healed - heal_at:.2f} s after the heal, "
+           f"the client's ARP entry at A again by +{back_to_a - heal_at:.2f} s")  # fmt: skip
     assert split_masters == ("MASTER", "MASTER"), split_masters
     assert split.failures_end is not None and heal.failures_end is not None
     # A never left MASTER; B did once healed: exactly one master.

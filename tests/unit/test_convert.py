@@ -266,3 +266,14 @@ def test_cli_verb_writes_the_file_and_exits_by_outcome(tmp_path: Any) -> None:
     bad.write_text(VRRP + "lb-kind DR\n")
     assert main(["convert", str(bad), "-o", str(tmp_path / "no.toml")]) == EXIT_REFUSED
     assert not (tmp_path / "no.toml").exists()
+
+
+def test_lower_priority_garp_count_per_instance_or_from_global_defs() -> None:
+    """keepalived's garp_lower_prio_repeat is lvsagent's; its delayed second burst is not."""
+    own = run(VRRP.replace("priority 100", "priority 100\n    garp_lower_prio_repeat 2"))
+    assert data(own)["vrrp_instance"][0]["garp_lower_prio_repeat"] == 2
+    inherited = "global_defs {\n    vrrp_garp_lower_prio_repeat 0\n}\n" + VRRP
+    assert data(run(inherited))["vrrp_instance"][0]["garp_lower_prio_repeat"] == 0
+    delayed = run(VRRP.replace("priority 100", "priority 100\n    garp_lower_prio_delay 10"))
+    assert delayed.exit_status == EXIT_OMISSIONS
+    assert any("garp_lower_prio_delay" in m for m in messages(delayed, "omitted"))

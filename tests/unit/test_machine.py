@@ -218,16 +218,34 @@ def test_equal_priority_tie_break_on_primary_address() -> None:
     low.on_advert(advert(100), HIGH, 10.0)
     assert low.state == State.BACKUP
     high = started_master(address=HIGH)
-    assert high.on_advert(advert(100), LOW, 10.0) == [SendAdvert(100)]
+    assert high.on_advert(advert(100), LOW, 10.0) == [SendAdvert(100), SendGratuitousArp(5)]
     assert high.state == State.MASTER
 
 
 def test_master_answers_lower_priority_at_once_rfc9568() -> None:
     r = started_master(priority=200)
     r.on_timer(4.0)
-    assert r.on_advert(advert(100), HIGH, 4.3) == [SendAdvert(200)]
+    assert r.on_advert(advert(100), HIGH, 4.3)[0] == SendAdvert(200)
     assert r.adver_timer == pytest.approx(5.3)
     assert r.state == State.MASTER
+
+
+def test_master_hearing_a_lower_master_announces_the_vip_once_per_interval() -> None:
+    """A healed split: the other master's gratuitous ARP moved clients to its MAC. Ours
+    moves them back (keepalived's garp_lower_prio_repeat); a stream of lower adverts
+    gets one burst per advert interval, not one per advert."""
+    r = started_master(priority=200, garp_lower_prio_repeat=3)
+    assert r.on_advert(advert(100), HIGH, 10.0) == [SendAdvert(200), SendGratuitousArp(3)]
+    assert r.on_advert(advert(100), HIGH, 10.5) == [SendAdvert(200)]
+    assert r.on_advert(advert(100), HIGH, 10.99) == [SendAdvert(200)]
+    assert r.on_advert(advert(100), HIGH, 11.0) == [SendAdvert(200), SendGratuitousArp(3)]
+
+
+def test_no_burst_for_a_lower_master_when_disabled_or_for_our_own_advert() -> None:
+    off = started_master(priority=200, garp_lower_prio_repeat=0)
+    assert off.on_advert(advert(100), HIGH, 10.0) == [SendAdvert(200)]
+    own = started_master(priority=200, address=LOW)
+    assert own.on_advert(advert(200), LOW, 10.0) == []
 
 
 def test_master_sends_on_its_interval_and_repeats_garp_later() -> None:

@@ -26,7 +26,7 @@ import logging
 import signal
 
 from lvsagent import memory
-from lvsagent.config.schema import Config, VirtualServer
+from lvsagent.config.schema import Config, VirtualServer, VrrpInstance
 from lvsagent.daemon import kmod
 from lvsagent.daemon.derive import guarded_instance, guarded_instances
 from lvsagent.daemon.draining import DrainBook
@@ -38,7 +38,7 @@ from lvsagent.daemon.reread import Reloads
 from lvsagent.daemon.scripting import Scripting
 from lvsagent.daemon.tracking import tracks_anything
 from lvsagent.guard.driver import LoopGuard
-from lvsagent.guard.peer import peer_of
+from lvsagent.guard.peer import PeerAddress
 from lvsagent.health.monitor import HealthMonitor
 from lvsagent.health.verdicts import NO_VERDICTS, Verdicts
 from lvsagent.ipvs.desired import desired_table, service_key, update_services
@@ -56,6 +56,8 @@ from lvsagent.vrrp.vmac import Vmac
 
 log = logging.getLogger("lvsagent")
 
+# An instance's interface as read at start: (instance, link, its netlink socket, vmac).
+ReadLink = tuple[VrrpInstance, addresses.LinkInfo, AsyncIPRoute, addresses.LinkInfo | None]
 SHUTDOWN_TIMEOUT = 5.0  # the instances' half of a stop
 SHUTDOWN_REST_TIMEOUT = 4.0  # the rest: together under systemd's TimeoutStopSec=10
 
@@ -198,8 +200,8 @@ class Agent:
             if self.config.virtual_servers:
                 check = self.scripting.check
                 self.health = HealthMonitor(self.config, self._verdicts_changed, check=check)
-            server_up = self.health.server_up if self.health is not None else None
             try:
+                read: list[ReadLink] = []
                 for inst in self.config.vrrp_instances:
                     # One rtnetlink socket per instance: the kernel runs one dump at a time
                     # on a socket (EBUSY for a second), and instances read their addresses
@@ -211,11 +213,8 @@ class Agent:
                         vmac = Vmac(inst.interface, inst.vmac_name, inst.vrid)
                         self._vmacs.append((vmac, ipr))
                         held = await vmac.ensure(ipr, link.index)
-                    self.runners.append(InstanceRunner(
-                        inst, link, ipr, None, server_up, self._peer_lost, held,
-                        **self.scripting.wiring(inst),
-                    ))  # fmt: skip
-                self._wire_guard()
+                    read.append((inst, link, ipr, held))
+                self._make_runners(read)
                 self.scripting.bind({r.inst.name: r for r in self.runners})
                 own = own_addresses_at_start(
                     self.config, [(r.inst, r.link, r.source) for r in self.runners]
@@ -257,19 +256,25 @@ class Agent:
                     if ipvs is not None:
                         ipvs.close()
 
-    def _wire_guard(self) -> None:
-        """The loop guard, if services follow instances: each such instance's transitions
-        step it (a single director, with no instance, has none)."""
+    def _make_runners(self, links: list[ReadLink]) -> None:
+        """The guard first (if services follow instances), then each runner, made with the
+        guard's step for its transitions and, if the guard follows it, telling it the peer."""
         primary = guarded_instance(self.config)
-        if primary is None:
-            return
-        self.guard = LoopGuard(self.config, primary)
-        followed = guarded_instances(self.config)
-        for runner in self.runners:
-            if runner.inst.name in followed:
-                runner.guard = self.guard.hook(runner.inst.name)
-            if runner.inst.name == primary.name:
-                self.guard.peer_address = peer_of(runner, self.config)
+        peer: PeerAddress | None = None
+        if primary is not None:
+            link = next(link for inst, link, _, _ in links if inst.name == primary.name)
+            peer = PeerAddress(primary, (a.ip for a in link.addresses), self.config)
+            self.guard = LoopGuard(self.config, primary, peer_address=peer)
+        followed, guard = guarded_instances(self.config), self.guard
+        server_up = self.health.server_up if self.health is not None else None
+        for inst, link, ipr, held in links:
+            self.runners.append(InstanceRunner(
+                inst, link, ipr,
+                guard.hook(inst.name) if guard is not None and inst.name in followed else None,
+                server_up, self._peer_lost, held,
+                peer_heard=peer.heard if peer is not None and inst is primary else None,
+                **self.scripting.wiring(inst),
+            ))  # fmt: skip
 
     async def _after_instances(self, ipvs: IpvsKernel | None) -> None:
         """The stop's second half, once every instance released its addresses: their
@@ -308,9 +313,8 @@ class Agent:
             kernel, self._desired(), s.foreign, s.resync_interval, s.timeouts, s.sysctls,
             f"{g.state_dir}/sysctl-saved.json",
         )  # fmt: skip
-        reconciler = self.reconciler
+        self.observer.reconciler = reconciler = self.reconciler
         self.observer.known_table = lambda: reconciler.known
-        self.observer.reconciler = reconciler
         self._tasks.append(asyncio.create_task(self.reconciler.run(self.first_pass), name="ipvs"))
         return kernel
 

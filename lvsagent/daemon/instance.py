@@ -61,6 +61,7 @@ class InstanceRunner:
         tracked: ev.TrackedVerdict | None = None,
         notify: ev.Notify | None = None,
         sync: ev.SyncLink | None = None,
+        peer_heard: Callable[[ipaddress.IPv4Address], None] | None = None,
     ) -> None:
         self.inst = inst
         # use_vmac's macvlan: it holds the VIPs and sends adverts and ARP (vrrp/vmac.py).
@@ -77,6 +78,8 @@ class InstanceRunner:
         # at their next interval (keepalived kept sending to a dead box until its
         # delay_loop).
         self.peer_lost = peer_lost
+        # Told every advert's source: the loop guard learns the peer's MAC by it.
+        self.peer_heard = peer_heard
         self.link = link
         self.ipr = ipr
         self.tag = f"{inst.name} (vrid {inst.vrid} on {inst.interface})"
@@ -192,6 +195,8 @@ class InstanceRunner:
             )  # fmt: skip
 
     async def _advert(self, rx: ev.Rx, now: float) -> None:
+        if self.peer_heard is not None:
+            self.peer_heard(rx.src)
         await self.execute(self.router.on_advert(rx.advert, rx.src, now))
         self._note_master(rx)
 

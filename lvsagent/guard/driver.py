@@ -26,7 +26,7 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lvsagent import memory
 from lvsagent.config.schema import Config, VrrpInstance
@@ -48,9 +48,6 @@ from lvsagent.netfilter.ruleset import GuardSpec
 from lvsagent.netfilter.spec import BACKUP_ONLY, CheckTarget, desired_sysctls
 from lvsagent.netlink.pyroute import AsyncIPRoute, os_errors
 from lvsagent.observe.snapshot import GuardStatus
-
-if TYPE_CHECKING:  # the runner is built with the guard's hook: no import at run time
-    pass
 
 log = logging.getLogger("lvsagent.guard")
 
@@ -86,7 +83,11 @@ class LoopGuard:
     """
 
     def __init__(
-        self, config: Config, inst: VrrpInstance, surfaces: GuardSurfaces | None = None
+        self,
+        config: Config,
+        inst: VrrpInstance,
+        surfaces: GuardSurfaces | None = None,
+        peer_address: Callable[[], ipaddress.IPv4Address | None] = lambda: None,
     ) -> None:
         g = config.global_
         made = surfaces or kernel_surfaces()
@@ -122,8 +123,8 @@ class LoopGuard:
             made.sync_daemons,
         )  # fmt: skip
         self.engaged: bool | None = None
-        # The VRRP peer's address as last heard (set by the daemon), for learning its MAC.
-        self.peer_address: Callable[[], ipaddress.IPv4Address | None] = lambda: None
+        # The VRRP peer's address as last heard (guard/peer.py), for learning its MAC.
+        self.peer_address = peer_address
         self._lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[None]] = set()
         self._unapplied = False  # set() failed; check() applies self.engaged

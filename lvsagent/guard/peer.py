@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
-from lvsagent.config.schema import Config
+from lvsagent.config.schema import Config, VrrpInstance
 from lvsagent.netlink.pyroute import AsyncIPRoute, os_errors
-
-if TYPE_CHECKING:  # the runner is read, never imported at run time
-    from lvsagent.daemon.instance import InstanceRunner
 
 # Neighbour states with a usable link-layer address: REACHABLE, STALE, DELAY, PROBE, PERMANENT.
 _NUD_VALID = 0x02 | 0x04 | 0x08 | 0x10 | 0x80
@@ -34,21 +30,28 @@ async def neighbour_mac(peer: ipaddress.IPv4Address) -> str | None:
     return str(found[0]).lower() if found and found[0] else None
 
 
-def peer_of(runner: InstanceRunner, config: Config) -> Callable[[], ipaddress.IPv4Address | None]:
-    """The other box's address, for learning its MAC.
+class PeerAddress:
+    """The other box's address, for learning its MAC: the instance's runner tells it
+    every advert's source (:meth:`heard`), and the guard reads it (a call).
 
-    The last advert's source when we have heard one; a master that started first
+    The last advert's source when one has been heard; a master that started first
     never has, so then the unicast peer, or else the one real server that is not
     this box (the two-box design has exactly one).
     """
-    own = {a.ip for a in runner.link.addresses}
-    others = {rs.address for vs in config.virtual_servers for rs in vs.real_servers} - own
-    fallback = runner.inst.unicast_peers[0] if runner.inst.unicast_peers else None
-    if fallback is None and len(others) == 1:
-        fallback = next(iter(others))
 
-    def peer() -> ipaddress.IPv4Address | None:
-        seen = runner.router.peer
-        return seen.address if seen is not None else fallback
+    def __init__(
+        self, inst: VrrpInstance, own: Iterable[ipaddress.IPv4Address], config: Config
+    ) -> None:
+        others = {rs.address for vs in config.virtual_servers for rs in vs.real_servers}
+        others -= set(own)
+        fallback = inst.unicast_peers[0] if inst.unicast_peers else None
+        if fallback is None and len(others) == 1:
+            fallback = next(iter(others))
+        self.fallback = fallback
+        self.last: ipaddress.IPv4Address | None = None
 
-    return peer
+    def heard(self, address: ipaddress.IPv4Address) -> None:
+        self.last = address
+
+    def __call__(self) -> ipaddress.IPv4Address | None:
+        return self.last if self.last is not None else self.fallback

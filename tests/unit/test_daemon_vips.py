@@ -74,8 +74,8 @@ def test_a_refused_neighbour_dump_is_logged_not_raised(
         "t.toml",
     )
     surfaces = GuardSurfaces(lambda spec: None, RecordingUntracked, lambda: None)  # type: ignore[arg-type]
-    guard = LoopGuard(config, config.vrrp_instances[0], surfaces)
-    guard.peer_address = lambda: ipaddress.IPv4Address("10.0.0.2")
+    peer = ipaddress.IPv4Address("10.0.0.2")
+    guard = LoopGuard(config, config.vrrp_instances[0], surfaces, peer_address=lambda: peer)
     with caplog.at_level(logging.WARNING):
         asyncio.run(guard._learn_peer_mac())
     assert "cannot read the neighbour table" in caplog.text

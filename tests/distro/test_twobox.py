@@ -32,7 +32,7 @@ from tests.kernel.twobox_traffic import Record, Traffic
 pytestmark = [distro_only(__file__), pytest.mark.timeout(600)]
 
 # The lab's agent settings for its two-box cases: a dead real server is drained within
-# seconds, and IPVS forgets a finished connection in 15 s (tests/kernel/test_twobox_lvsagent).
+# seconds, and IPVS forgets a finished connection in 15 s (tests/kernel/twobox_case.py).
 CONFIG = {
     "loop_guard": "bypass",
     "health_interval": 1.0,

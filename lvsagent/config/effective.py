@@ -37,7 +37,7 @@ __all__ = ["command_value", "effective_toml"]
 
 def effective_toml(config: Config, header: str) -> str:
     """The whole config as TOML, with ``header`` as its first comment line."""
-    tables = [_global(config.global_)]
+    tables = [_global(config.global_, config.sync_daemons_on())]
     tables += [_script(s) for s in config.vrrp_scripts]
     tables += [_track_file(f) for f in config.track_files]
     tables += [_track_process(p) for p in config.track_processes]
@@ -129,7 +129,7 @@ def _sync_group(g: SyncGroup) -> Table:
     return t
 
 
-def _global(g: Global) -> Table:
+def _global(g: Global, sync_on: bool) -> Table:
     t = Table("global")
     for key in (
         "router_id", "loop_guard", "metrics_listen", "control_socket", "foreign_services",
@@ -141,7 +141,7 @@ def _global(g: Global) -> Table:
         t.set("peer_mac", g.peer_mac)
     t.set("decommission_on_stop", g.decommission_on_stop)
     t.set("state_dir", g.state_dir)
-    t.set("ipvs_sync_daemon", g.ipvs_sync_daemon)
+    t.set("ipvs_sync_daemon", sync_on)
     if g.ipvs_sync_interface is not None:
         t.set("ipvs_sync_interface", g.ipvs_sync_interface)
     t.set("ipvs_sync_id", g.ipvs_sync_id)

@@ -134,7 +134,7 @@ def check_guard_rules(check: Checker, config: Config) -> None:
     followed = {vs.instance for vs in config.virtual_servers}
     # One sync daemon pair and one net.ipv4.vs.backup_only per box: they can follow
     # only one instance's state.  The nft guard follows each service's own.
-    if len(followed) > 1 and (g.ipvs_sync_daemon or g.loop_guard == "backup_only"):
+    if len(followed) > 1 and (g.ipvs_sync_daemon or g.loop_guard == "backup_only"):  # as set
         why = "ipvs_sync_daemon = true" if g.ipvs_sync_daemon else 'loop_guard = "backup_only"'
         check.problem(
             "virtual_server",
@@ -161,12 +161,11 @@ def check_guard_rules(check: Checker, config: Config) -> None:
                     'loop_guard = "fwmark" marks address:port traffic for a fwmark service: '
                     "give address, port and fwmark (etc/box-a.toml uses fwmark = 3)",
                 )
-    if g.ipvs_sync_interface is not None and not (
-        g.ipvs_sync_daemon or g.loop_guard == "backup_only"
-    ):
+    if g.ipvs_sync_interface is not None and not config.sync_daemons_on():
         check.problem(
             "global.ipvs_sync_interface",
-            'only meaningful with ipvs_sync_daemon = true or loop_guard = "backup_only"',
+            "only meaningful with the IPVS sync daemons on (ipvs_sync_daemon = true, or the "
+            "default with every virtual server following one VRRP instance)",
         )
     servers = {(rs.address, rs.port) for vs in config.virtual_servers for rs in vs.real_servers}
     for i, inst in enumerate(config.vrrp_instances):

@@ -324,8 +324,10 @@ class Global:
     # Where lvsagent keeps what it must be able to undo (original sysctl values).
     state_dir: str = "/run/lvsagent"
     # The IPVS connection-sync daemon following VRRP state (master daemon in
-    # MASTER, backup daemon in BACKUP).  Always on with loop_guard = "backup_only".
-    ipvs_sync_daemon: bool = False
+    # MASTER, backup daemon in BACKUP), so that a connection survives the VIP's move.
+    # None: on when the services follow one instance (Config.sync_daemons_on).  Always
+    # on with loop_guard = "backup_only".
+    ipvs_sync_daemon: bool | None = None
     # None: the interface of the instance the services follow.
     ipvs_sync_interface: str | None = None
     # 0: that instance's VRID.
@@ -351,6 +353,18 @@ class Config:
     track_files: tuple[TrackFile, ...] = ()
     track_processes: tuple[TrackProcess, ...] = ()
     sync_groups: tuple[SyncGroup, ...] = ()
+
+    def sync_daemons_on(self) -> bool:
+        """Whether the IPVS sync daemons follow the VRRP state: backup_only needs them; else
+        as set, and by default whenever the services follow exactly one instance (the two-box
+        pair), so that planned moves of the VIP keep every connection."""
+        g = self.global_
+        if g.loop_guard == "backup_only":
+            return True
+        if g.ipvs_sync_daemon is not None:
+            return g.ipvs_sync_daemon
+        followed = {vs.instance for vs in self.virtual_servers}
+        return bool(self.vrrp_instances) and len(followed) == 1 and None not in followed
 
     def instance(self, name: str) -> VrrpInstance:
         for inst in self.vrrp_instances:

@@ -49,10 +49,13 @@ def guard_spec(
     return GuardSpec(mode=config.global_.loop_guard, services=services, peer_macs=peer_macs)
 
 
-# Modes in which the backup accepts the master's forwards (direct routing, destination
-# the VIP) as local traffic only with the VIP on lo: fwmark (the peer's packets are not
-# marked and miss IPVS) and backup_only (IPVS ignores everything on the backup).
-LO_VIP_MODES = ("fwmark", "backup_only")
+# Modes that keep the VIPs on lo (with arp_ignore and arp_announce on the VRRP interfaces, as
+# the seed's design does on both boxes), so that a box takes direct-routed packets for the VIP
+# as local in every role: fwmark (the peer's packets are not marked and miss IPVS),
+# backup_only (IPVS ignores everything on the backup) and bypass, whose redirect binds a
+# connection's address at its first packet only: a connection this box served as master and
+# the new master forwards it after the move (synced) still has the VIP as destination.
+LO_VIP_MODES = ("bypass", "fwmark", "backup_only")
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def desired_guard_state(
     # "all" and the interface's value, so that is enough.
     interfaces = sorted({i.interface for i in config.vrrp_instances if i.name in states})
     engaged = states.get(primary.name, True)
-    sync_on = g.ipvs_sync_daemon or g.loop_guard == "backup_only"
+    sync_on = config.sync_daemons_on()
     return GuardState(
         spec=guard_spec(config, peer_macs, states),
         engaged=engaged,

@@ -40,7 +40,12 @@ from lvsagent.guard.desired import (
     guard_vips,
 )
 from lvsagent.guard.peer import neighbour_mac
-from lvsagent.guard.syncfollow import SyncDaemons, SyncFollower, ipvs_sync_daemons
+from lvsagent.guard.syncfollow import (
+    SYNC_LINGER,
+    SyncDaemons,
+    SyncFollower,
+    ipvs_sync_daemons,
+)
 from lvsagent.netfilter import loopback, sysctl
 from lvsagent.netfilter.nft import NftGuard
 from lvsagent.netfilter.notrack import Untracked
@@ -88,6 +93,7 @@ class LoopGuard:
         inst: VrrpInstance,
         surfaces: GuardSurfaces | None = None,
         peer_address: Callable[[], ipaddress.IPv4Address | None] = lambda: None,
+        sync_linger: float = SYNC_LINGER,
     ) -> None:
         g = config.global_
         made = surfaces or kernel_surfaces()
@@ -117,10 +123,10 @@ class LoopGuard:
         self.nft = made.nft(self._spec())
         self.untracked = made.untracked(check_targets(config))
         self.vips = guard_vips(config)
-        self.sync_on = g.ipvs_sync_daemon or g.loop_guard == "backup_only"
+        self.sync_on = config.sync_daemons_on()
         self.sync = SyncFollower(
             g.ipvs_sync_interface or inst.interface, g.ipvs_sync_id or inst.vrid,
-            made.sync_daemons,
+            made.sync_daemons, sync_linger,
         )  # fmt: skip
         self.engaged: bool | None = None
         # The VRRP peer's address as last heard (guard/peer.py), for learning its MAC.

@@ -5,9 +5,17 @@ daemon request can go missing, and ipvs/kernel.py then waits DAEMON_REPLY_TIMEOU
 (2 s) before it reads the running daemons back.  Awaited inside the action list,
 that held a VRRP instance mid-transition for 2 s.  So the guard's step applies its
 nft table (the part that stops the loop) and only *asks* for the daemon role; this
-task switches the daemons behind it, stop before start, so both roles never run at
-once.  Meanwhile the nft redirect of the peer's forwards breaks the loop (backup_only
-mode) and a late backup daemon only delays connection sync.
+task switches the daemons behind it.  Meanwhile the nft redirect of the peer's
+forwards breaks the loop (backup_only mode) and a late backup daemon only delays
+connection sync.
+
+A switch starts the new role's daemon first and stops the old one SYNC_LINGER
+later.  IPVS sends a partly filled sync buffer only once it is 2 s old (checked
+every second), and a stopped master daemon drops what it had not sent: stopped at
+once, the connections this box opened in its last 2-3 s as master reached the peer
+never, and were reset after the VIP moved.  The lingering backup daemon likewise
+takes those last entries from the peer's lingering master.  Both roles at once are
+what the kernel allows; backup_only holds with the backup daemon running.
 """
 
 from __future__ import annotations
@@ -20,6 +28,9 @@ from typing import Protocol
 from lvsagent.ipvs.genl import SyncState
 
 log = logging.getLogger("lvsagent.guard")
+
+# How long the old role's daemon runs on after a switch (see above).
+SYNC_LINGER = 3.0
 
 
 class SyncDaemons(Protocol):
@@ -47,9 +58,14 @@ class SyncFollower:
     """
 
     def __init__(
-        self, ifname: str, syncid: int, daemons: Callable[[], SyncDaemons] = ipvs_sync_daemons
+        self,
+        ifname: str,
+        syncid: int,
+        daemons: Callable[[], SyncDaemons] = ipvs_sync_daemons,
+        linger: float = SYNC_LINGER,
     ) -> None:
         self.ifname = ifname
+        self.linger = linger
         self.syncid = syncid
         self._make = daemons
         self._daemons: SyncDaemons | None = None
@@ -90,13 +106,17 @@ class SyncFollower:
         stop: SyncState = "master" if engaged else "backup"
         start: SyncState = "backup" if engaged else "master"
         try:
-            if await daemons.stop_sync_daemon(stop):
-                log.info("loop guard: %s sync daemon stopped", stop)
             if await daemons.start_sync_daemon(start, self.ifname, self.syncid):
                 log.info(
                     "loop guard: %s sync daemon started on %s (syncid %d)",
                     start, self.ifname, self.syncid,
                 )  # fmt: skip
+            if self.applied is not None and self.applied != engaged and self.linger > 0:
+                await asyncio.sleep(self.linger)  # the old role's last entries go across
+                if self._pending and self.wanted != engaged:
+                    return  # the role changed back meanwhile: the next switch decides
+            if await daemons.stop_sync_daemon(stop):
+                log.info("loop guard: %s sync daemon stopped", stop)
         except OSError as exc:
             log.error(
                 "loop guard: cannot switch the IPVS sync daemon to %s on %s: %s; retried at "

@@ -208,10 +208,9 @@ def desired_sysctls(
     IPVS balances nothing), 0 while released, so that a new master's IPVS balances from the
     transition on, whenever the sync daemons' switch, which runs behind it, ends."""
     wanted = {IP_FORWARD: "1"}
-    if mode in ("fwmark", "backup_only"):  # both put the VIP on lo: it must not answer ARP
-        for ifname in sorted(set(interfaces)):
-            wanted[conf_key(ifname, "arp_ignore")] = "1"
-            wanted[conf_key(ifname, "arp_announce")] = "2"
+    for ifname in sorted(set(interfaces)):  # every mode puts the VIPs on lo: no ARP for them
+        wanted[conf_key(ifname, "arp_ignore")] = "1"
+        wanted[conf_key(ifname, "arp_announce")] = "2"
     if mode == "backup_only":
         wanted[BACKUP_ONLY] = "1" if engaged else "0"
     if mode not in ("bypass", "fwmark", "backup_only"):

@@ -195,6 +195,14 @@ def guard_problems(scene: Scene, box: Box, role: str) -> list[str]:
     vip = box.has_vip()
     if vip != (role == "MASTER"):
         problems.append(f"VIP on {box.name}'s eth0: {vip}")
+    # Every mode: the VIP on lo (a connection the box served as master still reaches it when
+    # the new master forwards it), and the sync daemons following the role (the new master's
+    # IPVS knows the connections); the old role's daemon lingers 3 s after a switch.
+    if not box.has_lo_vip():
+        problems.append(f"{box.name}: no VIP on lo")
+    want = {"master"} if role == "MASTER" else {"backup"}
+    if box.sync_daemons() != want:
+        problems.append(f"{box.name}: sync daemons {box.sync_daemons()}, want {want}")
     if scene.mode == "bypass":
         # Engaged (BACKUP): all of the service's traffic is redirected. Released (MASTER): only
         # what the peer's MAC sends (configured or learned), so that a box whose agent dies
@@ -208,8 +216,6 @@ def guard_problems(scene: Scene, box: Box, role: str) -> list[str]:
         peer = scene.lab.other(box)
         if box.has_redirect():
             problems.append(f"{box.name}: a redirect in fwmark mode")
-        if not box.has_lo_vip():
-            problems.append(f"{box.name}: no VIP on lo")
         if not box.marks_all_but(peer.mac):
             problems.append(f"{box.name}: no rule marking all but {peer.mac}: {box.ruleset()}")
     else:
@@ -222,9 +228,6 @@ def guard_problems(scene: Scene, box: Box, role: str) -> list[str]:
         want_sysctl = "0" if role == "MASTER" else "1"
         if box.sysctl("net.ipv4.vs.backup_only") != want_sysctl:
             problems.append(f"{box.name}: net.ipv4.vs.backup_only is not {want_sysctl}")
-        want = {"master"} if role == "MASTER" else {"backup"}
-        if box.sync_daemons() != want:
-            problems.append(f"{box.name}: sync daemons {box.sync_daemons()}, want {want}")
     return problems
 
 

@@ -67,7 +67,7 @@ CASES: list[tuple[str, str, str, str]] = [
     ("peer-mac", GLOBAL + 'peer_mac = "08:00:27:e1:3c"\n' + RS, "global.peer_mac", "MAC address"),
     ("state-dir", GLOBAL + 'state_dir = "run"\n' + RS, "global.state_dir", "absolute path"),
     ("sync-id", GLOBAL + "ipvs_sync_id = 256\n" + RS, "global.ipvs_sync_id", "between 0"),
-    ("sync-if-alone", GLOBAL + 'ipvs_sync_interface = "eth0"\n' + RS,
+    ("sync-if-off", GLOBAL + 'ipvs_sync_daemon = false\nipvs_sync_interface = "eth0"\n' + RS,
         "global.ipvs_sync_interface", "only meaningful"),
     ("fwmark-without-mark", GLOBAL + 'loop_guard = "fwmark"\n' + RS,
         "virtual_server[0]", "give address, port and fwmark"),

@@ -30,6 +30,9 @@ port = 80
 """
 
 
+LINGER = 0.2  # the old role's daemon after a switch (3 s in the daemon)
+
+
 class FlakyNft:
     """Refuses the first ``failures`` applies, then records what it is asked for."""
 
@@ -55,7 +58,7 @@ def made(config: Config, nft: Any, sync: Any = None, sysctls: Any = None) -> Loo
         nft, RecordingUntracked, sync or (lambda: None),  # type: ignore[arg-type]
         sysctls=lambda desired, saved: writes.append(dict(desired)),
     )
-    return LoopGuard(config, config.vrrp_instances[0], surfaces)
+    return LoopGuard(config, config.vrrp_instances[0], surfaces, sync_linger=LINGER)
 
 
 @pytest.fixture
@@ -178,6 +181,8 @@ class Daemons:
         return was
 
     async def start_sync_daemon(self, state: str, ifname: str, syncid: int) -> bool:
+        if self.gate is not None:
+            await self.gate.wait()
         self.calls.append(("start", f"{state} {ifname} {syncid}"))
         new = state not in self.running
         self.running.add(state)
@@ -222,10 +227,36 @@ def test_a_transition_never_waits_for_the_sync_daemons() -> None:
 
     asyncio.run(scenario())
     # The first switch went through, then the wishes made meanwhile, the last one last:
-    # each stops one role before it starts the other.
-    assert daemons.calls[:2] == [("stop", "backup"), ("start", "master eth0 51")]
-    assert daemons.calls[-2:] == [("stop", "backup"), ("start", "master eth0 51")]
+    # each starts the new role's daemon before it stops the other.
+    assert daemons.calls[:2] == [("start", "master eth0 51"), ("stop", "backup")]
+    assert daemons.calls[-2:] == [("start", "master eth0 51"), ("stop", "backup")]
     assert daemons.running == {"master"} and guard.sync.role == "master"
+
+
+def test_the_old_role_s_daemon_lingers_so_its_last_entries_go_across() -> None:
+    """IPVS sends a partly filled sync buffer only when it is 2 s old and a stopped master
+    daemon drops it: after a switch both daemons run for the linger, then only the new one;
+    a switch back within the linger stops nothing."""
+    daemons = Daemons()
+    guard = backup_only(daemons)
+
+    async def scenario() -> None:
+        await guard.set(False, "VI_1 BACKUP -> MASTER")
+        await guard.sync.settle()
+        assert daemons.running == {"master"}
+        await guard.set(True, "VI_1 MASTER -> BACKUP")
+        await asyncio.sleep(LINGER / 4)
+        assert daemons.running == {"master", "backup"}  # the master's last buffer goes out
+        await guard.sync.settle()
+        assert daemons.running == {"backup"}
+        await guard.set(False, "VI_1 BACKUP -> MASTER")
+        await asyncio.sleep(LINGER / 4)
+        await guard.set(True, "VI_1 MASTER -> BACKUP")  # back within the linger
+        await guard.sync.settle()
+
+    asyncio.run(scenario())
+    assert daemons.running == {"backup"}
+    assert ("stop", "backup") not in daemons.calls[-3:]  # never stopped across the flap
 
 
 def test_the_check_restarts_a_daemon_someone_stopped() -> None:
@@ -241,7 +272,7 @@ def test_the_check_restarts_a_daemon_someone_stopped() -> None:
 
     asyncio.run(scenario())
     assert daemons.running == {"backup"}
-    assert daemons.calls[-1] == ("start", "backup eth0 51")
+    assert daemons.calls[-2] == ("start", "backup eth0 51")
 
 
 def test_a_stop_lets_the_backup_daemon_start_before_it_ends() -> None:
@@ -262,9 +293,10 @@ def test_a_stop_lets_the_backup_daemon_start_before_it_ends() -> None:
     assert daemons.running == {"backup"} and daemons.closed
 
 
-def test_other_modes_start_no_sync_daemon() -> None:
+def test_no_sync_daemon_when_turned_off() -> None:
     daemons = Daemons()
-    guard = made(parse_config(CONFIG, "t.toml"), QuietNft, lambda: daemons)
+    off = "[global]\nipvs_sync_daemon = false\n" + CONFIG
+    guard = made(parse_config(off, "t.toml"), QuietNft, lambda: daemons)
 
     async def scenario() -> None:
         await guard.set(False, "VI_1 BACKUP -> MASTER")

@@ -21,7 +21,11 @@ from tests.unit.fakeproc import fake_proc
 
 
 def test_each_mode_gets_what_it_needs() -> None:
-    assert desired_sysctls("bypass", ["eth0"]) == {"net.ipv4.ip_forward": "1"}
+    assert desired_sysctls("bypass", ["eth0"]) == {  # every mode puts the VIPs on lo
+        "net.ipv4.ip_forward": "1",
+        "net.ipv4.conf.eth0.arp_ignore": "1",
+        "net.ipv4.conf.eth0.arp_announce": "2",
+    }
     assert desired_sysctls("fwmark", ["eth0", "eth1", "eth0"]) == {
         "net.ipv4.ip_forward": "1",
         "net.ipv4.conf.eth0.arp_ignore": "1",

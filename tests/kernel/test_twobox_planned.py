@@ -1,0 +1,74 @@
+"""Planned moves lose nothing: a clean stop of the master's agent and its return (it preempts)
+move the VIP with no failed request and no broken connection, in every loop-guard mode.
+
+Why: an operator restarts an agent for an upgrade or a reboot and expects its clients not to
+notice. Across each move, connections that were opened before it and finish after it (held
+half-sent: Held) must be answered, and so must every short request of the traffic that runs
+all along. Each connection's packets after the move reach the new master, whose IPVS must
+already know it (the sync daemons carry the entries) and send it on to the same real server.
+
+    python -m tests.kernel.uml --timeout 900 -- "$PWD/.venv/bin/python" -m pytest -q -s \\
+        tests/kernel/test_twobox_planned.py
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.kernel.twobox_case import (
+    ADVERT_INT,
+    SETTLE_TIMEOUT,
+    VERSION,
+    Scene,
+    assert_roles,
+    failures,
+    figure,
+    start_traffic,
+    wait_all_served,
+)
+from tests.kernel.twobox_probes import Held
+from tests.kernel.twobox_scenario import TAKEOVER_TIMEOUT, Failover
+from tests.kernel.uml import lab_only
+
+pytestmark = [lab_only(__file__), pytest.mark.timeout(300)]
+
+HELD = 8  # connections held across each move; rr sends about half to each box
+
+
+def test_a_stop_and_a_return_of_the_master_break_no_connection(scene: Scene) -> None:
+    lab = scene.lab
+    a, b = scene.settled()
+    traffic = start_traffic(lab)
+    try:
+        across_stop = Held(lab, HELD)
+        mark = b.mark()
+        stop_at = a.sigterm()
+        takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
+        assert a.daemon.proc.wait(15) == 0, a.daemon.lines[-20:]
+        traffic.wait_started_after(takeover, 50, 30.0)
+        stopped = across_stop.finish()
+
+        across_return = Held(lab, HELD)
+        mark = b.mark()
+        back_at = time.time()
+        a2 = scene.start("a")
+        back = a2.wait_state("MASTER", SETTLE_TIMEOUT)
+        b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
+        traffic.wait_started_after(back, 50, 30.0)
+        returned = across_return.finish()
+        records = wait_all_served(traffic)
+    finally:
+        traffic.stop()
+    stop = Failover("lvsagent", "sigterm", VERSION, ADVERT_INT, records, stop_at, takeover,
+                    after=[lab.a.state(), lab.b.state()])  # fmt: skip
+    ret = Failover("lvsagent", "return", VERSION, ADVERT_INT, records, back_at, back,
+                   after=[lab.a.state(), lab.b.state()])  # fmt: skip
+    failed = [r for r in records if not r.ok and r.start >= stop_at - 2.0]
+    figure(scene.mode, "planned stop", stop, f"held connections answered: {stopped}")
+    figure(scene.mode, "planned return", ret, f"held connections answered: {returned}")
+    assert all(x.startswith("box") for x in stopped), stopped
+    assert all(x.startswith("box") for x in returned), returned
+    assert failed == [], failures(failed)
+    assert_roles(scene, lab.a)

@@ -27,6 +27,12 @@ after the takeover, the client reusing its source ports (~25 s round):
 
 each the median of at least 5 runs, and the worst with ``_worst`` appended.
 
+Planned moves (tests/bench/twobox_planned.py): a stop of box A's agent and its return, with
+connections held open across each and short requests all along, in each loop guard:
+
+    bench: twobox_failed_requests_sigterm[_MODE] <n> requests      failed at the stop (goal 0)
+    bench: twobox_failed_requests_preemption[_MODE] <n> requests   failed at the return (goal 0)
+
 ``run_twobox_bench("keepalived")`` gives the baseline: keepalived configured as in the seed,
 with its bypass script. ``run_twobox_bench("lvsagent")`` measures keepalived too, in the same
 boot, and adds to each lvsagent figure its ratio to keepalived's (ratio <= 1.0 is the target;
@@ -128,7 +134,7 @@ def run_twobox_figures(
     only: str | None = None,
 ) -> list[Figure]:
     """Every figure of every agent in ``agents``, measured in one boot of the lab (``only``
-    "linkdown": just the dead box's)."""
+    "linkdown" or "planned": just the dead box's, or the planned moves')."""
     cmd = [sys.executable, "-m", "tests.bench.twobox", "--guest", "--reps", str(reps)]
     if only is not None:
         cmd += ["--only", only]
@@ -222,12 +228,16 @@ def measure_agent(agent: str, reps: int, tmp: Path) -> list[Figure]:
 
 def guest_main(agents: Sequence[str], reps: int, only: str | None = None) -> int:
     from tests.bench.twobox_linkdown import REPS, measure_linkdown
+    from tests.bench.twobox_planned import measure_planned
 
     with tempfile.TemporaryDirectory(prefix="lvsagent-twobox-") as tmp:
         for agent in agents:
-            figures = [] if only == "linkdown" else measure_agent(agent, reps, Path(tmp))
-            # Its figures are about "in every run": at least REPS runs, worst and median.
-            figures += measure_linkdown(agent, max(reps, REPS), Path(tmp))
+            figures = measure_agent(agent, reps, Path(tmp)) if only is None else []
+            if only in (None, "planned"):
+                figures += measure_planned(agent, Path(tmp))
+            if only in (None, "linkdown"):
+                # Its figures are about "in every run": at least REPS runs, worst and median.
+                figures += measure_linkdown(agent, max(reps, REPS), Path(tmp))
             for figure in figures:
                 print(FIGURE_PREFIX + json.dumps(asdict(figure)), flush=True)
     return 0
@@ -239,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--timeout", type=float, default=UML_TIMEOUT)
     p.add_argument("--guest", action="store_true", help="inside the lab: measure and print")
-    p.add_argument("--only", choices=["linkdown"], help="only these cases")
+    p.add_argument("--only", choices=["linkdown", "planned"], help="only these cases")
     args = p.parse_args(argv)
     agents = args.agent or [BASELINE]
     if args.guest:

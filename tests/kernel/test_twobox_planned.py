@@ -48,6 +48,7 @@ def test_a_stop_and_a_return_of_the_master_break_no_connection(scene: Scene) -> 
         takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
         assert a.daemon.proc.wait(15) == 0, a.daemon.lines[-20:]
         traffic.wait_started_after(takeover, 50, 30.0)
+        synced_stop = (across_stop.destinations(lab.a), across_stop.destinations(lab.b))
         stopped = across_stop.finish()
 
         across_return = Held(lab, HELD)
@@ -57,6 +58,7 @@ def test_a_stop_and_a_return_of_the_master_break_no_connection(scene: Scene) -> 
         back = a2.wait_state("MASTER", SETTLE_TIMEOUT)
         b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
         traffic.wait_started_after(back, 50, 30.0)
+        synced_return = (across_return.destinations(lab.b), across_return.destinations(lab.a))
         returned = across_return.finish()
         records = wait_all_served(traffic)
     finally:
@@ -66,8 +68,10 @@ def test_a_stop_and_a_return_of_the_master_break_no_connection(scene: Scene) -> 
     ret = Failover("lvsagent", "return", VERSION, ADVERT_INT, records, back_at, back,
                    after=[lab.a.state(), lab.b.state()])  # fmt: skip
     failed = [r for r in records if not r.ok and r.start >= stop_at - 2.0]
-    figure(scene.mode, "planned stop", stop, f"held connections answered: {stopped}")
-    figure(scene.mode, "planned return", ret, f"held connections answered: {returned}")
+    figure(scene.mode, "planned stop", stop, f"held connections answered: {stopped}; their "
+           f"real servers in the old and the new master's IPVS: {synced_stop}")  # fmt: skip
+    figure(scene.mode, "planned return", ret, f"held connections answered: {returned}; their "
+           f"real servers in the old and the new master's IPVS: {synced_return}")  # fmt: skip
     assert all(x.startswith("box") for x in stopped), stopped
     assert all(x.startswith("box") for x in returned), returned
     assert failed == [], failures(failed)

@@ -355,6 +355,20 @@ def client_endpoints(box: Box) -> set[str]:
     return {line.split()[3] for line in ipvs_connections(box)}
 
 
+def balanced_here(box: Box) -> set[str]:
+    """The client ends (ip:port) of the entries the box's own IPVS scheduled, without those
+    its backup sync daemon received: /proc/net/ip_vs_conn_sync's Origin column (the sync
+    daemons run in every loop-guard mode, so a backup holds a copy of each of the master's)."""
+    out = box.ns.run("cat", "/proc/net/ip_vs_conn_sync").stdout
+    ends = set()
+    for line in out.splitlines()[1:]:
+        cols = line.split()
+        if len(cols) >= 9 and cols[8].upper() == "LOCAL":
+            ip = ".".join(str(int(cols[1][i : i + 2], 16)) for i in range(0, 8, 2))
+            ends.add(f"{ip}:{int(cols[2], 16)}")
+    return ends
+
+
 def ipvs_connections(box: Box) -> list[str]:
     """The rows of the box's IPVS connection table (``ipvsadm -Lnc``), current at once."""
     out = box.ns.run("ipvsadm", "-Lnc").stdout

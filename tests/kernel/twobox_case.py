@@ -19,7 +19,7 @@ import pytest
 from tests.kernel.twobox import (
     Box,
     TwoBox,
-    client_endpoints,
+    balanced_here,
     in_netns,
     ipvs_connections,
     ipvs_ready,
@@ -321,9 +321,9 @@ def b_steps_back(
     request served (wait_all_served's records) and the client ends B's IPVS balanced in the
     meantime (none, when B re-balances nothing)."""
     b.wait_state("BACKUP", SETTLE_TIMEOUT, after=mark)
-    b_before = client_endpoints(lab.b)
+    b_before = balanced_here(lab.b)
     records = wait_all_served(traffic)
-    return records, client_endpoints(lab.b) - b_before
+    return records, balanced_here(lab.b) - b_before
 
 
 def why_rebalanced(lab: TwoBox, b: Agent, mark: int, ends: set[str]) -> str:

@@ -157,12 +157,31 @@ def ct_keep_rule() -> Rule:
     )
 
 
+# ``tcp flags & (syn | ack) == syn``: a connection's first packet.
+_TCP_OPENING = _match(
+    {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["syn", "ack"]]}, "syn"
+)
+
+
 def bypass_rule(svc: GuardedService) -> Rule:
-    """Traffic for ``svc`` goes to this box's own real server (REDIRECT keeps the port)."""
+    """New connections for ``svc`` go to this box's own real server (REDIRECT keeps the port).
+
+    TCP: the opening SYN only, as in peer_bypass_rule.  A connection this box served as
+    master, which the new master forwards it after the move (its sync daemon carried the
+    entry), can arrive with no conntrack entry here; its first packet must not be
+    redirected to this box's own address, where no socket has it (a reset, seen in the lab
+    at every planned move).  Left to the VIP on lo, IPVS's own entry delivers it.
+    """
+    tcp = svc.protocol == "tcp"
     return Rule(
         BYPASS_CHAIN,
         f"bypass {svc.label}",
-        (*_service_match(svc), {"counter": None}, {"redirect": None}),
+        (
+            *_service_match(svc, l4proto=not tcp),
+            *([_TCP_OPENING] if tcp else []),
+            {"counter": None},
+            {"redirect": None},
+        ),
     )
 
 
@@ -170,12 +189,6 @@ def _from_peer(peer_macs: tuple[str, ...], op: str = "==") -> Json:
     """``ether saddr`` is (``!=``: is not) one of the peer's MACs."""
     macs: object = peer_macs[0] if len(peer_macs) == 1 else {"set": list(peer_macs)}
     return _match({"payload": {"protocol": "ether", "field": "saddr"}}, macs, op=op)
-
-
-# ``tcp flags & (syn | ack) == syn``: a connection's first packet.
-_TCP_OPENING = _match(
-    {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["syn", "ack"]]}, "syn"
-)
 
 
 def peer_bypass_rule(svc: GuardedService, peer_macs: tuple[str, ...]) -> Rule:

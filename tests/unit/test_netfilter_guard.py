@@ -201,7 +201,8 @@ def test_state_reports_mode_role_rules_and_counters(nft: FakeNft) -> None:
     guard = NftGuard(BYPASS, nft)
     assert guard.state()["present"] is False
     guard.apply(True)
-    nft.tables["lvsagent"]["rules"][1]["expr"][2]["counter"]["packets"] = 5
+    (counter,) = (e for e in nft.tables["lvsagent"]["rules"][1]["expr"] if "counter" in e)
+    counter["counter"]["packets"] = 5
     state = guard.state()
     assert state["mode"] == "bypass" and state["active"] is True and state["bypass"] == "on"
     assert state["rules"] == 2 and state["in_sync"] is True

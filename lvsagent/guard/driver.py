@@ -40,12 +40,7 @@ from lvsagent.guard.desired import (
     guard_vips,
 )
 from lvsagent.guard.peer import neighbour_mac
-from lvsagent.guard.syncfollow import (
-    SYNC_LINGER,
-    SyncDaemons,
-    SyncFollower,
-    ipvs_sync_daemons,
-)
+from lvsagent.guard.syncfollow import SYNC_LINGER, SyncDaemons, SyncFollower, ipvs_sync_daemons
 from lvsagent.netfilter import loopback, sysctl
 from lvsagent.netfilter.nft import NftGuard
 from lvsagent.netfilter.notrack import Untracked

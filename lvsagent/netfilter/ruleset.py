@@ -163,26 +163,33 @@ _TCP_OPENING = _match(
 )
 
 
-def bypass_rule(svc: GuardedService) -> Rule:
-    """New connections for ``svc`` go to this box's own real server (REDIRECT keeps the port).
+def _redirect(svc: GuardedService, comment: str, *match: Json) -> Rule:
+    """``svc``'s new connections that also ``match`` go to this box's own real server
+    (REDIRECT keeps the port).
 
-    TCP: the opening SYN only, as in peer_bypass_rule.  A connection this box served as
-    master, which the new master forwards it after the move (its sync daemon carried the
-    entry), can arrive with no conntrack entry here; its first packet must not be
-    redirected to this box's own address, where no socket has it (a reset, seen in the lab
-    at every planned move).  Left to the VIP on lo, IPVS's own entry delivers it.
+    TCP: only a connection's opening SYN is redirected; the NAT it binds carries the
+    rest of that connection.  A connection this box's IPVS served itself and the peer
+    now forwards mid-stream (its sync daemon carried the entry over a failover or a
+    planned move) has no conntrack entry here (IPVS untracks what it handles), so a
+    redirect of its next packet would send it to this box's own address, where no
+    socket has it: a reset (seen in the lab with backup_only, and at every planned
+    move with bypass).  Left alone, with the VIP on lo, IPVS's own entry delivers it.
+    (The flags match implies the protocol: nft reads an explicit ``meta l4proto tcp``
+    back without it, so none is written.)
     """
     tcp = svc.protocol == "tcp"
+    opening = [_TCP_OPENING] if tcp else []
     return Rule(
         BYPASS_CHAIN,
-        f"bypass {svc.label}",
-        (
-            *_service_match(svc, l4proto=not tcp),
-            *([_TCP_OPENING] if tcp else []),
-            {"counter": None},
-            {"redirect": None},
-        ),
-    )
+        comment,
+        (*_service_match(svc, l4proto=not tcp), *match, *opening, {"counter": None},
+         {"redirect": None}),
+    )  # fmt: skip
+
+
+def bypass_rule(svc: GuardedService) -> Rule:
+    """Engaged (BACKUP, FAULT, stopped): every new connection for ``svc`` is served here."""
+    return _redirect(svc, f"bypass {svc.label}")
 
 
 def _from_peer(peer_macs: tuple[str, ...], op: str = "==") -> Json:
@@ -198,30 +205,9 @@ def peer_bypass_rule(svc: GuardedService, peer_macs: tuple[str, ...]) -> Rule:
     kill -9 leaves the VIP and the IPVS table, the other box takes over and
     balances to us, and without this rule our kernel would balance that again
     (the loop that kept a quarter of all requests failing under keepalived in the
-    lab's two-box setup).
-    The rule is kernel state, so it holds with no agent running.
-
-    TCP: only a connection's opening SYN is redirected; the NAT it binds carries
-    the rest of that connection.  A connection this box's IPVS served itself and
-    the peer now forwards mid-stream (its sync daemon carried the entry over a
-    failover) has no conntrack entry here (IPVS untracks what it handles), so a
-    redirect of every packet would send it to a local address with no socket: a
-    reset (seen in the lab with backup_only).  Left alone, IPVS's own entry
-    still delivers it.  (The flags match implies the protocol: nft reads an
-    explicit ``meta l4proto tcp`` back without it, so none is written.)
+    lab's two-box setup).  The rule is kernel state, so it holds with no agent running.
     """
-    tcp = svc.protocol == "tcp"
-    return Rule(
-        BYPASS_CHAIN,
-        f"bypass {svc.label} from the peer",
-        (
-            *_service_match(svc, l4proto=not tcp),
-            _from_peer(peer_macs),
-            *([_TCP_OPENING] if tcp else []),
-            {"counter": None},
-            {"redirect": None},
-        ),
-    )
+    return _redirect(svc, f"bypass {svc.label} from the peer", _from_peer(peer_macs))
 
 
 def fwmark_rule(svc: GuardedService, peer_macs: tuple[str, ...]) -> Rule:

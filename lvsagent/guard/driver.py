@@ -4,19 +4,18 @@ The two-box design loops when the backup's IPVS balances again what the master
 already balanced to it.  Which kernel state prevents that depends on the mode
 (see README, "Loop guard"):
 
-- bypass: an nft redirect of each service's traffic to the local real server,
-  in force while BACKUP, FAULT or stopped;
-- fwmark: permanent nft marking of client packets (not the peer's), the IPVS
-  services built on the mark, and the VIP on lo; nothing toggles;
+- bypass: an nft redirect of each service's new connections to the local real
+  server, in force while BACKUP, FAULT or stopped;
+- fwmark: permanent nft marking of client packets (not the peer's) and IPVS
+  services built on the mark; nothing toggles;
 - backup_only: the sysctl, with the IPVS sync daemons following the state.
 
-``set(engaged)`` is awaited inside the instance's action list (vrrp/machine.py
-puts it before the VIP goes and after it comes), so it is never an
-asynchronous script racing the addresses.  Only the nft apply is on that path:
-the sync daemons follow in a task of their own (guard/syncfollow.py), as their
-netlink answer can go missing for seconds.  Everything here is reconciled: the
-nft table is compared with the kernel's before anything is sent, the sync
-daemons are read back, and ``check()`` repairs drift on a timer.
+Every mode keeps the VIPs on lo and has the sync daemons follow the role.
+``set(engaged)`` is awaited inside the instance's action list (before the VIP
+goes, after it comes), never an asynchronous script racing the addresses.  Only
+the nft apply is on that path: the sync daemons follow in a task of their own
+(guard/syncfollow.py).  Everything is reconciled: the nft table is compared with
+the kernel's before anything is sent, and ``check()`` repairs drift on a timer.
 """
 
 from __future__ import annotations
@@ -105,15 +104,13 @@ class LoopGuard:
         # recalled from an old table may be a replaced box's, so learning goes on.
         self._peer_confirmed = bool(g.peer_mac)
         self.config = config
-        if self.mode == "bypass":
-            for vs in config.virtual_servers:
-                if vs.address is None:
-                    log.warning(
-                        "loop guard bypass: %s has no address:port to redirect, so the "
-                        "bypass does not cover it; if this box is also its real server, "
-                        'that traffic can loop: use loop_guard = "fwmark" or "backup_only"',
-                        vs.label,
-                    )
+        for vs in config.virtual_servers if self.mode == "bypass" else ():
+            if vs.address is None:
+                log.warning(
+                    "loop guard bypass: %s has no address:port to redirect, so the bypass "
+                    "does not cover it; if this box is also its real server, that traffic "
+                    'can loop: use loop_guard = "fwmark" or "backup_only"', vs.label,
+                )  # fmt: skip
         # libnftables stays in the namespace of the thread that made the context: this one.
         self.nft = made.nft(self._spec())
         self.untracked = made.untracked(check_targets(config))
@@ -121,7 +118,7 @@ class LoopGuard:
         self.sync_on = config.sync_daemons_on()
         self.sync = SyncFollower(
             g.ipvs_sync_interface or inst.interface, g.ipvs_sync_id or inst.vrid,
-            made.sync_daemons, sync_linger,
+            made.sync_daemons, sync_linger, lambda: self._role_sysctl(switched=True),
         )  # fmt: skip
         self.engaged: bool | None = None
         # The VRRP peer's address as last heard (guard/peer.py), for learning its MAC.
@@ -262,12 +259,17 @@ class LoopGuard:
                 )
             self.engaged = engaged
 
-    def _role_sysctl(self) -> None:
-        """backup_only's sysctl for the current role, in the transition: a /proc write, so a
-        new master's IPVS balances at once, not when the sync daemons' switch ends."""
+    def _role_sysctl(self, switched: bool = False) -> None:
+        """backup_only's sysctl for the role.  Released: 0 in the transition (a /proc write),
+        so a new master's IPVS balances at once.  Engaged: 1 once the daemons' switch has
+        ended (``switched``): meanwhile packets of connections this box balanced still reach
+        it (clients whose ARP entry has not moved yet), and its IPVS must go on forwarding
+        them (written at once, 2 short requests were reset at a planned stop in the lab)."""
         if self.mode == "backup_only":
-            # Only this key: desired() would rebuild the whole spec on the transition's path.
             engaged = self.states.get(self.inst.name, True)
+            if engaged and not switched and self.sync.busy:
+                return  # the switch writes it when it ends
+            # Only this key: desired() would rebuild the whole spec on the transition's path.
             wanted = desired_sysctls(self.mode, (), engaged)[BACKUP_ONLY]
             self._write_sysctls({BACKUP_ONLY: wanted}, self.saved_sysctls)
 
@@ -363,10 +365,8 @@ class LoopGuard:
 
     async def stop(self, decommission: bool) -> None:
         """Default: leave the engaged state (a working real server).  Decommission: undo all.
-
-        Either way the sync daemons first finish following the last transition (the
-        stop's engage asked for the backup daemon; a master daemon left running would
-        keep this box's IPVS balancing under backup_only)."""
+        Either way the sync daemons' last switch ends first (the old master daemon's last
+        entries go across, and backup_only's sysctl is written at its end)."""
         if not decommission:
             if self.sync_on:
                 await self.sync.settle()

@@ -63,9 +63,11 @@ class SyncFollower:
         syncid: int,
         daemons: Callable[[], SyncDaemons] = ipvs_sync_daemons,
         linger: float = SYNC_LINGER,
+        switched: Callable[[], None] = lambda: None,
     ) -> None:
         self.ifname = ifname
         self.linger = linger
+        self._switched = switched  # told when a switch has ended, failed or not
         self.syncid = syncid
         self._make = daemons
         self._daemons: SyncDaemons | None = None
@@ -73,6 +75,11 @@ class SyncFollower:
         self.applied: bool | None = None  # the last role that was switched to without error
         self._pending = False
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        """A switch is under way (the old role's daemon may still linger)."""
+        return self._task is not None and not self._task.done()
 
     @property
     def role(self) -> SyncState | None:
@@ -125,6 +132,7 @@ class SyncFollower:
             )  # fmt: skip
         else:
             self.applied = engaged
+        self._switched()
 
     def _kernel(self) -> SyncDaemons:
         """The daemons' adapter, made at the first switch (a netlink socket only then)."""

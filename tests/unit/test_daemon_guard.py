@@ -310,7 +310,9 @@ def test_no_sync_daemon_when_turned_off() -> None:
 def test_backup_only_s_sysctl_follows_the_role_in_the_transition_itself() -> None:
     """A new master's IPVS must balance from its transition on: with backup_only = 1 and the
     backup daemon still running (its switch runs behind the transition, and its answer can be
-    late), IPVS would ignore the synced connections' packets and the local server reset them."""
+    late), IPVS would ignore the synced connections' packets and the local server reset them.
+    An old master's goes to 1 only once the switch has ended: until then its IPVS forwards
+    what clients whose ARP entry has not moved still send it."""
     daemons, writes = Daemons(), []
     guard = backup_only(daemons, writes)
 
@@ -320,8 +322,9 @@ def test_backup_only_s_sysctl_follows_the_role_in_the_transition_itself() -> Non
         assert writes == [{"net.ipv4.vs.backup_only": "0"}]
         assert daemons.calls == []  # written before the switch, not after it
         await guard.set(True, "VI_1 MASTER -> BACKUP")
-        assert writes[-1] == {"net.ipv4.vs.backup_only": "1"}
+        assert writes[-1] == {"net.ipv4.vs.backup_only": "0"}  # the switch is under way
         daemons.gate.set()
         await guard.sync.settle()
+        assert writes[-1] == {"net.ipv4.vs.backup_only": "1"}
 
     asyncio.run(scenario())

@@ -355,18 +355,23 @@ def client_endpoints(box: Box) -> set[str]:
     return {line.split()[3] for line in ipvs_connections(box)}
 
 
-def balanced_here(box: Box) -> set[str]:
-    """The client ends (ip:port) of the entries the box's own IPVS scheduled, without those
+def own_entries(box: Box) -> list[tuple[str, str]]:
+    """(client end, real server) of each entry the box's own IPVS scheduled, without those
     its backup sync daemon received: /proc/net/ip_vs_conn_sync's Origin column (the sync
     daemons run in every loop-guard mode, so a backup holds a copy of each of the master's)."""
+
+    def end(ip: str, port: str) -> str:
+        return ".".join(str(int(ip[i : i + 2], 16)) for i in range(0, 8, 2)) + f":{int(port, 16)}"
+
     out = box.ns.run("cat", "/proc/net/ip_vs_conn_sync").stdout
-    ends = set()
-    for line in out.splitlines()[1:]:
-        cols = line.split()
-        if len(cols) >= 9 and cols[8].upper() == "LOCAL":
-            ip = ".".join(str(int(cols[1][i : i + 2], 16)) for i in range(0, 8, 2))
-            ends.add(f"{ip}:{int(cols[2], 16)}")
-    return ends
+    rows = (line.split() for line in out.splitlines()[1:])
+    return [(end(c[1], c[2]), end(c[5], c[6])) for c in rows
+            if len(c) >= 9 and c[8].upper() == "LOCAL"]  # fmt: skip
+
+
+def balanced_here(box: Box) -> set[str]:
+    """The client ends of the entries the box's own IPVS scheduled (own_entries)."""
+    return {client for client, _ in own_entries(box)}
 
 
 def ipvs_connections(box: Box) -> list[str]:

@@ -21,7 +21,7 @@ from tests.kernel.twobox import (
     TwoBox,
     client_endpoints,
     in_netns,
-    ipvs_connections,
+    own_entries,
 )
 from tests.kernel.twobox_agents import PORT, VIP, Agent, wait_until
 from tests.kernel.twobox_case import Scene
@@ -64,10 +64,10 @@ def fetch_at_once(lab: TwoBox, ports: list[int], timeout: float = 1.0) -> dict[i
 
 
 def connections_to(box: Box, address: str) -> list[str]:
-    """The client ends (ip:port) of ``box``'s IPVS connection entries whose real server is at
-    ``address``."""
-    rows = (line.split() for line in ipvs_connections(box))
-    return sorted(cols[3] for cols in rows if cols[5] == f"{address}:{PORT}")
+    """The client ends (ip:port) of the entries ``box``'s own IPVS scheduled to the real server
+    at ``address`` (not the sync daemon's copies: a dead box's stay until they time out,
+    harmless, as IPVS expires one at its first packet with expire_nodest_conn)."""
+    return sorted(client for client, dest in own_entries(box) if dest == f"{address}:{PORT}")
 
 
 class ReusedPorts:

@@ -66,17 +66,13 @@ class InstanceRunner:
         self.inst = inst
         # use_vmac's macvlan: it holds the VIPs and sends adverts and ARP (vrrp/vmac.py).
         self.vmac = vmac
-        self.guard = guard
-        self.server_up = server_up
-        self.tracked = tracked
-        self.notify = notify
-        self.sync = sync
+        self.guard, self.server_up, self.tracked = guard, server_up, tracked
+        self.notify, self.sync = notify, sync
         # This instance's own tracking (without its sync group's), for the group to read.
         self.own = track.TrackVerdict(False, 0, "not evaluated yet")
-        # Called with the old master's address when we take over from it because it
-        # fell silent, so the health checker re-checks that box's real servers now, not
-        # at their next interval (keepalived kept sending to a dead box until its
-        # delay_loop).
+        # Called with the old master's address when we take over from it because it fell
+        # silent: the health checker re-checks that box's real servers now, not at their
+        # next interval (keepalived kept sending to a dead box until its delay_loop).
         self.peer_lost = peer_lost
         # Told every advert's source: the loop guard learns the peer's MAC by it.
         self.peer_heard = peer_heard
@@ -197,7 +193,12 @@ class InstanceRunner:
     async def _advert(self, rx: ev.Rx, now: float) -> None:
         if self.peer_heard is not None:
             self.peer_heard(rx.src)
-        await self.execute(self.router.on_advert(rx.advert, rx.src, now))
+        actions = self.router.on_advert(rx.advert, rx.src, now)
+        if self.router.state == State.MASTER and SendGratuitousArp in map(type, actions):
+            log.log(NOTICE, "%s: lower-priority master %s (priority %d) heard: it may hold "
+                    "clients (a split healed?); announcing the VIPs again", self.tag, rx.src,
+                    rx.advert.priority)  # fmt: skip
+        await self.execute(actions)
         self._note_master(rx)
 
     async def _timers(self, loop: asyncio.AbstractEventLoop) -> None:

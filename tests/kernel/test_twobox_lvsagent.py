@@ -60,6 +60,7 @@ from tests.kernel.twobox_case import (
     figure,
     guard_problems,
     last_state,
+    line_index,
     modes,
     start_traffic,
     wait_all_served,
@@ -174,8 +175,8 @@ def test_kill9_of_the_master_then_restart_ends_the_failures(scene: Scene) -> Non
         backup_problems = guard_problems(scene, lab.a, "BACKUP")
         assert last_state(a2) == "BACKUP", "A preempted within preempt_delay"
         lines = a2.daemon.lines
-        engaged = _index(lines, r"loop guard \S+ engaged \(startup\)")
-        removed = _index(lines, rf"removed virtual address {re.escape(VIP)}")
+        engaged = line_index(lines, r"loop guard \S+ engaged \(startup\)")
+        removed = line_index(lines, rf"removed virtual address {re.escape(VIP)}")
         assert engaged is not None and removed is not None and engaged < removed, lines[-30:]
         assert backup_problems == [], backup_problems
         a2.wait_state("MASTER", SETTLE_TIMEOUT)
@@ -198,11 +199,6 @@ def test_kill9_of_the_master_then_restart_ends_the_failures(scene: Scene) -> Non
     assert result.failures_end is not None, result.report()
     assert_roles(scene, lab.a)
     assert all(who.startswith("box") for who in reuse.values()), describe_reuse(reuse)
-
-
-def _index(lines: list[str], pattern: str) -> int | None:
-    rx = re.compile(pattern)
-    return next((i for i, line in enumerate(lines) if rx.search(line)), None)
 
 
 @modes("bypass")

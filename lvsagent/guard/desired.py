@@ -49,13 +49,12 @@ def guard_spec(
     return GuardSpec(mode=config.global_.loop_guard, services=services, peer_macs=peer_macs)
 
 
-# Modes that keep the VIPs on lo (with arp_ignore and arp_announce on the VRRP interfaces, as
+# Every mode keeps the VIPs on lo (with arp_ignore and arp_announce on the VRRP interfaces, as
 # the seed's design does on both boxes), so that a box takes direct-routed packets for the VIP
 # as local in every role: fwmark (the peer's packets are not marked and miss IPVS),
 # backup_only (IPVS ignores everything on the backup) and bypass, whose redirect binds a
 # connection's address at its first packet only: a connection this box served as master and
 # the new master forwards it after the move (synced) still has the VIP as destination.
-LO_VIP_MODES = ("bypass", "fwmark", "backup_only")
 
 
 @dataclass(frozen=True)
@@ -88,11 +87,11 @@ def desired_guard_state(
         spec=guard_spec(config, peer_macs, states),
         engaged=engaged,
         sysctls=desired_sysctls(g.loop_guard, interfaces or [primary.interface], engaged),
-        lo_vips=guard_vips(config) if g.loop_guard in LO_VIP_MODES else (),
+        lo_vips=guard_vips(config),
         sync_role=("backup" if engaged else "master") if sync_on else None,
     )
 
 
 def guard_vips(config: Config) -> tuple[ipaddress.IPv4Address, ...]:
-    """The services' VIPs (on lo in LO_VIP_MODES)."""
+    """The services' VIPs (on lo in every mode)."""
     return tuple(sorted({vs.address for vs in config.virtual_servers if vs.address is not None}))

@@ -31,7 +31,6 @@ from lvsagent import memory
 from lvsagent.config.schema import Config, VrrpInstance
 from lvsagent.daemon.derive import guarded_instances
 from lvsagent.guard.desired import (
-    LO_VIP_MODES,
     GuardState,
     check_targets,
     desired_guard_state,
@@ -353,7 +352,7 @@ class LoopGuard:
             self.config = config
             vips = guard_vips(self.config)
             try:
-                if self.mode in LO_VIP_MODES and vips != self.vips:
+                if vips != self.vips:
                     await self._lo_vips(vips, self.vips)
                 self.vips = vips
                 self.nft.reconfigure(self._spec())
@@ -376,8 +375,7 @@ class LoopGuard:
             try:
                 self.nft.remove()
                 self.untracked.remove()
-                if self.mode in LO_VIP_MODES:
-                    await self._lo_vips((), self.vips)
+                await self._lo_vips((), self.vips)
                 sysctl.restore_sysctls(self.saved_sysctls)
                 if self.sync_on:
                     await self.sync.stop_all()

@@ -171,6 +171,7 @@ class Daemons:
         self.calls: list[tuple[str, str]] = []
         self.gate: asyncio.Event | None = None
         self.closed = False
+        self.started = asyncio.Event()  # set at each start
 
     async def stop_sync_daemon(self, state: str) -> bool:
         if self.gate is not None:
@@ -186,6 +187,7 @@ class Daemons:
         self.calls.append(("start", f"{state} {ifname} {syncid}"))
         new = state not in self.running
         self.running.add(state)
+        self.started.set()
         return new
 
     def close(self) -> None:
@@ -244,13 +246,15 @@ def test_the_old_role_s_daemon_lingers_so_its_last_entries_go_across() -> None:
         await guard.set(False, "VI_1 BACKUP -> MASTER")
         await guard.sync.settle()
         assert daemons.running == {"master"}
+        daemons.started.clear()
         await guard.set(True, "VI_1 MASTER -> BACKUP")
-        await asyncio.sleep(LINGER / 4)
+        await asyncio.wait_for(daemons.started.wait(), 5.0)  # the backup daemon: first
         assert daemons.running == {"master", "backup"}  # the master's last buffer goes out
         await guard.sync.settle()
         assert daemons.running == {"backup"}
+        daemons.started.clear()
         await guard.set(False, "VI_1 BACKUP -> MASTER")
-        await asyncio.sleep(LINGER / 4)
+        await asyncio.wait_for(daemons.started.wait(), 5.0)  # the master's linger begins
         await guard.set(True, "VI_1 MASTER -> BACKUP")  # back within the linger
         await guard.sync.settle()
 

@@ -93,6 +93,7 @@ def test_link_down_on_the_master_then_it_returns(scene: Scene, on_failure: str |
                 f"client ports used right after the takeover: {dict(sorted(first.items()))}",
                 f"the same once A's server was out: {dict(sorted(again.items()))}",
                 f"box A while cut off: {last_state(a)}, {lab.a.state()}",
+                traffic.describe_stalls(fault_at),
             ]
             a_cut_problems = guard_problems(scene, lab.a, "BACKUP")
 
@@ -141,8 +142,8 @@ def test_link_down_on_the_backup_its_server_and_its_connections_leave(scene: Sce
             # A's verdict is a connect timeout, a delay and another timeout away at least.
             first = fetch_at_once(lab, PROBE_PORTS)
             entries = connections_to(lab.a, ADDRESS["b"])
-            # Swallowed: failed, and balanced to B. A probe A itself answered too slowly (1 s,
-            # a loaded UML) is not B's doing and would prove nothing about B's removal.
+            # Swallowed: failed, and balanced to B. A probe A itself answered too slowly (a
+            # loaded UML) is not B's doing and would prove nothing about B's removal.
             failed = [p for p, who in first.items() if not who.startswith("box")]
             swallowed = [p for p in failed if f"{CLIENT}:{p}" in entries]
             down_line = a.daemon.wait_for(b_down, 60.0, after=mark)
@@ -162,6 +163,7 @@ def test_link_down_on_the_backup_its_server_and_its_connections_leave(scene: Sce
             f"B's real server DOWN +{removed - fault_at:.2f} s after the cut: {down_line}",
             f"client ports B swallowed before that: {swallowed} (failed in all: {failed}); "
             f"A's entries to B then: {len(entries)}; used again after the removal: {again}",
+            traffic.describe_stalls(fault_at),
         ]
         figure(scene.mode, "link down on the backup", cut)
         late = [r for r in records if not r.ok and r.start > removed]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import re
 import socket
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -54,9 +55,12 @@ def fetch_from_ports(lab: TwoBox, ports: list[int]) -> dict[int, str]:
     return in_netns(f"/run/netns/{lab.client.name}", lambda: {p: fetch(p) for p in ports})
 
 
-def fetch_at_once(lab: TwoBox, ports: list[int], timeout: float = 1.0) -> dict[int, str]:
+def fetch_at_once(lab: TwoBox, ports: list[int], timeout: float = 3.0) -> dict[int, str]:
     """One request from each client source port, all at once (a thread each, in the client's
-    namespace), as the traffic's: ``timeout`` s at most."""
+    namespace): ``timeout`` s at most. 3 s, not the traffic's 1 s: these blocking sockets
+    cannot be given back a stall of the lab as the traffic's requests are (a CI run saw 20 of
+    20 time out in one), and a port whose entry points to a dead box fails however long it
+    waits (its SYN's retransmission takes the same entry)."""
     path = f"/run/netns/{lab.client.name}"
     with ThreadPoolExecutor(len(ports), initializer=setns.enter, initargs=(path,)) as pool:
         return dict(zip(ports, pool.map(functools.partial(fetch, timeout=timeout), ports),
@@ -80,6 +84,7 @@ class ReusedPorts:
     def __init__(self, lab: TwoBox, first: int, count: int = 20) -> None:
         self.lab = lab
         answers = fetch_from_ports(lab, list(range(first, first + 2 * count, 2)))  # no traffic
+        self.made = time.monotonic()
         self.ports = [p for p, who in answers.items() if who == "boxb"]
         assert len(self.ports) >= count // 2 - 1, answers  # rr: every other one
 
@@ -87,7 +92,11 @@ class ReusedPorts:
         """Each port once more (B is master now); checks first that A still has their entries."""
         stale = {f"{CLIENT}:{p}" for p in self.ports}
         missing = stale - client_endpoints(self.lab.a)
-        assert missing == set(), f"A's IPVS no longer has entries for {sorted(missing)}"
+        age = time.monotonic() - self.made
+        assert missing == set(), (
+            f"A's IPVS no longer has entries for {sorted(missing)}, {age:.1f} s after they ended "
+            "(the lab's ipvs_timeout_tcpfin is 15 s: the case took too long to use them again)"
+        )
         return fetch_from_ports(self.lab, self.ports)
 
 

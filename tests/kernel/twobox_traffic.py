@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from tests.kernel import setns
 
 SUCCESS_PREFIX = "box"  # what the lab's HTTP servers answer: "boxa" or "boxb"
+# The sending thread woke this much later than it asked to: the lab stood still (_stalled).
+STALL = 0.3
 _ERRNO_OUTCOME = {
     errno.ECONNREFUSED: "refused",
     errno.ECONNRESET: "reset",
@@ -93,6 +95,7 @@ class Traffic:
         self.timeout = timeout
         self.max_in_flight = max_in_flight
         self.records: list[Record] = []
+        self.stalls: list[tuple[float, float]] = []  # (wall-clock start, seconds): _stalled
         self.started = 0
         self._in_flight: dict[int, float] = {}  # socket fd -> wall-clock start, under _cond
         self._request = f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode()
@@ -212,8 +215,11 @@ class Traffic:
                 wake = [p.due for p in pending.values()]
                 if not stopping:
                     wake.append(next_start)
-                left = max(0.0, min(wake, default=now + 0.1) - time.monotonic())
-                for key, events in sel.select(left):
+                asleep = time.monotonic()
+                left = max(0.0, min(wake, default=now + 0.1) - asleep)
+                ready = sel.select(left)
+                self._stalled(pending, time.monotonic() - asleep - left)
+                for key, events in ready:
                     self._step(sel, pending, key.fd, events)
                 self._expire(sel, pending)
         finally:
@@ -266,6 +272,29 @@ class Traffic:
             code = exc.errno or 0
             outcome = _ERRNO_OUTCOME.get(code, f"error:{errno.errorcode.get(code, code)}")
             self._close(sel, pending, p, outcome)
+
+    def _stalled(self, pending: dict[int, _Pending], late: float) -> None:
+        """The thread woke ``late`` s after it asked to: past STALL, the lab did not run (UML
+        descheduled by a busy host, or this process starved in the guest), and every request
+        in flight gets that time back. A request times out after ``timeout`` s of a running
+        lab: a CI run counted a 1.5 s stall as a burst of "timeouts" of requests served."""
+        if late < STALL:
+            return
+        for p in pending.values():
+            p.due += late
+        with self._cond:
+            self.stalls.append((time.time() - late, late))
+
+    def describe_stalls(self, since: float) -> str:
+        """The stalls since ``since`` (wall clock), for a report: their requests' deadlines
+        were extended by them (_stalled)."""
+        with self._cond:
+            seen = [(t, d) for t, d in self.stalls if t + d >= since]
+        if not seen:
+            return "client stalls: none"
+        return "client stalls (deadlines extended): " + ", ".join(
+            f"+{t - since:.2f} s for {d:.2f} s" for t, d in seen
+        )
 
     def _expire(self, sel: selectors.BaseSelector, pending: dict[int, _Pending]) -> None:
         now = time.monotonic()
@@ -405,3 +434,4 @@ def describe(records: Sequence[Record], event: float | None = None) -> str:
                 "failures end " + ("never (still failing)" if end is None else f"+{end:.2f} s")
             )
     return "; ".join(parts)
+

@@ -101,11 +101,17 @@ uml-kernel:
 test-deb-clean: venv deb
 	$(PYTEST) tests/package
 
+# The guest's files in two guests at once, one per core (tests/kernel/guests.py): the first
+# takes LAB_GUEST1, the second every other file, so a new one runs without being listed.
+LAB_HOST_ONLY := tests/kernel/test_uml_runner.py tests/kernel/test_systemd.py tests/kernel/test_package.py
+LAB_GUEST1 := tests/kernel/test_twobox_lvsagent.py tests/kernel/test_twobox_converted.py
+
 test-kernel: venv uml-kernel deb
 	$(PYTEST) tests/kernel/test_uml_runner.py tests/kernel/test_systemd.py::test_lvsagent_under_systemd_pid1 \
 		tests/kernel/test_package.py::test_the_package_under_systemd_pid1
-	$(PY) -m tests.kernel.uml --timeout $(KERNEL_TIMEOUT) -- $(abspath $(PY)) -m pytest tests/kernel --ignore=tests/kernel/test_uml_runner.py --ignore=tests/kernel/test_systemd.py \
-		--ignore=tests/kernel/test_package.py
+	$(PY) -m tests.kernel.guests --timeout $(KERNEL_TIMEOUT) -- \
+		$(abspath $(PY)) -m pytest -p no:cacheprovider --durations=15 -- \
+		$(LAB_GUEST1) -- tests/kernel $(addprefix --ignore=,$(LAB_GUEST1) $(LAB_HOST_ONLY))
 
 DISTRO_TIMEOUT ?= 900
 # In Debian's packaged kernel (tests/distro): the module cases first (they need a kernel that

@@ -150,6 +150,32 @@ def test_cli_exits_with_the_command_status(kernel: Path) -> None:
     assert (done.returncode, done.stdout) == (3, "hello\n"), done.stderr
 
 
+def test_guests_run_at_once_each_printed_whole_with_the_worst_status(kernel: Path) -> None:
+    """tests/kernel/guests.py: two guests, each group's words appended to the command; both
+    outputs come back whole, and the exit status is the failed guest's."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.kernel.guests", "--timeout", "60", "--",
+         "sh", "-c", 'sleep 3; echo "group $0"; exit "$1"', "--", "one", "0", "--", "two", "5"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    took = time.monotonic() - started
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert "group one\n" in done.stdout and "group two\n" in done.stdout, done.stdout
+    assert "guest 1: exit 0, guest 2: exit 5" in done.stdout, done.stdout
+    print(f"two guests with a 3 s command each: {took:.1f} s")
+
+
+def test_guests_status_a_failure_beats_a_skip_beats_a_pass() -> None:
+    from tests.kernel.guests import split, worst
+
+    assert split(["--", "a", "b", "--", "c"]) == [["a", "b"], ["c"]]
+    assert worst([0, 0]) == 0
+    assert worst([0, uml.EXIT_SKIP]) == uml.EXIT_SKIP
+    assert worst([uml.EXIT_SKIP, 1, 0]) == 1
+
+
 def test_cli_without_kernel_skips_locally_and_fails_under_ci(tmp_path: Path) -> None:
     base = {k: v for k, v in os.environ.items() if k not in ("CI", "LVSAGENT_UML_KERNEL")}
     base.update(LVSAGENT_CACHE=str(tmp_path), PYTHONPATH=str(ROOT))

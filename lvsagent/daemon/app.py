@@ -9,12 +9,12 @@ first IPVS pass.  Signal handlers only post events.
 SIGHUP re-reads the config: an invalid one, or one with a change only a
 restart can make (daemon/reload.py), is logged and the running one kept; a
 valid one is applied as a difference, VRRP tunables in place.
-Shutdown order on SIGTERM/SIGINT: each instance sends priority 0 if it is
+Shutdown order on SIGTERM/SIGINT: a master with sync daemons hands its
+connections over (daemon/stopping.py); each instance sends priority 0 if it is
 master, engages the loop guard and removes its addresses; IPVS is left as it
 is, so connections keep their entries, and the box stays a working real
-server (``decommission_on_stop`` undoes the guard instead); each half of the
-stop (the instances, then the guard, IPVS and observers) is bounded,
-so systemd (TimeoutStopSec=10) never has to SIGKILL us mid-way.
+server (``decommission_on_stop`` undoes the guard instead); each part of the
+stop is bounded, so systemd (TimeoutStopSec=15) never has to SIGKILL us mid-way.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from lvsagent.daemon.pidlock import StateLock
 from lvsagent.daemon.reload import instance_changes
 from lvsagent.daemon.reread import Reloads
 from lvsagent.daemon.scripting import Scripting
+from lvsagent.daemon.stopping import Handoff, remove_services
 from lvsagent.daemon.tracking import tracks_anything
 from lvsagent.guard.driver import LoopGuard
 from lvsagent.guard.peer import PeerAddress
@@ -45,7 +46,6 @@ from lvsagent.ipvs.desired import desired_table, service_key, update_services
 from lvsagent.ipvs.genl import Timeouts
 from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.model import ServiceKey, Table
-from lvsagent.ipvs.plan import DelService
 from lvsagent.ipvs.reconciler import IpvsReconciler, Settings
 from lvsagent.netfilter.spec import ipvs_sysctls
 from lvsagent.netlink.pyroute import AsyncIPRoute
@@ -59,7 +59,7 @@ log = logging.getLogger("lvsagent")
 # An instance's interface as read at start: (instance, link, its netlink socket, vmac).
 ReadLink = tuple[VrrpInstance, addresses.LinkInfo, AsyncIPRoute, addresses.LinkInfo | None]
 SHUTDOWN_TIMEOUT = 5.0  # the instances' half of a stop
-SHUTDOWN_REST_TIMEOUT = 4.0  # the rest: together under systemd's TimeoutStopSec=10
+SHUTDOWN_REST_TIMEOUT = 4.0  # the rest: with the handoff's 3 s, under TimeoutStopSec=15
 
 
 class Agent:
@@ -78,6 +78,7 @@ class Agent:
         self.first_pass = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._vmacs: list[tuple[Vmac, AsyncIPRoute]] = []  # use_vmac's, removed at the stop
+        self.handoff = Handoff()  # a master's stop quiesces its own servers first
         self.reloads = Reloads(
             lambda: self.config, self._apply, self.observer, self.first_pass, self.stopping
         )
@@ -94,8 +95,15 @@ class Agent:
         if not self.stopping.is_set():
             self.stopping.set()
             self.observer.notifier.stopping()
-            for r in self.runners:
-                r.stop()
+            own = {a.ip for r in self.runners for a in r.link.addresses}
+            if not self.handoff.start(
+                self.reconciler, self.guard, own, self._desired, self._stop_runners
+            ):
+                self._stop_runners()
+
+    def _stop_runners(self) -> None:
+        for r in self.runners:
+            r.stop()
 
     # ----- reload -------------------------------------------------------------
 
@@ -129,7 +137,7 @@ class Agent:
     def _desired(self) -> Table:
         """The config's table with the health verdicts and the drains laid over it."""
         v = self.health.verdicts() if self.health is not None else NO_VERDICTS
-        weights = {**v.weights, **self.drains.weights()}
+        weights = {**v.weights, **self.drains.weights(), **self.handoff.quiesced}
         return desired_table(self.config, weights, v.removed, v.sorry)
 
     def _verdicts_changed(self, verdicts: Verdicts) -> None:
@@ -142,7 +150,8 @@ class Agent:
         rec, changed = self.reconciler, v.services
         if rec is None or changed is None:
             return
-        weights = {**v.weights, **self.drains.weights(changed)}
+        quiet = {d: w for d, w in self.handoff.quiesced.items() if d[0] in changed}
+        weights = {**v.weights, **self.drains.weights(changed), **quiet}
         table = update_services(rec.desired, self._services, changed, weights, v.removed, v.sorry)
         rec.set_desired(table, why, changed)
 
@@ -280,12 +289,13 @@ class Agent:
         """The stop's second half, once every instance released its addresses: their
         notify_stop hooks get a moment, then the guard, IPVS and the observers."""
         await self.scripting.stop()
+        await self.handoff.end(self.reconciler, self._desired)
         decommission = self.config.global_.decommission_on_stop
         await self._remove_vmacs()  # the instances have released their addresses
         if self.guard is not None:
             await self.guard.stop(decommission)
         if ipvs is not None and decommission:
-            await self._remove_services(ipvs)
+            await remove_services(ipvs, self.config)
         await self.observer.stop()
 
     async def _remove_vmacs(self) -> None:
@@ -339,8 +349,9 @@ class Agent:
                     log.error(
                         "%s stopped unexpectedly: %r; shutting down", task.get_name(), crashed
                     )
-            log.info("stopping: releasing virtual addresses")
             self.on_stop_signal()
+            await self.handoff.released()
+            log.info("stopping: releasing virtual addresses")
             live = [t for t in instance_tasks if not t.done()]
             if live:
                 _, pending = await asyncio.wait(live, timeout=SHUTDOWN_TIMEOUT)
@@ -356,19 +367,6 @@ class Agent:
                     await task
         if crashed is not None:
             raise crashed
-
-    async def _remove_services(self, kernel: IpvsKernel) -> None:
-        """Decommission: the services this config owns go, with their connections."""
-        ops = [DelService(service.key) for service in desired_table(self.config).services]
-        try:
-            results = await kernel.apply_many(ops)
-        except OSError as exc:
-            log.error("decommission: cannot remove the IPVS services: %s", exc)
-            return
-        failed = [r for r in results if isinstance(r, OSError)]
-        for error in failed:
-            log.error("decommission: %s", error)
-        log.info("decommission: %d IPVS service(s) removed", len(ops) - len(failed))
 
     async def _ready(self) -> None:
         """READY=1 once the kernel holds the configured IPVS table (or IPVS failed once)."""

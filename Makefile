@@ -104,7 +104,8 @@ test-deb-clean: venv deb
 # The guest's files in two guests at once, one per core (tests/kernel/guests.py): the first
 # takes LAB_GUEST1, the second every other file, so a new one runs without being listed.
 LAB_HOST_ONLY := tests/kernel/test_uml_runner.py tests/kernel/test_systemd.py tests/kernel/test_package.py
-LAB_GUEST1 := tests/kernel/test_twobox_lvsagent.py tests/kernel/test_twobox_converted.py
+LAB_GUEST1 := tests/kernel/test_twobox_lvsagent.py tests/kernel/test_twobox_converted.py \
+	tests/kernel/test_twobox_deadbox.py
 
 test-kernel: venv uml-kernel deb
 	$(PYTEST) tests/kernel/test_uml_runner.py tests/kernel/test_systemd.py::test_lvsagent_under_systemd_pid1 \

@@ -7,12 +7,13 @@ Held) must be answered. Each one's packets after the move reach the new master, 
 knows it from the sync daemons and sends it on to the same real server, where the VIP on lo
 and IPVS's own entry (the bypass redirect takes opening SYNs only) deliver it.
 
-At the stop the held connections are opened just before the SIGTERM, younger than a sync
-round (the kernel sends a sync buffer once it is 2 s old or full): the stopping master's
-handoff (lvsagent/daemon/stopping.py) must carry them across. At the return (a preemption,
-which has no handoff) the case waits until the peer has their entries; the short requests of
-the traffic that runs all along are counted in the figures, not asserted: one younger than a
-sync round can still fail at a return (`make bench`: twobox_failed_requests_*).
+At the stop, in a quiet lab, the held connections are opened just before the SIGTERM and
+used again as soon as the peer is master: younger than a sync round (the kernel sends a sync
+buffer once it is 2 s old or full), the stopping master's handoff (lvsagent/daemon/
+stopping.py) must carry them across. The return (a preemption, which has no handoff) runs
+with traffic; the case waits until the peer has the held connections' entries, and the short
+requests are counted in the figures, not asserted: one younger than a sync round can still
+fail at a return (`make bench`: twobox_failed_requests_*, with traffic at both moves).
 
     python -m tests.kernel.uml --timeout 900 -- "$PWD/.venv/bin/python" -m pytest -q -s \\
         tests/kernel/test_twobox_planned.py
@@ -58,19 +59,22 @@ def synced(held: Held, peer: Box) -> None:
 def test_a_stop_and_a_return_of_the_master_break_no_connection(scene: Scene) -> None:
     lab = scene.lab
     a, b = scene.settled()
+    # The stop in a quiet lab: no traffic fills a sync buffer, so the kernel would send the
+    # young connections' entries only once the buffer is 2 s old; they are used again as
+    # soon as B is master. Without the handoff, those A served itself were reset (4 of 8).
+    young = Held(lab, HELD)
+    mark, mark_a = b.mark(), a.mark()
+    stop_at = a.sigterm()
+    takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
+    stopped = young.finish()
+    assert a.daemon.proc.wait(20) == 0, a.daemon.lines[-20:]
+    handoff = a.daemon.wait_for(r"stopping: \d+ real server\(s\) of this box quiesced",
+                                1.0, after=mark_a)  # fmt: skip
+    where = (young.destinations(lab.a), young.destinations(lab.b))
+
     traffic = start_traffic(lab)
     try:
-        across_stop = Held(lab, HELD)  # young: no wait for a sync round
-        mark, mark_a = b.mark(), a.mark()
-        stop_at = a.sigterm()
-        takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
-        assert a.daemon.proc.wait(20) == 0, a.daemon.lines[-20:]
-        handoff = a.daemon.wait_for(r"stopping: \d+ real server\(s\) of this box quiesced",
-                                    1.0, after=mark_a)  # fmt: skip
-        traffic.wait_started_after(takeover, 50, 30.0)
-        synced_stop = (across_stop.destinations(lab.a), across_stop.destinations(lab.b))
-        stopped = across_stop.finish()
-
+        traffic.wait_successes(time.time(), 50, 30.0)
         across_return = Held(lab, HELD)
         synced(across_return, lab.a)  # the stopped agent left its backup daemon running
         mark = b.mark()
@@ -84,15 +88,14 @@ def test_a_stop_and_a_return_of_the_master_break_no_connection(scene: Scene) -> 
         records = wait_all_served(traffic)
     finally:
         traffic.stop()
-    stop = Failover("lvsagent", "sigterm", VERSION, ADVERT_INT, records, stop_at, takeover,
-                    after=[lab.a.state(), lab.b.state()])  # fmt: skip
     ret = Failover("lvsagent", "return", VERSION, ADVERT_INT, records, back_at, back,
                    after=[lab.a.state(), lab.b.state()])  # fmt: skip
-    failed = [r for r in records if not r.ok and r.start >= stop_at - 2.0]
-    print(f"\nlvsagent: {scene.mode} short requests failed across both moves: {len(failed)} "
+    failed = [r for r in records if not r.ok]
+    print(f"\nlvsagent: {scene.mode} planned stop (quiet): B master +{takeover - stop_at:.2f} s "
+          f"after the SIGTERM; young connections answered: {stopped}; their real servers in "
+          f"A's and B's IPVS: {where}; A: {handoff}")  # fmt: skip
+    print(f"lvsagent: {scene.mode} short requests failed at the return: {len(failed)} "
           f"{failures(failed) if failed else ''}")
-    figure(scene.mode, "planned stop", stop, f"held connections answered: {stopped}; their "
-           f"real servers in the old and the new master's IPVS: {synced_stop}; A: {handoff}")  # fmt: skip
     figure(scene.mode, "planned return", ret, f"held connections answered: {returned}; their "
            f"real servers in the old and the new master's IPVS: {synced_return}")  # fmt: skip
     assert all(x.startswith("box") for x in stopped), stopped

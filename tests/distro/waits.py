@@ -27,8 +27,8 @@ START_WAITS = {
     "tests.kernel.test_agent_traffic": ("START_TIMEOUT",),  # the same, as its tests name it
 }
 # Functions whose default timeout is how long to wait for an agent to stop: Daemon.stop sends
-# SIGTERM, then SIGKILL after it (10 s, systemd's TimeoutStopSec). The daemon bounds its own
-# stop's work at 9 s; under TCG the interpreter's exit adds seconds on top.
+# SIGTERM, then SIGKILL after it (15 s, systemd's TimeoutStopSec). The daemon bounds its own
+# stop's work at 12 s; under TCG the interpreter's exit adds seconds on top.
 STOP_WAITS = {"tests.netns.lab": ("Daemon.stop",)}
 FACTOR = 4
 

@@ -344,7 +344,7 @@ class Agent:
         return when
 
     def stop(self) -> int:
-        """SIGTERM (SIGKILL after 10 s) and reap; safe after kill9() or sigterm()."""
+        """SIGTERM (SIGKILL after 15 s) and reap; safe after kill9() or sigterm()."""
         return self.daemon.stop()
 
 

@@ -208,7 +208,7 @@ class Daemon:
         os.kill(child, signal.SIGKILL)
         self.signal(signal.SIGKILL)
 
-    def stop(self, timeout: float = 10.0) -> int:
+    def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, then SIGKILL if it does not stop; returns the exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

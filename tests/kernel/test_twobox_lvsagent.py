@@ -143,7 +143,7 @@ def test_kill9_of_the_master_then_restart_ends_the_failures(scene: Scene) -> Non
         wait_until(
             lambda: set(dest) <= client_endpoints(lab.b), 15.0, "the sync daemon: B has them"
         )
-    reused = ReusedPorts(lab, 41000) if scene.mode != "backup_only" else None
+    reused = ReusedPorts(lab, 21000) if scene.mode != "backup_only" else None
     reuse: dict[int, str] = {}
     watch = Adverts(lab.b)
     traffic = start_traffic(lab)
@@ -211,16 +211,17 @@ def test_sigterm_of_the_master_leaves_a_working_real_server_then_it_returns(
     nothing."""
     lab = scene.lab
     a, b = scene.settled()
-    reused = ReusedPorts(lab, 42000)
+    reused = ReusedPorts(lab, 22000)
     traffic = start_traffic(lab)
     try:
         mark = b.mark()
         fault_at = a.sigterm()
         takeover = b.wait_state("MASTER", TAKEOVER_TIMEOUT, after=mark)
-        assert a.daemon.proc.wait(15) == 0, a.daemon.lines[-20:]
-        # At once: A's entries live ipvs_timeout_tcpfin (15 s) from their last packet, and the
-        # role checks below can take seconds on a loaded host (a CI run lost them so).
+        # At once (A's guard is engaged before it lets B take over): A's entries live
+        # ipvs_timeout_tcpfin (15 s) from their last packet, and its stop's rest and the
+        # role checks below take seconds on a loaded host (a CI run lost them so).
         reuse = reused.again()
+        assert a.daemon.proc.wait(15) == 0, a.daemon.lines[-20:]
         assert_roles(scene, lab.b)  # A: stopped, in the BACKUP state; B: MASTER
         records = wait_all_served(traffic)
         stop = Failover("lvsagent", "sigterm", VERSION, ADVERT_INT, records, fault_at, takeover,

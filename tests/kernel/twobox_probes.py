@@ -74,15 +74,25 @@ def connections_to(box: Box, address: str) -> list[str]:
     return sorted(client for client, dest in own_entries(box) if dest == f"{address}:{PORT}")
 
 
+# Linux's default net.ipv4.ip_local_port_range starts here; the lab's client keeps it.
+EPHEMERAL_FIRST = 32768
+
+
 class ReusedPorts:
     """Client ports that box A balanced to box B while A was master, used again after B took
     over: B balances about half of them to A, where A's IPVS still holds the old connection
     entry (FIN_WAIT, real server B). Unless the loop guard keeps the peer's forwards away from
     IPVS, A sends them straight back to B, which sends them to A: a loop for that connection,
-    seen by the client as ICMP time exceeded ("No route to host")."""
+    seen by the client as ICMP time exceeded ("No route to host").
+
+    ``first`` must lie below the client's ephemeral ports (32768 up): the traffic's own
+    connections use those, and an entry one of them left (or its copy from the peer's sync
+    daemon) would steer a port of ours to its old real server, out of rr's turn (a CI run got
+    12 of 20 answers from A)."""
 
     def __init__(self, lab: TwoBox, first: int, count: int = 20) -> None:
         self.lab = lab
+        assert first + 2 * count <= EPHEMERAL_FIRST, first
         answers = fetch_from_ports(lab, list(range(first, first + 2 * count, 2)))  # no traffic
         self.made = time.monotonic()
         self.ports = [p for p, who in answers.items() if who == "boxb"]
@@ -166,7 +176,7 @@ DEAD_BOX_TIMEOUT = 3.0
 # back: the lab's client uses a source port again after ~25 s.
 WATCH = 35.0
 # Client source ports for requests of our own, outside the traffic's (ephemeral) range.
-PROBE_PORTS = list(range(20000, 20040, 2))
+PROBE_PORTS = list(range(20000, 20040, 2))  # below EPHEMERAL_FIRST, as ReusedPorts' are
 
 
 def dead_box_config(on_failure: str | None) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def test_the_lab_still_has_the_waits_the_guest_lengthens() -> None:
         module = importlib.import_module(name)
         for dotted in functions:
             owner, attr = dotted.split(".")
-            assert getattr(getattr(module, owner), attr).__defaults__ == (10.0,), dotted
+            assert getattr(getattr(module, owner), attr).__defaults__ == (15.0,), dotted
 
 
 # ----- real boots --------------------------------------------------------------------------

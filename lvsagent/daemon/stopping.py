@@ -29,6 +29,7 @@ from collections.abc import Callable, Collection
 
 from lvsagent.config.schema import Config
 from lvsagent.guard.driver import LoopGuard
+from lvsagent.guard.syncfollow import SYNC_LINGER
 from lvsagent.ipvs.desired import DestId, desired_table
 from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.model import Table
@@ -37,8 +38,9 @@ from lvsagent.ipvs.reconciler import IpvsReconciler
 
 log = logging.getLogger("lvsagent")
 
-# One sync round: the kernel's 2 s buffer age, checked every second (= SYNC_LINGER).
-HANDOFF = 3.0
+# One sync round (the kernel's 2 s buffer age, checked every second): the same wait as an
+# old role's daemon lingers after a switch, for the same reason.
+HANDOFF = SYNC_LINGER
 
 
 def own_quiesced(table: Table, own: Collection[ipaddress.IPv4Address]) -> dict[DestId, int]:

@@ -17,10 +17,12 @@ new test file runs somewhere without anyone listing it.
 from __future__ import annotations
 
 import argparse
+import queue
 import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,8 +51,9 @@ def worst(statuses: Sequence[int]) -> int:
 
 def run(command: list[str], groups: list[list[str]], timeout: float, mem: str) -> int:
     started = time.monotonic()
+    ended: queue.Queue[int] = queue.Queue()  # a guest's number when its runner exits
     with tempfile.TemporaryDirectory(prefix="lvsagent-guests-") as tmp:
-        running: list[tuple[int, list[str], subprocess.Popen[bytes], Path]] = []
+        running: list[tuple[list[str], subprocess.Popen[bytes], Path]] = []
         for number, paths in enumerate(groups, 1):
             log = Path(tmp) / f"guest{number}.log"
             argv = [sys.executable, "-m", "tests.kernel.uml", "--timeout", f"{timeout:g}",
@@ -58,25 +61,23 @@ def run(command: list[str], groups: list[list[str]], timeout: float, mem: str) -
             print(f"guests: guest {number}: {shlex.join(paths)}", flush=True)
             with log.open("wb") as out:
                 proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-            running.append((number, paths, proc, log))
+            running.append((paths, proc, log))
+            threading.Thread(
+                target=lambda p=proc, n=number: (p.wait(), ended.put(n)), daemon=True
+            ).start()
         statuses = []
         # Each guest's log whole, in the order they end; a failed one's summary is then
         # among the last lines of the output (CI shows the tail).
-        pending = list(running)
-        while pending:
-            for item in list(pending):
-                number, paths, proc, log = item
-                if proc.poll() is None:
-                    continue
-                pending.remove(item)
-                took = time.monotonic() - started
-                print(f"\n===== guest {number} ({shlex.join(paths)}): exit {proc.returncode} "
-                      f"after {took:.0f} s =====", flush=True)  # fmt: skip
-                sys.stdout.write(log.read_text(errors="replace"))
-                sys.stdout.flush()
-                statuses.append(proc.returncode)
-            time.sleep(1.0)
-    summary = ", ".join(f"guest {n}: exit {p.returncode}" for n, _, p, _ in running)
+        for _ in running:
+            number = ended.get()
+            paths, proc, log = running[number - 1]
+            took = time.monotonic() - started
+            print(f"\n===== guest {number} ({shlex.join(paths)}): exit {proc.returncode} "
+                  f"after {took:.0f} s =====", flush=True)  # fmt: skip
+            sys.stdout.write(log.read_text(errors="replace"))
+            sys.stdout.flush()
+            statuses.append(proc.returncode)
+    summary = ", ".join(f"guest {n}: exit {p.returncode}" for n, (_, p, _) in enumerate(running, 1))
     print(f"\nguests: {summary}; {time.monotonic() - started:.0f} s in all", flush=True)
     return worst(statuses)
 

@@ -4,8 +4,9 @@ Startup order: read every interface the config names (and fail, changing
 nothing, if one is missing), open every socket, engage the loop guard (the
 box starts in the BACKUP kernel state: a restart after kill -9 must not
 re-balance what the other box sends it), then start the health checks, the
-IPVS reconciler and the VRRP instances.  READY=1 goes to systemd after the
-first IPVS pass.  Signal handlers only post events.
+IPVS reconciler and the VRRP instances (on a loop and thread of their own,
+daemon/vrrploop.py).  READY=1 goes to systemd after the first IPVS pass.
+Signal handlers only post events.
 SIGHUP re-reads the config: an invalid one, or one with a change only a
 restart can make (daemon/reload.py), is logged and the running one kept; a
 valid one is applied as a difference, VRRP tunables in place.
@@ -24,13 +25,15 @@ import contextlib
 import ipaddress
 import logging
 import signal
+from typing import Any
 
 from lvsagent import memory
-from lvsagent.config.schema import Config, VirtualServer, VrrpInstance
+from lvsagent.config.schema import Config, VirtualServer
 from lvsagent.daemon import kmod
 from lvsagent.daemon.derive import guarded_instance, guarded_instances
 from lvsagent.daemon.draining import DrainBook
 from lvsagent.daemon.instance import InstanceRunner
+from lvsagent.daemon.links import InstanceLinks, ReadLink
 from lvsagent.daemon.observing import Observer
 from lvsagent.daemon.pidlock import StateLock
 from lvsagent.daemon.reload import instance_changes
@@ -38,6 +41,7 @@ from lvsagent.daemon.reread import Reloads
 from lvsagent.daemon.scripting import Scripting
 from lvsagent.daemon.stopping import Handoff, remove_services
 from lvsagent.daemon.tracking import tracks_anything
+from lvsagent.daemon.vrrploop import MainLink, VrrpLoop
 from lvsagent.guard.driver import LoopGuard
 from lvsagent.guard.peer import PeerAddress
 from lvsagent.health.monitor import HealthMonitor
@@ -48,16 +52,12 @@ from lvsagent.ipvs.kernel import IpvsKernel
 from lvsagent.ipvs.model import ServiceKey, Table
 from lvsagent.ipvs.reconciler import IpvsReconciler, Settings
 from lvsagent.netfilter.spec import ipvs_sysctls
-from lvsagent.netlink.pyroute import AsyncIPRoute
 from lvsagent.observe.journal import NOTICE
 from lvsagent.vrrp import addresses
 from lvsagent.vrrp.ownaddr import own_addresses_at_start
-from lvsagent.vrrp.vmac import Vmac
 
 log = logging.getLogger("lvsagent")
 
-# An instance's interface as read at start: (instance, link, its netlink socket, vmac).
-ReadLink = tuple[VrrpInstance, addresses.LinkInfo, AsyncIPRoute, addresses.LinkInfo | None]
 SHUTDOWN_TIMEOUT = 5.0  # the instances' half of a stop
 SHUTDOWN_REST_TIMEOUT = 4.0  # the rest: with the handoff's 3 s, under TimeoutStopSec=15
 
@@ -69,6 +69,8 @@ class Agent:
         self.reconciler: IpvsReconciler | None = None
         self.health: HealthMonitor | None = None
         self.guard: LoopGuard | None = None
+        self.peer: PeerAddress | None = None  # the guard's view of the other box
+        self.vrrp = VrrpLoop()  # the instances run there (daemon/vrrploop.py)
         # Real servers drained by `lvsagent drain`: weight 0, laid over the health verdicts.
         self.drains = DrainBook(config, self._drains_changed)
         self.observer = Observer(config, self.drains)
@@ -77,7 +79,7 @@ class Agent:
         self.stopping = asyncio.Event()
         self.first_pass = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._vmacs: list[tuple[Vmac, AsyncIPRoute]] = []  # use_vmac's, removed at the stop
+        self.links = InstanceLinks(config)  # their sockets and macvlans, on the VRRP loop
         self.handoff = Handoff()  # a master's stop quiesces its own servers first
         self.reloads = Reloads(
             lambda: self.config, self._apply, self.observer, self.first_pass, self.stopping
@@ -192,7 +194,11 @@ class Agent:
         lock.acquire()  # first: a second agent must change nothing
         try:
             self.drains.load()  # before the first IPVS pass, which then keeps them
-            await self._serve()
+            self.vrrp.start()
+            try:
+                await self._serve()
+            finally:
+                self.vrrp.stop()
         finally:
             lock.release()
 
@@ -205,84 +211,86 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, self.reloads.on_signal)
         self.scripting.check_host()  # every script's user: exit 78 or 77, nothing changed
         await kmod.ensure_modules(self.config)  # before the guard writes IPVS's sysctls
-        async with contextlib.AsyncExitStack() as sockets:
-            if self.config.virtual_servers:
-                check = self.scripting.check
-                self.health = HealthMonitor(self.config, self._verdicts_changed, check=check)
-            try:
-                read: list[ReadLink] = []
-                for inst in self.config.vrrp_instances:
-                    # One rtnetlink socket per instance: the kernel runs one dump at a time
-                    # on a socket (EBUSY for a second), and instances read their addresses
-                    # at the same moments; a lock on a shared one would make each wait.
-                    ipr = await sockets.enter_async_context(AsyncIPRoute())
-                    link = await addresses.read_link(ipr, inst.interface)
-                    held = None
-                    if inst.use_vmac:
-                        vmac = Vmac(inst.interface, inst.vmac_name, inst.vrid)
-                        self._vmacs.append((vmac, ipr))
-                        held = await vmac.ensure(ipr, link.index)
-                    read.append((inst, link, ipr, held))
-                self._make_runners(read)
-                self.scripting.bind({r.inst.name: r for r in self.runners})
-                own = own_addresses_at_start(
-                    self.config, [(r.inst, r.link, r.source) for r in self.runners]
-                )
-                if own:  # before anything changes: exit 78
-                    raise addresses.InterfaceError("\n".join(map(str, own)))
-                if self.guard is not None:
-                    await self.guard.prepare()
-            except BaseException:
-                for r in self.runners:
-                    r.close()
-                await self._remove_vmacs()
-                raise
-            self.observer.runners = self.runners
-            self.observer.health = self.health
-            self.observer.guard = self.guard
-            links = addresses.LinkEvents()
-            loop.add_reader(links.fileno(), self._on_link_event, links)
-            # The one full collection, while no advert is due yet: the config, the
-            # trackers and the guard's set-up live on, the parse's garbage goes.
-            memory.settle()
-            ipvs = await self._start_ipvs()
-            await self.observer.start()
-            await self.scripting.start()  # tracked scripts' first results, before VRRP
-            try:
-                await self._supervise()
-            finally:
-                loop.remove_reader(links.fileno())
-                links.close()
-                try:
-                    await asyncio.wait_for(self._after_instances(ipvs), SHUTDOWN_REST_TIMEOUT)
-                except TimeoutError:
-                    log.error(
-                        "stopping: loop guard, IPVS and observers not done within %.0f s; "
-                        "exiting anyway (check `nft list table ip lvsagent` and ipvsadm -Ln)",
-                        SHUTDOWN_REST_TIMEOUT,
-                    )
-                finally:
-                    if ipvs is not None:
-                        ipvs.close()
+        try:
+            await self._serve_with(MainLink(loop))
+        finally:
+            await self.vrrp.call(self.links.close())
 
-    def _make_runners(self, links: list[ReadLink]) -> None:
-        """The guard first (if services follow instances), then each runner, made with the
-        guard's step for its transitions and, if the guard follows it, telling it the peer."""
+    async def _serve_with(self, main: MainLink) -> None:
+        loop = asyncio.get_running_loop()
+        if self.config.virtual_servers:
+            check = self.scripting.check
+            self.health = HealthMonitor(self.config, self._verdicts_changed, check=check)
+        try:
+            read = await self.vrrp.call(self.links.open())
+            self._make_guard(read)
+            await self.vrrp.call(self._make_runners(read, main))
+            if (group_hooks := self.scripting.sync.notify) is not None:  # runners call it
+                self.scripting.sync.notify = main.soon(group_hooks)
+            self.scripting.bind({r.inst.name: r for r in self.runners})
+            own = own_addresses_at_start(
+                self.config, [(r.inst, r.link, r.source) for r in self.runners]
+            )
+            if own:  # before anything changes: exit 78
+                raise addresses.InterfaceError("\n".join(map(str, own)))
+            if self.guard is not None:
+                await self.guard.prepare()
+        except BaseException:
+            for r in self.runners:
+                r.close()
+            await self.vrrp.call(self.links.remove_vmacs())
+            raise
+        self.observer.runners = self.runners
+        self.observer.health = self.health
+        self.observer.guard = self.guard
+        links = addresses.LinkEvents()
+        loop.add_reader(links.fileno(), self._on_link_event, links)
+        # The one full collection, while no advert is due yet: the config, the
+        # trackers and the guard's set-up live on, the parse's garbage goes.
+        memory.settle()
+        ipvs = await self._start_ipvs()
+        await self.observer.start()
+        await self.scripting.start()  # tracked scripts' first results, before VRRP
+        try:
+            await self._supervise()
+        finally:
+            loop.remove_reader(links.fileno())
+            links.close()
+            try:
+                await asyncio.wait_for(self._after_instances(ipvs), SHUTDOWN_REST_TIMEOUT)
+            except TimeoutError:
+                log.error(
+                    "stopping: loop guard, IPVS and observers not done within %.0f s; "
+                    "exiting anyway (check `nft list table ip lvsagent` and ipvsadm -Ln)",
+                    SHUTDOWN_REST_TIMEOUT,
+                )
+            finally:
+                if ipvs is not None:
+                    ipvs.close()
+
+    def _make_guard(self, links: list[ReadLink]) -> None:
+        """The guard, if services follow instances, told the peer by the one it follows."""
         primary = guarded_instance(self.config)
-        peer: PeerAddress | None = None
         if primary is not None:
             link = next(link for inst, link, _, _ in links if inst.name == primary.name)
-            peer = PeerAddress(primary, (a.ip for a in link.addresses), self.config)
-            self.guard = LoopGuard(self.config, primary, peer_address=peer)
+            self.peer = PeerAddress(primary, (a.ip for a in link.addresses), self.config)
+            self.guard = LoopGuard(self.config, primary, peer_address=self.peer)
+
+    async def _make_runners(self, links: list[ReadLink], main: MainLink) -> None:
+        """On the VRRP loop: each runner, with the guard's step for its transitions; what
+        it calls on the daemon goes to the main loop (daemon/vrrploop.py)."""
+        primary, peer = guarded_instance(self.config), self.peer
         followed, guard = guarded_instances(self.config), self.guard
         server_up = self.health.server_up if self.health is not None else None
         for inst, link, ipr, held in links:
+            wiring = self.scripting.wiring(inst)
+            wiring["notify"] = main.soon(wiring["notify"])
+            step = guard.hook(inst.name) if guard is not None and inst.name in followed else None
             self.runners.append(InstanceRunner(
-                inst, link, ipr,
-                guard.hook(inst.name) if guard is not None and inst.name in followed else None,
-                server_up, self._peer_lost, held,
+                inst, link, ipr, main.guard_step(step) if step is not None else None,
+                server_up, main.soon(self._peer_lost), held,
                 peer_heard=peer.heard if peer is not None and inst is primary else None,
-                **self.scripting.wiring(inst),
+                **wiring,
             ))  # fmt: skip
 
     async def _after_instances(self, ipvs: IpvsKernel | None) -> None:
@@ -291,22 +299,12 @@ class Agent:
         await self.scripting.stop()
         await self.handoff.end(self.reconciler, self._desired)
         decommission = self.config.global_.decommission_on_stop
-        await self._remove_vmacs()  # the instances have released their addresses
+        await self.vrrp.call(self.links.remove_vmacs())  # the instances released their addresses
         if self.guard is not None:
             await self.guard.stop(decommission)
         if ipvs is not None and decommission:
             await remove_services(ipvs, self.config)
         await self.observer.stop()
-
-    async def _remove_vmacs(self) -> None:
-        """use_vmac's interfaces go at a stop, as keepalived's do; the parents' sysctls back."""
-        for vmac, ipr in self._vmacs:
-            try:
-                await vmac.remove(ipr)
-            except OSError as exc:
-                log.error("stopping: cannot remove %s: %s; remove it by hand (ip link del %s)",
-                          vmac.name, exc, vmac.name)  # fmt: skip
-        self._vmacs.clear()
 
     async def _start_ipvs(self) -> IpvsKernel | None:
         if self.health is not None:
@@ -329,7 +327,10 @@ class Agent:
         return kernel
 
     async def _supervise(self) -> None:
-        instance_tasks = [asyncio.create_task(r.run(), name=r.inst.name) for r in self.runners]
+        # On the VRRP loop; here, futures of this loop that cancel them there.
+        names = {self.vrrp.submit(r.run()): r.inst.name for r in self.runners}
+        names.update((t, t.get_name()) for t in self._tasks)
+        instance_tasks = [f for f in names if f not in self._tasks]
         log.info(
             "lvsagent started with %s: %d VRRP instance(s), %d virtual server(s)",
             self.config.path,
@@ -340,14 +341,15 @@ class Agent:
         ready = asyncio.create_task(self._ready())
         crashed: BaseException | None = None
         try:
-            done, _ = await asyncio.wait(
-                [stopper, *instance_tasks, *self._tasks], return_when=asyncio.FIRST_COMPLETED
-            )
+            waited: list[asyncio.Future[Any]] = [stopper, *names]
+            done, _ = await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stopper and not task.cancelled() and task.exception():
                     crashed = task.exception()
                     log.error(
-                        "%s stopped unexpectedly: %r; shutting down", task.get_name(), crashed
+                        "%s stopped unexpectedly: %r; shutting down",
+                        names.get(task, "?"),
+                        crashed,
                     )
             self.on_stop_signal()
             await self.handoff.released()
@@ -356,7 +358,7 @@ class Agent:
             if live:
                 _, pending = await asyncio.wait(live, timeout=SHUTDOWN_TIMEOUT)
                 for task in pending:
-                    log.error("%s did not stop within %.0f s", task.get_name(), SHUTDOWN_TIMEOUT)
+                    log.error("%s did not stop within %.0f s", names[task], SHUTDOWN_TIMEOUT)
                     task.cancel()
         finally:
             stopper.cancel()

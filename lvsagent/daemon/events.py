@@ -7,6 +7,10 @@ event types and the callables it is given are declared here so that the wiring
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -69,6 +73,47 @@ class SyncLink(Protocol):
     def transitioned(self, name: str, state: State) -> None: ...
 
     def own_fault_changed(self, name: str) -> None: ...
+
+
+class Inbox:
+    """One runner's queue: posted to from any thread, taken in order on the runner's loop.
+
+    The runner is made on the loop it runs on (the VRRP loop, daemon/vrrploop.py);
+    a post from another thread (the main loop's link events, reloads, stops) is
+    handed over to that loop, never appended under the runner's feet.
+    """
+
+    def __init__(self) -> None:
+        self.events: deque[Event] = deque()
+        self._wake: asyncio.Future[None] | None = None
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self._thread = threading.get_ident()
+
+    def post(self, event: Event) -> None:
+        if self._loop is not None and threading.get_ident() != self._thread:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: the runner is gone
+                self._loop.call_soon_threadsafe(self._append, event)
+        else:
+            self._append(event)
+
+    def _append(self, event: Event) -> None:
+        self.events.append(event)
+        self.wake_up()
+
+    def wake_up(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def wait(self) -> None:
+        """Until the next post or wake_up."""
+        self._wake = asyncio.get_running_loop().create_future()
+        try:
+            await self._wake
+        finally:
+            self._wake = None
 
 
 def fell_silent(peer: PeerSeen, now: float) -> bool:

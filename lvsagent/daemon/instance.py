@@ -1,8 +1,9 @@
 """Runs one VRRP instance: wires the pure router to its sockets, addresses and clock.
 
-One asyncio task per instance processes events strictly one at a time, so the
-actions of one decision (advert, VIP, GARP) are carried out in order and never
-interleave with the next decision.  Received datagrams are validated in the
+One asyncio task per instance, on VRRP's own loop and thread (daemon/vrrploop.py:
+no check, IPVS pass or nft transaction delays an advert), processes events
+strictly one at a time, so the actions of one decision (advert, VIP, GARP) are
+carried out in order and never interleave with the next decision.  Received datagrams are validated in the
 reader callback (daemon/wire.py); only accepted adverts enter the event queue, so a
 flood of invalid packets costs a counter increment each and never delays our own
 adverts.
@@ -82,8 +83,7 @@ class InstanceRunner:
         self.source = inst.unicast_src or primary_address(inst, link)
         self.router = VirtualRouter(router_params(inst, self.source))
         self.counters = Counters()
-        self._events: deque[ev.Event] = deque()
-        self._wake: asyncio.Future[None] | None = None
+        self.inbox = ev.Inbox()  # made on the loop it runs on; posted to from any thread
         self.timer = DeadlineTimer()
         holder = vmac or link
         self.vips = VirtualAddresses(
@@ -212,9 +212,10 @@ class InstanceRunner:
         is (keepalived's single thread reads its socket first too).
         """
         if self.router.master_down_expired(loop.time()):
-            waiting = [e for e in self._events if isinstance(e, ev.Rx)]
+            queued = self.inbox.events
+            waiting = [e for e in queued if isinstance(e, ev.Rx)]
             if waiting:
-                self._events = deque(e for e in self._events if not isinstance(e, ev.Rx))
+                self.inbox.events = deque(e for e in queued if not isinstance(e, ev.Rx))
             waiting += self.wire.receive(None)
             for rx in waiting:
                 await self._advert(rx, loop.time())
@@ -235,29 +236,20 @@ class InstanceRunner:
         One future, woken by a producer or by the timerfd armed on the deadline
         (see :mod:`lvsagent.daemon.clock` for why not ``call_at``).
         """
-        while not self._events:
+        while not self.inbox.events:
             deadline = self.router.next_deadline()
             if deadline is not None and loop.time() >= deadline:
                 return None
-            self._wake = loop.create_future()
             self.timer.arm(deadline)
-            try:
-                await self._wake
-            finally:
-                self._wake = None
-        return self._events.popleft()
+            await self.inbox.wait()
+        return self.inbox.events.popleft()
 
     def _on_timer_fd(self) -> None:
         self.timer.consume()
-        self._wake_up()
+        self.inbox.wake_up()
 
     def _post(self, event: ev.Event) -> None:
-        self._events.append(event)
-        self._wake_up()
-
-    def _wake_up(self) -> None:
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        self.inbox.post(event)
 
     def _note_master(self, rx: ev.Rx) -> None:
         """Log once whenever the master this backup follows changes: who holds the VIP."""
@@ -324,8 +316,8 @@ class InstanceRunner:
     def _took_over_from_silent(self, t: Transition) -> None:
         """To MASTER from a master that fell silent: its box's real servers are re-checked.
 
-        Told before the addresses move, so that the health checker holds new
-        connections off that box before this one balances any.
+        Told before the addresses move; the health checker (on the main loop, a
+        loop turn away) then holds new connections off that box.
         """
         peer = self.router.peer
         if t.new != State.MASTER or peer is None or self.peer_lost is None:

@@ -3,10 +3,10 @@
 One asyncio task per instance, on VRRP's own loop and thread (daemon/vrrploop.py:
 no check, IPVS pass or nft transaction delays an advert), processes events
 strictly one at a time, so the actions of one decision (advert, VIP, GARP) are
-carried out in order and never interleave with the next decision.  Received datagrams are validated in the
-reader callback (daemon/wire.py); only accepted adverts enter the event queue, so a
-flood of invalid packets costs a counter increment each and never delays our own
-adverts.
+carried out in order and never interleave with the next decision.  Received
+datagrams are validated in the reader callback (daemon/wire.py); only accepted
+adverts enter the event queue, so a flood of invalid packets costs a counter
+increment each and never delays our own adverts.
 """
 
 from __future__ import annotations

@@ -78,8 +78,9 @@ class VirtualAddresses:
         """Present in MASTER, absent otherwise; ``also_remove``: VIPs no longer ours."""
         desired = self.vips if master else frozenset()
         try:
+            present = [a for a, _ in await self.fast.dump()]  # this link's only
             added, removed = await addresses.reconcile_addresses(
-                self.ipr, self.index, desired, self.vips | also_remove
+                self.ipr, self.index, desired, self.vips | also_remove, present
             )
         except OSError as exc:  # the adapters raise pyroute2's refusals as OSError
             log.error(

@@ -12,6 +12,7 @@ import errno
 import ipaddress
 import socket
 import struct
+from collections.abc import Sequence
 from fcntl import ioctl
 
 from lvsagent.netlink.pyroute import AsyncIPRoute, NetlinkError, os_errors
@@ -63,14 +64,17 @@ async def reconcile_addresses(
     index: int,
     desired: frozenset[ipaddress.IPv4Interface],
     managed: frozenset[ipaddress.IPv4Interface],
+    present: Sequence[ipaddress.IPv4Interface] | None = None,
 ) -> tuple[list[ipaddress.IPv4Interface], list[ipaddress.IPv4Interface]]:
     """Make the ``managed`` addresses on the link equal ``desired``; return (added, removed).
 
     Addresses we do not manage (the box's own) are never touched.  A managed
     address present with another prefix length counts as present: the IP is
-    what clients reach.
+    what clients reach.  ``present``: the link's addresses, if the caller just read them.
     """
-    actual = {a.ip: a for a in await read_addresses(ipr, index)}
+    if present is None:
+        present = await read_addresses(ipr, index)
+    actual = {a.ip: a for a in present}
     managed_ips = {a.ip for a in managed}
     added, removed = [], []
     for want in sorted(desired):

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.bench.coldstart import run_coldstart_bench
+from tests.bench.coldstart import run_coldstart_bench, run_host_lag
 from tests.bench.guardstep import run_guardstep_bench
 from tests.bench.health import run_health_bench
 from tests.bench.ipvs import run_ipvs_bench
@@ -32,7 +32,7 @@ def main() -> int:
     health_lines = [] if args.skip_health else run_health_bench()
     # keepalived (the seed's setup) and lvsagent in the same lab boot, as ratios.
     twobox_lines = [] if args.skip_twobox else run_twobox_bench("lvsagent")
-    cold_lines = [] if args.skip_coldstart else run_coldstart_bench()
+    cold_lines = [] if args.skip_coldstart else [*run_coldstart_bench(), *run_host_lag()]
     with tempfile.TemporaryDirectory(prefix="lvsagent-bench-") as tmp:
         for version, interval in ((2, 1.0), (3, 0.1)):
             for how in ("kill9", "sigterm"):

@@ -249,7 +249,7 @@ class Agent:
         # trackers and the guard's set-up live on, the parse's garbage goes.
         memory.settle()
         ipvs = await self._start_ipvs()
-        await self.observer.start()
+        await self.observer.start(lambda: self.vrrp.call(asyncio.sleep(0)))
         await self.scripting.start()  # tracked scripts' first results, before VRRP
         try:
             await self._supervise()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from lvsagent.config.schema import Config
 from lvsagent.daemon.draining import DrainBook
@@ -67,7 +67,8 @@ class Observer:
         self._weights_of: Table | None = None
         self._weights: dict[DestId, int] = {}
 
-    async def start(self) -> None:
+    async def start(self, vrrp_alive: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Metrics, control socket, watchdog (fed while this loop and ``vrrp_alive`` answer)."""
         g = self.config.global_
         try:
             bound = self.metrics.start(g.metrics_listen)
@@ -88,7 +89,7 @@ class Observer:
                 exc,
             )
         self._tasks = [
-            asyncio.create_task(self.notifier.watchdog_task(), name="watchdog"),
+            asyncio.create_task(self.notifier.watchdog_task(vrrp_alive), name="watchdog"),
             asyncio.create_task(self._publish_loop(), name="publish"),
         ]
 

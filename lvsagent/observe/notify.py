@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 log = logging.getLogger("lvsagent.notify")
 
@@ -123,21 +123,36 @@ class Notifier:
         """The worst lag (seconds) of the recent samples; 0.0 before the first."""
         return max(self._lags, default=0.0)
 
-    async def watchdog_task(self) -> None:
+    async def watchdog_task(
+        self, also_alive: Callable[[], Awaitable[object]] | None = None
+    ) -> None:
         """Run for the daemon's lifetime: sample the loop's lag, feed the watchdog if on.
 
         Each round asks to be woken ``probe_interval`` from now; the lag is how
         much later than that it runs.  A blocked loop both delays this and
-        withholds the ping, which is the point.
+        withholds the ping, which is the point.  ``also_alive``: a round trip to
+        another loop (VRRP's, daemon/vrrploop.py); one that does not come back
+        within a probe interval withholds the ping too.
         """
         loop = asyncio.get_running_loop()
         if self.watchdog_interval is not None:
             self.watchdog()  # the first timeout runs from exec: feed at once
+        stuck = False
         while True:
             due = loop.time() + self.probe_interval
             await asyncio.sleep(self.probe_interval)
             lag = max(0.0, loop.time() - due)
             self._lags.append(lag)
+            if also_alive is not None:
+                try:
+                    await asyncio.wait_for(also_alive(), self.probe_interval)
+                except TimeoutError:
+                    if not stuck:
+                        log.error("VRRP's event loop did not answer within %.1f s; the "
+                                  "watchdog is not fed while it does not", self.probe_interval)
+                    stuck = True
+                    continue
+                stuck = False
             if self.watchdog_interval is not None and self.watchdog():
                 self.pings += 1
 

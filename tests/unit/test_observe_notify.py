@@ -8,11 +8,12 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from lvsagent.daemon.vrrploop import VrrpLoop
 from lvsagent.observe.notify import Notifier, watchdog_interval
 
 WAIT = 10.0  # seconds an expected datagram may take (an upper bound, not a measurement)
@@ -128,9 +129,12 @@ def test_probe_interval_is_half_the_watchdog_or_a_second() -> None:
 class LoopThread:
     """An event loop in a thread running the watchdog task, and a way to block that loop."""
 
-    def __init__(self, notifier: Notifier) -> None:
+    def __init__(
+        self, notifier: Notifier, also_alive: Callable[[], Awaitable[object]] | None = None
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self.notifier = notifier
+        self.also_alive = also_alive
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.entered = threading.Event()
         self.release = threading.Event()
@@ -139,7 +143,7 @@ class LoopThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.task = self.loop.create_task(self.notifier.watchdog_task())
+        self.task = self.loop.create_task(self.notifier.watchdog_task(self.also_alive))
         try:
             self.loop.run_until_complete(self.task)
         except asyncio.CancelledError:
@@ -205,3 +209,30 @@ def test_without_a_watchdog_the_lag_is_still_measured(listener: Listener) -> Non
         assert notifier.pings == 0
     finally:
         runner.stop()
+
+
+def test_a_stuck_vrrp_loop_withholds_the_watchdog_too(listener: Listener) -> None:
+    """The main loop runs, VRRP's does not: systemd must still see the daemon as hung."""
+    vrrp = VrrpLoop()
+    vrrp.start()
+    notifier = Notifier({"WATCHDOG_USEC": "100000"})
+    runner = LoopThread(notifier, lambda: vrrp.call(asyncio.sleep(0)))
+    entered, release = threading.Event(), threading.Event()
+
+    def frozen() -> None:
+        entered.set()
+        release.wait(WAIT * 3)
+
+    try:
+        for _ in range(3):
+            assert listener.next() == "WATCHDOG=1"
+        vrrp.loop.call_soon_threadsafe(frozen)
+        assert entered.wait(WAIT)
+        listener.drain()
+        assert listener.pending(1.0) == []  # the main loop runs, yet no ping
+        release.set()
+        assert listener.next() == "WATCHDOG=1"
+    finally:
+        release.set()
+        runner.stop()
+        vrrp.stop()

@@ -59,34 +59,48 @@ async def _dump(ipr: AsyncIPRoute, index: int) -> list[tuple[ipaddress.IPv4Inter
     return found
 
 
+Interfaces = list[ipaddress.IPv4Interface]
+
+
+def address_changes(
+    present: Sequence[ipaddress.IPv4Interface],
+    desired: frozenset[ipaddress.IPv4Interface],
+    managed: frozenset[ipaddress.IPv4Interface],
+) -> tuple[Interfaces, Interfaces]:
+    """(to add, to remove) so that the ``managed`` addresses on a link equal ``desired``.
+
+    Addresses we do not manage (the box's own) are never touched.  A managed
+    address present with another prefix length counts as present: the IP is
+    what clients reach.
+    """
+    actual = {a.ip: a for a in present}
+    managed_ips = {a.ip for a in managed}
+    desired_ips = {a.ip for a in desired}
+    add = [want for want in sorted(desired) if want.ip not in actual]
+    remove = [
+        have for ip, have in sorted(actual.items()) if ip in managed_ips and ip not in desired_ips
+    ]
+    return add, remove
+
+
 async def reconcile_addresses(
     ipr: AsyncIPRoute,
     index: int,
     desired: frozenset[ipaddress.IPv4Interface],
     managed: frozenset[ipaddress.IPv4Interface],
     present: Sequence[ipaddress.IPv4Interface] | None = None,
-) -> tuple[list[ipaddress.IPv4Interface], list[ipaddress.IPv4Interface]]:
-    """Make the ``managed`` addresses on the link equal ``desired``; return (added, removed).
-
-    Addresses we do not manage (the box's own) are never touched.  A managed
-    address present with another prefix length counts as present: the IP is
-    what clients reach.  ``present``: the link's addresses, if the caller just read them.
+) -> tuple[Interfaces, Interfaces]:
+    """Make the ``managed`` addresses on the link equal ``desired`` (address_changes);
+    return (added, removed).  ``present``: the link's addresses, if the caller just read them.
     """
     if present is None:
         present = await read_addresses(ipr, index)
-    actual = {a.ip: a for a in present}
-    managed_ips = {a.ip for a in managed}
-    added, removed = [], []
-    for want in sorted(desired):
-        if want.ip not in actual:
-            await _call(ipr, "add", index, want)
-            added.append(want)
-    desired_ips = {a.ip for a in desired}
-    for ip, have in sorted(actual.items()):
-        if ip in managed_ips and ip not in desired_ips:
-            await _call(ipr, "del", index, have)
-            removed.append(have)
-    return added, removed
+    add, remove = address_changes(present, desired, managed)
+    for want in add:
+        await _call(ipr, "add", index, want)
+    for have in remove:
+        await _call(ipr, "del", index, have)
+    return add, remove
 
 
 async def _call(ipr: AsyncIPRoute, cmd: str, index: int, iface: ipaddress.IPv4Interface) -> None:

@@ -320,6 +320,26 @@ def test_lo_vips_converge_and_go(lab: tuple[Netns, Netns]) -> None:
         assert not box.has_address("lo", VIP) and box.has_address("lo", "127.0.0.1")
 
 
+def test_a_thousand_lo_vips_converge_a_window_at_a_time(lab: tuple[Netns, Netns]) -> None:
+    """One VIP per virtual service: more than a netlink socket's acks fit in one read, and
+    what is not ours (127.0.0.1, an address put there by hand) stays."""
+    _, box = lab
+    box.run("ip", "addr", "add", "10.77.0.1/32", "dev", "lo")
+    vips = [ipaddress.IPv4Address(f"10.66.{i // 250}.{i % 250 + 1}") for i in range(1000)]
+    with inside(box) as (w,):
+        assert w.call(reconcile_lo_vips, vips[:600]) is True
+        assert w.call(reconcile_lo_vips, vips, vips[:600]) is True  # 400 more
+        assert w.call(reconcile_lo_vips, vips, vips) is False
+        on_lo = box.addresses("lo")
+        assert {f"{v}/32" for v in vips} <= on_lo and {"127.0.0.1/8", "10.77.0.1/32"} <= on_lo
+        assert w.call(reconcile_lo_vips, vips[:10], vips) is True  # a reload kept 10
+        assert box.addresses("lo") == {"127.0.0.1/8", "10.77.0.1/32"} | {
+            f"{v}/32" for v in vips[:10]
+        }
+        assert w.call(remove_lo_vips, vips) is True
+        assert box.addresses("lo") == {"127.0.0.1/8", "10.77.0.1/32"}
+
+
 def read(ns: Netns, key: str) -> str:
     return ns.run("sysctl", "-n", key).stdout.strip()
 

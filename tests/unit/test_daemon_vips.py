@@ -50,13 +50,24 @@ def test_os_errors_keeps_the_errno() -> None:
     assert "busy" in str(caught.value)
 
 
-def test_a_refused_read_back_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("refused", ["read back", "add"])
+def test_a_refusal_in_the_check_is_logged_not_raised(
+    refused: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The read back is the fast path's dump (vrrp/fastaddr.py), the repair pyroute2's."""
     ipr: Any = RefusingIPRoute()
     source = ipaddress.IPv4Address("10.0.0.1")
     vips = VirtualAddresses("VI_2 (vrid 52 on eth0)", "eth0", 2, ipr, frozenset({VIP}), source)
+
+    async def dump() -> list[tuple[ipaddress.IPv4Interface, bool]]:
+        if refused == "read back":
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return []  # the VIP is missing: a master adds it, and pyroute2 is refused
+
+    vips.fast.dump = dump  # type: ignore[method-assign]
     try:
         with caplog.at_level(logging.ERROR):
-            asyncio.run(vips.reconcile(master=False))
+            asyncio.run(vips.reconcile(master=True))
     finally:
         vips.close()
     (record,) = caplog.records

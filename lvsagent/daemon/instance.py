@@ -94,6 +94,7 @@ class InstanceRunner:
             self.tag, inst, link.index, link.mac, self.source, self.counters, vmac
         )
         self._reconcile_handle: asyncio.TimerHandle | None = None
+        self._releasing: asyncio.Task[None] | None = None  # execute(): a MASTER's release
         self.master_seen: ipaddress.IPv4Address | None = None
         self.last_transition_at: float | None = None  # wall clock, for status
 
@@ -157,6 +158,8 @@ class InstanceRunner:
             await self._give_up(exc)
             raise
         finally:
+            if self._releasing is not None:
+                self._releasing.cancel()
             if self._reconcile_handle is not None:
                 self._reconcile_handle.cancel()
             loop.remove_reader(self.wire.fileno())
@@ -257,13 +260,8 @@ class InstanceRunner:
             return
         if rx.src != self.master_seen:
             self.master_seen = rx.src
-            log.info(
-                "%s: master is %s (priority %d, advert interval %.2f s)",
-                self.tag,
-                rx.src,
-                rx.advert.priority,
-                rx.advert.interval,
-            )
+            log.info("%s: master is %s (priority %d, advert interval %.2f s)",
+                     self.tag, rx.src, rx.advert.priority, rx.advert.interval)  # fmt: skip
 
     def _tick_reconcile(self) -> None:
         self._post(ev.Reconcile())
@@ -291,24 +289,17 @@ class InstanceRunner:
     async def _apply_tracking(self, now: float) -> None:
         verdict = self._tracking()
         before = self.router.priority
-        await self.execute(
-            self.router.set_tracking(verdict.fault, verdict.adjustment, verdict.why, now)
-        )
+        await self.execute(self.router.set_tracking(verdict.fault, verdict.adjustment,
+                                                    verdict.why, now))  # fmt: skip
         if self.router.priority != before:
             # keepalived says "Changing effective priority"; a silent change would leave an
             # operator guessing why the other box took over.  Lowered is trouble; back, not.
             lowered = self.router.priority < before
             log.log(
-                logging.WARNING if lowered else NOTICE,
-                "%s: effective priority %d -> %d (%s)",
-                self.tag,
-                before,
-                self.router.priority,
-                verdict.why,
-                extra=fields(
-                    event="vrrp_priority", instance=self.inst.name,
-                    priority=str(self.router.priority),
-                ),
+                logging.WARNING if lowered else NOTICE, "%s: effective priority %d -> %d (%s)",
+                self.tag, before, self.router.priority, verdict.why,
+                extra=fields(event="vrrp_priority", instance=self.inst.name,
+                             priority=str(self.router.priority)),
             )  # fmt: skip
 
     # ----- outputs ------------------------------------------------------------
@@ -328,19 +319,32 @@ class InstanceRunner:
     async def execute(self, actions: list[Action]) -> None:
         """Carry out one decision's actions in order.
 
-        The transition is logged after the packets and addresses of its
-        decision: those are what a takeover waits for, and the log line is not.
+        The transition is logged after the packets, addresses and guard step of
+        its decision: those are what a takeover waits for, and the log line is
+        not.  A release of the loop guard that ends a decision (MASTER's) runs
+        on in its own task, and the transition is announced when it is done:
+        the adverts go on meanwhile, and the next decision that moves the state
+        or the guard waits for it.
         """
+        if self._releasing is not None and any(
+            isinstance(a, Transition | SetLoopGuard) for a in actions
+        ):
+            await self._releasing
         transitions = []
-        for action in actions:
+        for i, action in enumerate(actions):
             if isinstance(action, Transition):
                 transitions.append(action)
                 self._took_over_from_silent(action)
             elif isinstance(action, SetLoopGuard):
                 if self.guard is not None:
                     t = transitions[-1] if transitions else None
-                    why = f"{t.old.value} -> {t.new.value}" if t else self.router.state.value
-                    await self.guard(action.engaged, f"{self.inst.name} {why}")
+                    why = f"{self.inst.name} " + (
+                        f"{t.old.value} -> {t.new.value}" if t else self.router.state.value
+                    )
+                    if not action.engaged and i == len(actions) - 1:
+                        self._releasing = asyncio.create_task(self._release(why, transitions))
+                        return
+                    await self.guard(action.engaged, why)
             elif isinstance(action, SendAdvert):
                 self.wire.send_advert(action.priority)
             elif isinstance(action, AddAddresses | RemoveAddresses):
@@ -349,6 +353,15 @@ class InstanceRunner:
                 self._post(ev.Reconcile())
             elif isinstance(action, SendGratuitousArp):
                 self.wire.announce(action.repeat)
+        for t in transitions:
+            self._announce(t)
+
+    async def _release(self, why: str, transitions: list[Transition]) -> None:
+        assert self.guard is not None
+        try:
+            await self.guard(False, why)
+        except Exception as exc:  # the guard logs and retries its own failures
+            log.error("%s: loop guard release (%s) failed: %r", self.tag, why, exc)
         for t in transitions:
             self._announce(t)
 
@@ -361,15 +374,9 @@ class InstanceRunner:
         self.last_transition_at = time.time()
         log.log(
             logging.WARNING if t.new == State.FAULT else NOTICE,  # FAULT is trouble
-            "%s: %s -> %s (%s)",
-            self.tag,
-            t.old.value,
-            t.new.value,
-            t.reason,
-            extra=fields(
-                event="vrrp_transition", instance=self.inst.name, state=t.new.value,
-                old_state=t.old.value, vrid=str(self.inst.vrid),
-            ),
+            "%s: %s -> %s (%s)", self.tag, t.old.value, t.new.value, t.reason,
+            extra=fields(event="vrrp_transition", instance=self.inst.name, state=t.new.value,
+                         old_state=t.old.value, vrid=str(self.inst.vrid)),
         )  # fmt: skip
         if self.notify is not None:
             self.notify(self.inst, t.new, self.router.priority)

@@ -18,7 +18,8 @@ thread, p99 7.0 ms late at CPython's default 5 ms, 2.6 ms at 1 ms).
 What runs where: each InstanceRunner (its sockets, timers, VIPs and netlink
 socket) lives on the VRRP loop; everything else stays on the main loop.  The
 runners' calls into the rest (the guard step, hooks, a silent peer's re-check)
-go through :class:`MainLink`, in the order they were made; calls into a runner
+go through :class:`MainLink`, in the order they were made (a runner goes on
+sending adverts while its MASTER transition's guard release is done); calls into a runner
 (links changed, stop, reload) are thread-safe posts (InstanceRunner._post).
 """
 
@@ -124,16 +125,11 @@ class MainLink:
         return asyncio.run_coroutine_threadsafe(ordered(), self.loop)
 
     def guard_step(self, step: ev.GuardHook) -> ev.GuardHook:
-        """The guard's step for a runner.  Engaging is waited for (the addresses go only
-        after it); releasing, the last action of a MASTER transition, is not: the next
-        advert would otherwise wait for a transaction of thousands of rules."""
+        """The guard's step for a runner, done on the main loop and waited for (the runner
+        does not wait for a MASTER's release: InstanceRunner.execute)."""
 
         async def bridged(engaged: bool, why: str) -> None:
-            done = self._submit(lambda: step(engaged, why))
-            if engaged:
-                await asyncio.wrap_future(done)
-            else:
-                done.add_done_callback(_report)
+            await asyncio.wrap_future(self._submit(lambda: step(engaged, why)))
 
         return bridged
 

@@ -154,6 +154,7 @@ class InstanceRunner:
                     await self.execute(self.router.follow(event.state, now, event.why))
                 # Timers are due regardless of how busy the queue is.
                 await self._timers(loop)
+                self._raise_a_failed_release()
         except Exception as exc:
             await self._give_up(exc)
             raise
@@ -172,11 +173,9 @@ class InstanceRunner:
         What a stop does, each step on its own: a master says priority 0 (the peer
         takes over in Skew_Time), the guard is engaged, the addresses go.
         """
-        log.error(
-            "%s: stopped by an internal error in state %s: %r; releasing its virtual "
-            "addresses on %s",
-            self.tag, self.router.state.value, exc, self.inst.interface,
-        )  # fmt: skip
+        log.error("%s: stopped by an internal error in state %s: %r; releasing its virtual "
+                  "addresses on %s", self.tag, self.router.state.value, exc,
+                  self.inst.interface)  # fmt: skip
         if self.router.state == State.MASTER:
             self.wire.send_advert(0)
         if self.guard is not None:
@@ -187,11 +186,9 @@ class InstanceRunner:
         try:
             await self.vips.transition(False)
         except Exception as vip_exc:
-            log.error(
-                "%s: cannot remove its virtual addresses from %s: %r; remove them by hand "
-                "(ip addr del ... dev %s)",
-                self.tag, self.inst.interface, vip_exc, self.inst.interface,
-            )  # fmt: skip
+            log.error("%s: cannot remove its virtual addresses from %s: %r; remove them by "
+                      "hand (ip addr del ... dev %s)", self.tag, self.inst.interface, vip_exc,
+                      self.inst.interface)  # fmt: skip
 
     async def _advert(self, rx: ev.Rx, now: float) -> None:
         if self.peer_heard is not None:
@@ -319,12 +316,10 @@ class InstanceRunner:
     async def execute(self, actions: list[Action]) -> None:
         """Carry out one decision's actions in order.
 
-        The transition is logged after the packets, addresses and guard step of
-        its decision: those are what a takeover waits for, and the log line is
-        not.  A release of the loop guard that ends a decision (MASTER's) runs
-        on in its own task, and the transition is announced when it is done:
-        the adverts go on meanwhile, and the next decision that moves the state
-        or the guard waits for it.
+        The transition is logged after the packets, addresses and guard step of its
+        decision (what a takeover waits for).  MASTER's guard release, a decision's
+        last action, runs in a task of its own that announces the transition when it
+        is done: adverts go on, and the next state or guard change waits for it.
         """
         if self._releasing is not None and any(
             isinstance(a, Transition | SetLoopGuard) for a in actions
@@ -357,13 +352,21 @@ class InstanceRunner:
             self._announce(t)
 
     async def _release(self, why: str, transitions: list[Transition]) -> None:
+        """What escapes the guard (it handles its own failures) is raised by run()."""
         assert self.guard is not None
         try:
             await self.guard(False, why)
-        except Exception as exc:  # the guard logs and retries its own failures
-            log.error("%s: loop guard release (%s) failed: %r", self.tag, why, exc)
+        except Exception:
+            self.inbox.wake_up()
+            raise
         for t in transitions:
             self._announce(t)
+
+    def _raise_a_failed_release(self) -> None:
+        task = self._releasing
+        exc = task.exception() if task and task.done() and not task.cancelled() else None
+        if exc is not None:
+            raise exc
 
     def _announce(self, t: Transition) -> None:
         """Log, count and tell the hooks and the sync group of one transition, in that order."""

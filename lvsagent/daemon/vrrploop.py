@@ -19,8 +19,9 @@ What runs where: each InstanceRunner (its sockets, timers, VIPs and netlink
 socket) lives on the VRRP loop; everything else stays on the main loop.  The
 runners' calls into the rest (the guard step, hooks, a silent peer's re-check)
 go through :class:`MainLink`, in the order they were made (a runner goes on
-sending adverts while its MASTER transition's guard release is done); calls into a runner
-(links changed, stop, reload) are thread-safe posts (InstanceRunner._post).
+sending adverts while its MASTER transition's guard release is done:
+InstanceRunner.execute); calls into a runner (links changed, stop, reload) are
+thread-safe posts (events.Inbox).
 """
 
 from __future__ import annotations

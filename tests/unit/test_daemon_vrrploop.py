@@ -43,7 +43,8 @@ def test_the_vrrp_loop_runs_while_the_main_loop_is_held(vrrp: VrrpLoop) -> None:
     async def main() -> tuple[float, float]:
         stop = asyncio.Event()
         ticking = vrrp.submit(_ticker(stamps, stop))
-        await asyncio.sleep(0.05)
+        while not stamps:  # the ticker has started: the hold below is what it must outlast
+            await asyncio.sleep(TICK)
         held_from = time.monotonic()
         time.sleep(HOLD)  # the main loop is held: nothing on it runs
         held_to = time.monotonic()
@@ -104,7 +105,6 @@ def test_a_post_from_another_thread_wakes_the_runner(vrrp: VrrpLoop) -> None:
     async def main() -> ev.Event:
         inbox = await vrrp.call(make())
         taking = vrrp.submit(take(inbox))
-        await asyncio.sleep(0.05)
         assert threading.current_thread() is threading.main_thread()
         inbox.post(ev.Stop())
         return await taking
